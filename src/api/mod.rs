@@ -1,0 +1,41 @@
+//! The `HardeningProfile` API: spec and status types, the names shared with DESIGN.md, and the
+//! checks only the controller can make. Pure: nothing here calls the API server.
+
+pub mod conditions;
+mod spec;
+mod status;
+pub mod validate;
+
+pub use spec::*;
+pub use status::*;
+
+/// Label on everything Rampart creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "rampart";
+/// Label naming the profile an object belongs to.
+pub const PROFILE_LABEL: &str = "rampart.dev/profile";
+/// Label naming the control that made an object.
+pub const CONTROL_LABEL: &str = "rampart.dev/control";
+/// Annotation on rotated Secrets and restarted pod templates.
+pub const ROTATION_ID_ANNOTATION: &str = "rampart.dev/rotation-id";
+/// Label a user puts on a snapshot that retention must never prune.
+pub const KEEP_LABEL: &str = "rampart.dev/keep";
+/// Server-side apply field manager.
+pub const FIELD_MANAGER: &str = "rampart";
+/// Finalizer on profiles.
+pub const FINALIZER: &str = "rampart.dev/cleanup";
+/// Longest drift list kept in the status, so the object stays small at any scale.
+pub const DRIFT_LIST_LIMIT: usize = 50;
+/// Longest list of other per-object findings kept in the status.
+pub const STATUS_LIST_LIMIT: usize = 50;
+
+/// The label selector string that finds everything a profile made.
+pub fn managed_selector(profile: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PROFILE_LABEL}={profile}")
+}
+
+/// The label selector string that finds everything Rampart made.
+pub fn all_managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}

@@ -1,0 +1,523 @@
+//! The `HardeningProfile` spec: what a platform engineer declares. Pure types, no API calls.
+//!
+//! Validation lives here too, as schema bounds and CEL rules, so the API server refuses most
+//! bad profiles at admission with a message naming the field. What only the controller can
+//! check (selector syntax the schema cannot express, expiry already past) is in
+//! `crate::api::validate`.
+
+use std::collections::BTreeMap;
+
+use std::borrow::Cow;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use super::status::HardeningProfileStatus;
+
+/// A set of namespaces and the security posture they must hold.
+///
+/// Rampart creates default-deny NetworkPolicies with allow-lists, PodDisruptionBudgets for
+/// replicated workloads, rotates selected Secrets when `secretRotation.rotationId` changes and
+/// takes VolumeSnapshots of selected PVCs on a schedule. Anything that departs from the profile
+/// is reported in the status and, in `Enforce` mode, repaired.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rampart.dev",
+    version = "v1alpha1",
+    kind = "HardeningProfile",
+    plural = "hardeningprofiles",
+    shortname = "hp",
+    status = "HardeningProfileStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.summary.namespaces"),
+    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.summary.compliant"),
+    printcolumn(name = "Drifted", type_ = "integer", json_path = ".status.summary.driftedObjects"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)")
+        .message("spec: set namespaceSelector or a non-empty namespaces list"),
+    validation = Rule::new("has(self.networkPolicies) || has(self.podDisruptionBudgets) || has(self.secretRotation) || has(self.backups)")
+        .message("spec: enable at least one control (networkPolicies, podDisruptionBudgets, secretRotation or backups)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HardeningProfileSpec {
+    /// Enforce repairs drift; Audit computes and reports drift but writes nothing except the
+    /// profile's status and events.
+    #[serde(default)]
+    pub mode: Mode,
+
+    /// Selects namespaces by label. Combined with `namespaces` as a union. Namespaces named
+    /// kube-* are excluded unless listed by name in `namespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Namespaces selected by name, in addition to `namespaceSelector`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("namespaces: names must be unique"))]
+    pub namespaces: Vec<NamespaceName>,
+
+    /// Default-deny NetworkPolicies with allow-lists in every selected namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policies: Option<NetworkPolicyControl>,
+
+    /// PodDisruptionBudgets for replicated Deployments and StatefulSets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budgets: Option<DisruptionBudgetControl>,
+
+    /// Rotation of selected Secrets when `rotationId` changes, with restarts of their consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_rotation: Option<SecretRotationControl>,
+
+    /// VolumeSnapshot schedules for selected PersistentVolumeClaims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupControl>,
+
+    /// Namespaces exempted from one control, with a reason and an optional expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.namespace == e.namespace && f.control == e.control))").message("exceptions: at most one exception per namespace and control"))]
+    pub exceptions: Vec<Exception>,
+}
+
+/// Whether drift is repaired or only reported.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Create, repair and remove managed objects.
+    #[default]
+    Enforce,
+    /// Report what would change; write nothing but status and events.
+    Audit,
+}
+
+/// A Kubernetes namespace name (RFC 1123 label).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(transparent)]
+pub struct NamespaceName(
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub String,
+);
+
+impl NamespaceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A label selector: `matchLabels` and `matchExpressions` are ANDed. An empty selector selects
+/// everything.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    /// Labels that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("matchLabels: keys must be valid label keys"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(self[k]) <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))").message("matchLabels: values must be valid label values"))]
+    pub match_labels: BTreeMap<String, String>,
+
+    /// Set-based requirements on labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One set-based label requirement.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)")
+        .message("matchExpressions: values must be non-empty for In and NotIn, and absent for Exists and DoesNotExist")
+)]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
+    pub operator: SelectorOperator,
+    /// Values for In and NotIn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub values: Vec<String>,
+}
+
+/// A label selector operator.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// Default-deny plus allow-lists. Policies are additive, so each allowance is its own policy
+/// with a stable name.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyControl {
+    /// Which directions the default-deny policy covers.
+    #[serde(default)]
+    pub default_deny: DefaultDeny,
+
+    /// Allow ingress from and egress to pods in the same namespace.
+    #[serde(default = "default_true")]
+    pub allow_same_namespace: bool,
+
+    /// Allow egress to the cluster DNS pods on UDP and TCP 53.
+    #[serde(default = "default_true", rename = "allowDNS")]
+    pub allow_dns: bool,
+
+    /// Where the cluster DNS pods run; defaults to kube-system pods labelled k8s-app=kube-dns.
+    #[serde(default)]
+    pub dns: DnsTarget,
+
+    /// Namespaces whose pods may connect in (matched on `kubernetes.io/metadata.name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("allowedNamespaces: names must be unique"))]
+    pub allowed_namespaces: Vec<NamespaceName>,
+
+    /// A monitoring namespace allowed to scrape the listed ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringAccess>,
+
+    /// Extra egress destinations outside the cluster, as CIDRs (IPv4 or IPv6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("egressCIDRs: every entry must be a CIDR such as 10.0.0.0/8"))]
+    #[serde(rename = "egressCIDRs")]
+    pub egress_cidrs: Vec<String>,
+}
+
+/// Directions covered by the default-deny policy.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultDeny {
+    /// Deny all ingress not allowed by another policy.
+    #[serde(default = "default_true")]
+    pub ingress: bool,
+    /// Deny all egress not allowed by another policy.
+    #[serde(default = "default_true")]
+    pub egress: bool,
+}
+
+impl Default for DefaultDeny {
+    fn default() -> Self {
+        Self {
+            ingress: true,
+            egress: true,
+        }
+    }
+}
+
+/// The cluster DNS pods, as one peer: the namespace and the pod selector are ANDed.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsTarget {
+    /// Namespace of the DNS pods.
+    #[serde(default = "default_dns_namespace")]
+    pub namespace: NamespaceName,
+    /// Labels of the DNS pods.
+    #[serde(default = "default_dns_pod_labels")]
+    #[schemars(length(min = 1))]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl Default for DnsTarget {
+    fn default() -> Self {
+        Self {
+            namespace: default_dns_namespace(),
+            pod_labels: default_dns_pod_labels(),
+        }
+    }
+}
+
+/// A monitoring namespace and the ports it may reach.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct MonitoringAccess {
+    /// The namespace the scrapers run in.
+    pub namespace: NamespaceName,
+    /// TCP ports the scrapers may reach.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("monitoring.ports: ports must be unique"))]
+    pub ports: Vec<Port>,
+}
+
+/// A TCP or UDP port number.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct Port(#[schemars(range(min = 1, max = 65535))] pub i32);
+
+/// PodDisruptionBudgets for replicated workloads, never ones that block node drains.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetControl {
+    /// Workloads with fewer replicas get no budget (a budget on one replica blocks drains).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub min_replicas: i32,
+
+    /// Pods of a workload that may be down at once: a positive number or a percentage from 1%
+    /// to 100%. Zero is refused because it blocks every drain.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')").message("maxUnavailable: must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    pub max_unavailable: MaxUnavailable,
+}
+
+/// A positive count or a percentage, as in a PodDisruptionBudget.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum MaxUnavailable {
+    Count(i32),
+    Percent(String),
+}
+
+/// Rotation of selected Secrets on a new `rotationId`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotationControl {
+    /// Change this value to rotate. Secrets already stamped with it are never rotated again.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    pub rotation_id: String,
+
+    /// Which Secrets in the selected namespaces rotate.
+    pub selector: LabelSelector,
+
+    /// Keys given new random values; other keys keep theirs. A missing key is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(l, l.key == k.key))").message("regenerate: keys must be unique"))]
+    pub regenerate: Vec<RegeneratedKey>,
+
+    /// Keep the previous value of each regenerated key under `<key>.previous` so clients can roll
+    /// over.
+    #[serde(default)]
+    pub keep_previous: bool,
+
+    /// Workloads restarted at once; the next batch starts when these have rolled out.
+    #[serde(default = "default_max_concurrent_restarts")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_concurrent_restarts: i32,
+
+    /// How long one batch's rollouts may take before the rotation stops as stalled, in seconds.
+    #[serde(default = "default_rollout_timeout_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub rollout_timeout_seconds: i32,
+}
+
+/// One key given a new random value on rotation.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegeneratedKey {
+    /// The Secret data key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+    /// Length of the generated value in characters.
+    #[serde(default = "default_secret_length")]
+    #[schemars(range(min = 16, max = 4096))]
+    pub length: i32,
+    /// Characters the value is drawn from.
+    #[serde(default)]
+    pub alphabet: Alphabet,
+}
+
+/// The characters a generated value is drawn from.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Alphabet {
+    /// A-Z, a-z and 0-9.
+    #[default]
+    Alphanumeric,
+    /// 0-9 and a-f.
+    Hex,
+    /// The URL-safe base64 alphabet.
+    Base64Url,
+}
+
+/// VolumeSnapshot schedules for selected PVCs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupControl {
+    /// Cron schedule: 5 fields, 6 with a leading seconds field, or a macro such as @daily.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in; UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// Which PVCs in the selected namespaces are snapshotted.
+    pub pvc_selector: LabelSelector,
+    /// The VolumeSnapshotClass each snapshot names.
+    #[schemars(length(min = 1, max = 253))]
+    pub volume_snapshot_class_name: String,
+    /// How many ready snapshots to keep and for how long.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Stop taking new snapshots; retention still applies.
+    #[serde(default)]
+    pub suspend: bool,
+    /// A slot missed (operator down) is still taken if no later than this many seconds after
+    /// its time; otherwise it is recorded as missed.
+    #[serde(default = "default_starting_deadline_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub starting_deadline_seconds: i64,
+    /// Take one snapshot of each PVC when it is first selected, before the first slot.
+    #[serde(default)]
+    pub snapshot_on_create: bool,
+    /// What happens to the snapshots when the profile is deleted.
+    #[serde(default)]
+    pub deletion_policy: SnapshotDeletionPolicy,
+}
+
+/// Retention of ready snapshots.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Ready snapshots kept per PVC.
+    #[serde(default = "default_max_count")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_count: i32,
+    /// Ready snapshots older than this are pruned (Go duration such as 168h), never the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"))]
+    pub max_age: Option<String>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_count: default_max_count(),
+            max_age: None,
+        }
+    }
+}
+
+/// Whether a deleted profile's snapshots are kept.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SnapshotDeletionPolicy {
+    /// Keep the snapshots.
+    #[default]
+    Retain,
+    /// Delete the snapshots Rampart made.
+    Delete,
+}
+
+/// An exemption of one namespace from one control.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Exception {
+    /// The exempted namespace.
+    pub namespace: NamespaceName,
+    /// The control it is exempted from.
+    pub control: ControlName,
+    /// Why; shown in the status.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// When the exemption stops applying (RFC 3339). An expired exception is flagged in the
+    /// status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("expires: must be an RFC 3339 timestamp such as 2026-12-31T00:00:00Z"))]
+    pub expires: Option<String>,
+}
+
+/// A control a profile can enable.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ControlName {
+    NetworkPolicies,
+    PodDisruptionBudgets,
+    SecretRotation,
+    Backups,
+}
+
+impl ControlName {
+    pub const ALL: [ControlName; 4] = [
+        ControlName::NetworkPolicies,
+        ControlName::PodDisruptionBudgets,
+        ControlName::SecretRotation,
+        ControlName::Backups,
+    ];
+
+    /// The value of the `rampart.dev/control` label on objects this control creates.
+    pub fn label(self) -> &'static str {
+        match self {
+            ControlName::NetworkPolicies => "networkpolicy",
+            ControlName::PodDisruptionBudgets => "pdb",
+            ControlName::SecretRotation => "rotation",
+            ControlName::Backups => "snapshot",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlName::NetworkPolicies => "NetworkPolicies",
+            ControlName::PodDisruptionBudgets => "PodDisruptionBudgets",
+            ControlName::SecretRotation => "SecretRotation",
+            ControlName::Backups => "Backups",
+        }
+    }
+}
+
+impl HardeningProfileSpec {
+    /// Whether the profile enables a control.
+    pub fn enables(&self, control: ControlName) -> bool {
+        match control {
+            ControlName::NetworkPolicies => self.network_policies.is_some(),
+            ControlName::PodDisruptionBudgets => self.pod_disruption_budgets.is_some(),
+            ControlName::SecretRotation => self.secret_rotation.is_some(),
+            ControlName::Backups => self.backups.is_some(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_dns_namespace() -> NamespaceName {
+    NamespaceName("kube-system".into())
+}
+fn default_dns_pod_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])
+}
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_unavailable() -> MaxUnavailable {
+    MaxUnavailable::Count(1)
+}
+fn default_max_concurrent_restarts() -> i32 {
+    5
+}
+fn default_rollout_timeout_seconds() -> i32 {
+    600
+}
+fn default_secret_length() -> i32 {
+    32
+}
+fn default_starting_deadline_seconds() -> i64 {
+    3600
+}
+fn default_max_count() -> i32 {
+    7
+}
+
+impl JsonSchema for MaxUnavailable {
+    fn schema_name() -> Cow<'static, str> {
+        "MaxUnavailable".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "description": "Pods of a workload that may be down at once: an integer of at least 1 or a percentage from 1% to 100%."
+        })
+    }
+}

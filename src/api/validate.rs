@@ -1,0 +1,85 @@
+//! Spec checks the schema cannot make, run by the controller before it acts. Pure: time is an
+//! argument. A failure becomes an `InvalidSpec` condition naming the field, and the profile
+//! waits for a change.
+
+use chrono::{DateTime, Utc};
+
+use super::{HardeningProfileSpec, LabelSelector, SelectorOperator};
+use crate::schedule::{parse_duration, Schedule};
+
+/// One field that is wrong, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidField {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Every problem the controller can find in a spec; empty when the spec is usable.
+pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
+    let mut out = Vec::new();
+    if let Some(sel) = &spec.namespace_selector {
+        check_selector("spec.namespaceSelector", sel, &mut out);
+    }
+    for (i, e) in spec.exceptions.iter().enumerate() {
+        if let Some(exp) = &e.expires {
+            if DateTime::parse_from_rfc3339(exp).is_err() {
+                out.push(invalid(format!("spec.exceptions[{i}].expires"), format!("{exp:?} is not an RFC 3339 timestamp")));
+            }
+        }
+        if !spec.enables(e.control) {
+            out.push(invalid(
+                format!("spec.exceptions[{i}].control"),
+                format!("{} is not enabled in this profile", e.control.as_str()),
+            ));
+        }
+    }
+    if let Some(rot) = &spec.secret_rotation {
+        check_selector("spec.secretRotation.selector", &rot.selector, &mut out);
+    }
+    if let Some(b) = &spec.backups {
+        check_selector("spec.backups.pvcSelector", &b.pvc_selector, &mut out);
+        if let Err(e) = Schedule::parse(&b.schedule, b.time_zone.as_deref()) {
+            out.push(invalid(e.field(), e.to_string()));
+        }
+        if let Some(age) = &b.retention.max_age {
+            if parse_duration(age).is_none() {
+                out.push(invalid("spec.backups.retention.maxAge", format!("{age:?} is not a duration such as 168h")));
+            }
+        }
+    }
+    out
+}
+
+fn check_selector(field: &str, sel: &LabelSelector, out: &mut Vec<InvalidField>) {
+    for (i, req) in sel.match_expressions.iter().enumerate() {
+        let wants_values = matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
+        if wants_values == req.values.is_empty() {
+            out.push(invalid(
+                format!("{field}.matchExpressions[{i}].values"),
+                "must be non-empty for In and NotIn and empty for Exists and DoesNotExist",
+            ));
+        }
+    }
+}
+
+/// Whether an exception has expired at `now`. An unparseable expiry counts as expired: an
+/// exemption nobody can read should not keep a control off.
+pub fn exception_expired(expires: Option<&str>, now: DateTime<Utc>) -> bool {
+    match expires {
+        None => false,
+        Some(s) => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc) <= now).unwrap_or(true),
+    }
+}

@@ -1,0 +1,85 @@
+//! The `rampart` binary: flags, logging and wiring; the work is in the library.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+use rampart::api::HardeningProfile;
+use rampart::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(name = "rampart", version, about = "Keeps Kubernetes namespaces hardened")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the HardeningProfile CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
+    Run(RunArgs),
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "RAMPART_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "RAMPART_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Name of this replica in events; defaults to the pod or host name.
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn crd_yaml() -> anyhow::Result<String> {
+    Ok(serde_yaml::to_string(&HardeningProfile::crd())?)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let ready = Arc::new(AtomicBool::new(false));
+    let instance = args
+        .instance
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "rampart".into());
+    let http = tokio::spawn(rampart::http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
+    tracing::info!(%instance, "starting controller");
+    rampart::controller::run(client, metrics, ready, instance).await;
+    http.abort();
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The operator's Prometheus metrics, in a struct that owns its registry. Labels are bounded:
+//! profile and control names, kinds, verbs and error categories, never object names or values.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::api::ControlName;
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub reconcile_errors: IntCounterVec,
+    pub reconcile_duration: HistogramVec,
+    pub api_writes: IntCounterVec,
+    pub drifted_objects: IntGaugeVec,
+    pub managed_objects: IntGaugeVec,
+    pub repairs: IntCounterVec,
+    pub exceptions: IntGaugeVec,
+    pub drain_blocked: IntGaugeVec,
+    pub profile_ready: IntGaugeVec,
+}
+
+/// The states an exception is counted in.
+const EXCEPTION_STATES: [&str; 2] = ["Active", "Expired"];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(Opts::new("rampart_reconciles_total", "Profile reconciles by result (success, error)."), &["result"])?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new("rampart_reconcile_errors_total", "Failed reconciles by error category."),
+            &["category"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new("rampart_reconcile_duration_seconds", "Time one profile reconcile took, by result.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["result"],
+        )?;
+        let api_writes = IntCounterVec::new(
+            Opts::new("rampart_api_writes_total", "Writes the operator sent to the API server, by kind and verb."),
+            &["kind", "verb"],
+        )?;
+        let drifted_objects = IntGaugeVec::new(
+            Opts::new("rampart_drifted_objects", "Objects departing from the profile at the last reconcile, before repair."),
+            &["profile", "control"],
+        )?;
+        let managed_objects = IntGaugeVec::new(Opts::new("rampart_managed_objects", "Objects the operator manages for a profile."), &["profile", "control"])?;
+        let repairs = IntCounterVec::new(Opts::new("rampart_repairs_total", "Drifted objects repaired (created, re-applied or deleted)."), &["profile", "control"])?;
+        let exceptions = IntGaugeVec::new(Opts::new("rampart_exceptions", "Exceptions in a profile, by state (Active, Expired)."), &["profile", "state"])?;
+        let drain_blocked = IntGaugeVec::new(
+            Opts::new("rampart_drain_blocking_budgets", "PodDisruptionBudgets in scope that allow no disruption while their pods are healthy."),
+            &["profile"],
+        )?;
+        let profile_ready = IntGaugeVec::new(Opts::new("rampart_profile_ready", "1 when the profile's Ready condition is True."), &["profile"])?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(api_writes.clone()))?;
+        registry.register(Box::new(drifted_objects.clone()))?;
+        registry.register(Box::new(managed_objects.clone()))?;
+        registry.register(Box::new(repairs.clone()))?;
+        registry.register(Box::new(exceptions.clone()))?;
+        registry.register(Box::new(drain_blocked.clone()))?;
+        registry.register(Box::new(profile_ready.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            api_writes,
+            drifted_objects,
+            managed_objects,
+            repairs,
+            exceptions,
+            drain_blocked,
+            profile_ready,
+        })
+    }
+
+    pub fn write(&self, kind: &str, verb: &str) {
+        self.api_writes.with_label_values(&[kind, verb]).inc();
+    }
+
+    /// Removes every series of a deleted profile, so dashboards do not show ghosts.
+    pub fn forget_profile(&self, profile: &str) {
+        for c in ControlName::ALL {
+            let _ = self.drifted_objects.remove_label_values(&[profile, c.label()]);
+            let _ = self.managed_objects.remove_label_values(&[profile, c.label()]);
+            let _ = self.repairs.remove_label_values(&[profile, c.label()]);
+        }
+        for s in EXCEPTION_STATES {
+            let _ = self.exceptions.remove_label_values(&[profile, s]);
+        }
+        let _ = self.drain_blocked.remove_label_values(&[profile]);
+        let _ = self.profile_ready.remove_label_values(&[profile]);
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}

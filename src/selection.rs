@@ -1,0 +1,221 @@
+//! Which namespaces a profile holds, per control: selectors, exclusions, exceptions and
+//! conflicts with older profiles. Pure: observed namespaces, other profiles and `now` are
+//! arguments.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{validate::exception_expired, ConflictEntry, ControlName, ExceptionStatus, HardeningProfileSpec};
+use crate::labels;
+
+/// What selection needs to know of a namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: nothing new is created there.
+    pub terminating: bool,
+}
+
+/// What selection needs to know of a profile.
+#[derive(Clone, Debug)]
+pub struct ProfileInfo<'a> {
+    pub name: &'a str,
+    pub created: Option<DateTime<Utc>>,
+    pub spec: &'a HardeningProfileSpec,
+}
+
+impl ProfileInfo<'_> {
+    /// Older profiles win conflicts; the name breaks ties so every replica agrees.
+    fn precedes(&self, other: &ProfileInfo<'_>) -> bool {
+        (self.created, self.name) < (other.created, other.name)
+    }
+}
+
+/// Where a profile acts, and why it does not act elsewhere.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Selection {
+    /// Namespaces the profile selects, sorted.
+    pub namespaces: BTreeSet<String>,
+    /// Per enabled control, the namespaces where this profile acts.
+    pub acting: BTreeMap<ControlName, BTreeSet<String>>,
+    pub exceptions: Vec<ExceptionStatus>,
+    pub conflicts: Vec<ConflictEntry>,
+}
+
+impl Selection {
+    pub fn acts(&self, control: ControlName, namespace: &str) -> bool {
+        self.acting.get(&control).is_some_and(|s| s.contains(namespace))
+    }
+}
+
+/// Namespaces with names starting with this are left alone unless named explicitly.
+const SYSTEM_PREFIX: &str = "kube-";
+
+pub fn selects(spec: &HardeningProfileSpec, ns: &NamespaceInfo) -> bool {
+    if spec.namespaces.iter().any(|n| n.as_str() == ns.name) {
+        return true;
+    }
+    if ns.name.starts_with(SYSTEM_PREFIX) {
+        return false;
+    }
+    spec.namespace_selector.as_ref().is_some_and(|sel| labels::matches(sel, &ns.labels))
+}
+
+/// Computes the selection of `profile` among `namespaces`, given every profile in the cluster
+/// (it may include `profile` itself).
+pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces: &[NamespaceInfo], now: DateTime<Utc>) -> Selection {
+    let spec = profile.spec;
+    let selected: Vec<&NamespaceInfo> = namespaces.iter().filter(|ns| selects(spec, ns)).collect();
+
+    let exceptions: Vec<ExceptionStatus> = spec
+        .exceptions
+        .iter()
+        .map(|e| ExceptionStatus {
+            namespace: e.namespace.as_str().to_string(),
+            control: e.control.as_str().to_string(),
+            reason: e.reason.clone(),
+            state: if exception_expired(e.expires.as_deref(), now) { "Expired" } else { "Active" }.to_string(),
+            expires: e.expires.clone(),
+        })
+        .collect();
+    let exempt: BTreeSet<(ControlName, &str)> = spec
+        .exceptions
+        .iter()
+        .filter(|e| !exception_expired(e.expires.as_deref(), now))
+        .map(|e| (e.control, e.namespace.as_str()))
+        .collect();
+
+    let older: Vec<&ProfileInfo<'_>> = others.iter().filter(|o| o.name != profile.name && o.precedes(profile)).collect();
+
+    let mut acting: BTreeMap<ControlName, BTreeSet<String>> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for control in ControlName::ALL.into_iter().filter(|c| spec.enables(*c)) {
+        let set = acting.entry(control).or_default();
+        for ns in &selected {
+            if ns.terminating || exempt.contains(&(control, ns.name.as_str())) {
+                continue;
+            }
+            match older.iter().find(|o| o.spec.enables(control) && selects(o.spec, ns)) {
+                Some(holder) => conflicts.push(ConflictEntry {
+                    namespace: ns.name.clone(),
+                    control: control.as_str().to_string(),
+                    held_by: holder.name.to_string(),
+                }),
+                None => {
+                    set.insert(ns.name.clone());
+                }
+            }
+        }
+    }
+    conflicts.sort();
+
+    Selection {
+        namespaces: selected.iter().map(|ns| ns.name.clone()).collect(),
+        acting,
+        exceptions,
+        conflicts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DisruptionBudgetControl, Exception, LabelSelector, MaxUnavailable, NamespaceName};
+    use chrono::TimeZone;
+
+    fn ns(name: &str, pairs: &[(&str, &str)]) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            labels: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            terminating: false,
+        }
+    }
+
+    fn pdb_spec_selecting(label: (&str, &str)) -> HardeningProfileSpec {
+        HardeningProfileSpec {
+            mode: Default::default(),
+            namespace_selector: Some(LabelSelector {
+                match_labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
+                match_expressions: vec![],
+            }),
+            namespaces: vec![],
+            network_policies: None,
+            pod_disruption_budgets: Some(DisruptionBudgetControl {
+                min_replicas: 2,
+                max_unavailable: MaxUnavailable::Count(1),
+            }),
+            secret_rotation: None,
+            backups: None,
+            exceptions: vec![],
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).single().expect("valid")
+    }
+
+    #[test]
+    fn system_namespaces_excluded_unless_named() {
+        let mut spec = pdb_spec_selecting(("tier", "prod"));
+        let namespaces = vec![ns("kube-system", &[("tier", "prod")]), ns("app", &[("tier", "prod")]), ns("dev", &[])];
+        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let sel = select(&p, &[], &namespaces, now());
+        assert_eq!(sel.namespaces.iter().collect::<Vec<_>>(), vec!["app"]);
+
+        spec.namespaces = vec![NamespaceName("kube-system".into())];
+        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let sel = select(&p, &[], &namespaces, now());
+        assert!(sel.namespaces.contains("kube-system"));
+    }
+
+    #[test]
+    fn active_exception_exempts_and_expired_one_does_not() {
+        let mut spec = pdb_spec_selecting(("tier", "prod"));
+        spec.exceptions = vec![
+            Exception {
+                namespace: NamespaceName("a".into()),
+                control: ControlName::PodDisruptionBudgets,
+                reason: "legacy".into(),
+                expires: Some("2027-01-01T00:00:00Z".into()),
+            },
+            Exception {
+                namespace: NamespaceName("b".into()),
+                control: ControlName::PodDisruptionBudgets,
+                reason: "was legacy".into(),
+                expires: Some("2026-01-01T00:00:00Z".into()),
+            },
+        ];
+        let namespaces = vec![ns("a", &[("tier", "prod")]), ns("b", &[("tier", "prod")])];
+        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let sel = select(&p, &[], &namespaces, now());
+        assert!(!sel.acts(ControlName::PodDisruptionBudgets, "a"));
+        assert!(sel.acts(ControlName::PodDisruptionBudgets, "b"));
+        assert_eq!(sel.exceptions[1].state, "Expired");
+    }
+
+    #[test]
+    fn older_profile_keeps_a_contested_namespace() {
+        let spec = pdb_spec_selecting(("tier", "prod"));
+        let namespaces = vec![ns("shared", &[("tier", "prod")])];
+        let old = ProfileInfo { name: "zeta", created: Some(now() - chrono::Duration::hours(1)), spec: &spec };
+        let new = ProfileInfo { name: "alpha", created: Some(now()), spec: &spec };
+        let all = vec![old.clone(), new.clone()];
+        assert!(select(&old, &all, &namespaces, now()).acts(ControlName::PodDisruptionBudgets, "shared"));
+        let sel_new = select(&new, &all, &namespaces, now());
+        assert!(!sel_new.acts(ControlName::PodDisruptionBudgets, "shared"));
+        assert_eq!(sel_new.conflicts[0].held_by, "zeta");
+    }
+
+    #[test]
+    fn terminating_namespace_is_selected_but_not_acted_in() {
+        let spec = pdb_spec_selecting(("tier", "prod"));
+        let mut gone = ns("gone", &[("tier", "prod")]);
+        gone.terminating = true;
+        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let sel = select(&p, &[], &[gone], now());
+        assert!(sel.namespaces.contains("gone"));
+        assert!(!sel.acts(ControlName::PodDisruptionBudgets, "gone"));
+    }
+}
