@@ -33,7 +33,11 @@ pub enum Created {
 /// The owner reference every managed object carries, so garbage collection removes it with
 /// the profile even if the operator is gone.
 pub fn owner_reference(profile: &HardeningProfile) -> Result<OwnerReference, Error> {
-    let name = profile.metadata.name.clone().ok_or(Error::MissingIdentity)?;
+    let name = profile
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingIdentity)?;
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
     Ok(OwnerReference {
         api_version: "rampart.dev/v1alpha1".into(),
@@ -50,16 +54,20 @@ fn api_for(client: &Client, kind: ManagedKind, namespace: &str) -> Api<DynamicOb
         Some((g, v)) => (g, v),
         None => ("", kind.api_version()),
     };
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.kind()), kind.plural());
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind.kind()),
+        kind.plural(),
+    );
     Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
 fn with_owner(manifest: &Value, owner: &OwnerReference) -> Result<DynamicObject, Error> {
     let mut m = manifest.clone();
-    m["metadata"]["ownerReferences"] = serde_json::to_value(vec![owner]).map_err(|source| Error::Encode {
-        what: "owner reference".into(),
-        source,
-    })?;
+    m["metadata"]["ownerReferences"] =
+        serde_json::to_value(vec![owner]).map_err(|source| Error::Encode {
+            what: "owner reference".into(),
+            source,
+        })?;
     serde_json::from_value(m).map_err(|source| Error::Encode {
         what: "manifest".into(),
         source,
@@ -84,11 +92,16 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 /// Creates a desired object that the cache says is missing.
-pub async fn create(client: &Client, metrics: &Metrics, desired: &DesiredObject, owner: &OwnerReference) -> Result<Created, Error> {
+pub async fn create(
+    client: &Client,
+    metrics: &Metrics,
+    desired: &DesiredObject,
+    owner: &OwnerReference,
+) -> Result<Created, Error> {
     let key = &desired.key;
     let api = api_for(client, key.kind, &key.namespace);
     let obj = with_owner(&desired.manifest, owner)?;
-    metrics.write(key.kind.kind(), "create");
+    metrics.write(&owner.name, key.kind.kind(), "create");
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -96,7 +109,10 @@ pub async fn create(client: &Client, metrics: &Metrics, desired: &DesiredObject,
     match api.create(&pp, &obj).await {
         Ok(_) => Ok(Created::Created),
         Err(e) if status_code(&e) == Some(409) => {
-            let existing = api.get_opt(&key.name).await.map_err(|e| write_error("get", key, e))?;
+            let existing = api
+                .get_opt(&key.name)
+                .await
+                .map_err(|e| write_error("get", key, e))?;
             Ok(match existing {
                 Some(o) if belongs_to(&o.metadata, &owner.name, &owner.uid) => Created::AlreadyOurs,
                 _ => Created::NameTaken,
@@ -107,22 +123,38 @@ pub async fn create(client: &Client, metrics: &Metrics, desired: &DesiredObject,
 }
 
 /// Re-applies a drifted object of ours, taking back every field Rampart sets.
-pub async fn repair(client: &Client, metrics: &Metrics, desired: &DesiredObject, owner: &OwnerReference) -> Result<(), Error> {
+pub async fn repair(
+    client: &Client,
+    metrics: &Metrics,
+    desired: &DesiredObject,
+    owner: &OwnerReference,
+) -> Result<(), Error> {
     let key = &desired.key;
     let api = api_for(client, key.kind, &key.namespace);
     let obj = with_owner(&desired.manifest, owner)?;
-    metrics.write(key.kind.kind(), "apply");
-    api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .map(|_| ())
-        .map_err(|e| write_error("apply", key, e))
+    metrics.write(&owner.name, key.kind.kind(), "apply");
+    api.patch(
+        &key.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| write_error("apply", key, e))
 }
 
 /// Deletes an object of ours, only if it is still the very object we observed.
-pub async fn delete(client: &Client, metrics: &Metrics, observed: &ObservedObject) -> Result<(), Error> {
+pub async fn delete(
+    client: &Client,
+    metrics: &Metrics,
+    profile: &str,
+    observed: &ObservedObject,
+) -> Result<(), Error> {
     let key = &observed.key;
     let api = api_for(client, key.kind, &key.namespace);
-    let uid = observed.body["metadata"]["uid"].as_str().map(str::to_string);
+    let uid = observed.body["metadata"]["uid"]
+        .as_str()
+        .map(str::to_string);
     let dp = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
             uid: Some(uid),
@@ -130,7 +162,7 @@ pub async fn delete(client: &Client, metrics: &Metrics, observed: &ObservedObjec
         }),
         ..DeleteParams::background()
     };
-    metrics.write(key.kind.kind(), "delete");
+    metrics.write(profile, key.kind.kind(), "delete");
     match api.delete(&key.name, &dp).await {
         Ok(_) => Ok(()),
         // Gone already, or replaced by another object under the same name: nothing of ours

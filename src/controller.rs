@@ -20,7 +20,10 @@ use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::api::validate::{exception_expired, invalid_fields};
-use crate::api::{conditions, ControlName, HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER, FINALIZER};
+use crate::api::{
+    conditions, ControlName, HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER,
+    FINALIZER,
+};
 use crate::apply::{self, Created};
 use crate::controls::disruption_budgets::{desired_disruption_budgets, drain_blocking_budgets};
 use crate::controls::network_policies::desired_network_policies;
@@ -74,7 +77,9 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
     });
 
     let by_ns = |profiles: Store<HardeningProfile>, caches: Caches| {
-        move |namespace: Option<String>| profiles_selecting(&profiles, &caches, namespace.as_deref())
+        move |namespace: Option<String>| {
+            profiles_selecting(&profiles, &caches, namespace.as_deref())
+        }
     };
     let deployments = by_ns(profiles.clone(), caches.clone());
     let statefulsets = by_ns(profiles.clone(), caches.clone());
@@ -90,12 +95,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
             Some(p) => vec![ObjectRef::new(&p)],
             None => budgets(b.namespace()),
         })
-        .watches_stream(feeds.policies, |np| profile_of(&np.metadata).map(|p| ObjectRef::new(&p)))
+        .watches_stream(feeds.policies, |np| {
+            profile_of(&np.metadata).map(|p| ObjectRef::new(&p))
+        })
         // A profile that appears, changes or goes can hand namespaces to, or take them from,
         // the others.
         .watches(profiles_api, watcher::Config::default(), move |p| {
             let name = p.name_any();
-            all_profiles(&others).into_iter().filter(move |r| r.name != name)
+            all_profiles(&others)
+                .into_iter()
+                .filter(move |r| r.name != name)
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -108,13 +117,23 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
 }
 
 fn all_profiles(profiles: &Store<HardeningProfile>) -> Vec<ObjectRef<HardeningProfile>> {
-    profiles.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect()
+    profiles
+        .state()
+        .iter()
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
 }
 
 /// The profiles whose selectors take in `namespace`; all of them when the namespace is not
 /// in the cache yet, since a missed trigger costs more than a spare reconcile.
-fn profiles_selecting(profiles: &Store<HardeningProfile>, caches: &Caches, namespace: Option<&str>) -> Vec<ObjectRef<HardeningProfile>> {
-    let Some(namespace) = namespace else { return vec![] };
+fn profiles_selecting(
+    profiles: &Store<HardeningProfile>,
+    caches: &Caches,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<HardeningProfile>> {
+    let Some(namespace) = namespace else {
+        return vec![];
+    };
     let ns = caches
         .namespaces
         .state()
@@ -156,7 +175,10 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
         });
         let label = if result.is_ok() { "success" } else { "error" };
         ctx.metrics.reconciles.with_label_values(&[label]).inc();
-        ctx.metrics.reconcile_duration.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+        ctx.metrics
+            .reconcile_duration
+            .with_label_values(&[label])
+            .observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
             ctx.failures.lock().map(|mut f| f.remove(&name)).ok();
         }
@@ -169,12 +191,16 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
 fn error_policy(profile: Arc<HardeningProfile>, error: &Error, ctx: Arc<Context>) -> Action {
     let category = match error {
         Error::Finalizer { source, .. } => match source.as_ref() {
-            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
             _ => error.category(),
         },
         _ => error.category(),
     };
-    ctx.metrics.reconcile_errors.with_label_values(&[category]).inc();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[category])
+        .inc();
     let attempts = ctx
         .failures
         .lock()
@@ -186,7 +212,8 @@ fn error_policy(profile: Arc<HardeningProfile>, error: &Error, ctx: Arc<Context>
         .unwrap_or(1);
     // Transient failures back off quickly and level out, so a flapping API server is not
     // hammered and a recovered one is caught within minutes.
-    let delay = Duration::from_millis(250u64.saturating_mul(1 << attempts.min(10))).min(Duration::from_secs(300));
+    let delay = Duration::from_millis(250u64.saturating_mul(1 << attempts.min(10)))
+        .min(Duration::from_secs(300));
     warn!(profile = %profile.name_any(), %category, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -213,26 +240,44 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
         .iter()
         .map(|p| ProfileInfo {
             name: p.metadata.name.as_deref().unwrap_or_default(),
-            created: p.metadata.creation_timestamp.as_ref().and_then(observe::to_chrono),
+            created: p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(observe::to_chrono),
             spec: &p.spec,
         })
         .collect();
     let me = ProfileInfo {
         name: &name,
-        created: profile.metadata.creation_timestamp.as_ref().and_then(observe::to_chrono),
+        created: profile
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(observe::to_chrono),
         spec,
     };
     let selection = selection::select(&me, &infos, &ctx.caches.namespace_infos(), now);
 
     let (desired, mut findings) = desired_state(&name, profile, &selection, ctx);
     let observed = ctx.caches.owned_objects(&name, &uid);
-    let plan = controls::plan(desired, &observed, &[ManagedKind::NetworkPolicy, ManagedKind::PodDisruptionBudget]);
+    let plan = controls::plan(
+        desired,
+        &observed,
+        &[ManagedKind::NetworkPolicy, ManagedKind::PodDisruptionBudget],
+    );
     for d in &plan.drift {
         findings.managed.entry(d.control).or_insert(0);
     }
 
     let (outcomes, failures) = match spec.mode {
-        Mode::Audit => (plan.drift.iter().map(|d| (d.clone(), DriftOutcome::Reported)).collect(), vec![]),
+        Mode::Audit => (
+            plan.drift
+                .iter()
+                .map(|d| (d.clone(), DriftOutcome::Reported))
+                .collect(),
+            vec![],
+        ),
         Mode::Enforce => execute(&plan, profile, ctx).await?,
     };
     findings.drift = outcomes;
@@ -249,25 +294,43 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
             first: first.to_string(),
         });
     }
-    let name_taken = findings.drift.iter().any(|(d, _)| d.reason == DriftReason::NameTaken);
+    let name_taken = findings
+        .drift
+        .iter()
+        .any(|(d, _)| d.reason == DriftReason::NameTaken);
     Ok(Action::requeue(next_due(profile, now, name_taken)))
 }
 
 /// Desired objects for every control and namespace the profile acts in, with the findings
 /// that do not come from the plan (budgets left to users, drain blockers, managed counts).
-fn desired_state(name: &str, profile: &HardeningProfile, selection: &Selection, ctx: &Context) -> (Vec<DesiredObject>, Findings) {
+fn desired_state(
+    name: &str,
+    profile: &HardeningProfile,
+    selection: &Selection,
+    ctx: &Context,
+) -> (Vec<DesiredObject>, Findings) {
     let spec = &profile.spec;
     let mut desired = Vec::new();
     let mut findings = Findings::default();
     if let Some(np) = &spec.network_policies {
-        for ns in selection.acting.get(&ControlName::NetworkPolicies).into_iter().flatten() {
+        for ns in selection
+            .acting
+            .get(&ControlName::NetworkPolicies)
+            .into_iter()
+            .flatten()
+        {
             desired.extend(desired_network_policies(name, np, ns));
         }
     }
     if let Some(pdb) = &spec.pod_disruption_budgets {
         let workloads = ctx.caches.workloads_by_namespace();
         let budgets = ctx.caches.budgets_by_namespace();
-        for ns in selection.acting.get(&ControlName::PodDisruptionBudgets).into_iter().flatten() {
+        for ns in selection
+            .acting
+            .get(&ControlName::PodDisruptionBudgets)
+            .into_iter()
+            .flatten()
+        {
             let w = workloads.get(ns).map(Vec::as_slice).unwrap_or_default();
             let b = budgets.get(ns).map(Vec::as_slice).unwrap_or_default();
             let outcome = desired_disruption_budgets(name, pdb, w, b);
@@ -291,46 +354,83 @@ fn desired_state(name: &str, profile: &HardeningProfile, selection: &Selection, 
 
 /// Carries out a plan with bounded concurrency. Every write is attempted, so one failing
 /// namespace never holds up the others; failures are returned for the status and the retry.
-async fn execute(plan: &Plan, profile: &HardeningProfile, ctx: &Context) -> Result<(Vec<(controls::Drift, DriftOutcome)>, Vec<Error>), Error> {
+async fn execute(
+    plan: &Plan,
+    profile: &HardeningProfile,
+    ctx: &Context,
+) -> Result<(Vec<(controls::Drift, DriftOutcome)>, Vec<Error>), Error> {
     let owner = apply::owner_reference(profile)?;
     let client = &ctx.client;
 
     // Each write is its own owned future: borrowed closures in a buffered stream trip the
     // compiler's lifetime inference inside the spawned reconcile.
-    let mut writes: Vec<futures::future::BoxFuture<'static, (controls::ObjectKey, Result<Option<DriftReason>, Error>)>> = Vec::new();
+    let mut writes: Vec<
+        futures::future::BoxFuture<
+            'static,
+            (controls::ObjectKey, Result<Option<DriftReason>, Error>),
+        >,
+    > = Vec::new();
     for d in &plan.create {
-        let (client, metrics, owner, d) = (client.clone(), ctx.metrics.clone(), owner.clone(), d.clone());
+        let (client, metrics, owner, d) = (
+            client.clone(),
+            ctx.metrics.clone(),
+            owner.clone(),
+            d.clone(),
+        );
         writes.push(Box::pin(async move {
-            let r = apply::create(&client, &metrics, &d, &owner).await.map(|c| match c {
-                Created::NameTaken => Some(DriftReason::NameTaken),
-                Created::Created | Created::AlreadyOurs => None,
-            });
+            let r = apply::create(&client, &metrics, &d, &owner)
+                .await
+                .map(|c| match c {
+                    Created::NameTaken => Some(DriftReason::NameTaken),
+                    Created::Created | Created::AlreadyOurs => None,
+                });
             (d.key, r)
         }));
     }
     for d in &plan.repair {
-        let (client, metrics, owner, d) = (client.clone(), ctx.metrics.clone(), owner.clone(), d.clone());
+        let (client, metrics, owner, d) = (
+            client.clone(),
+            ctx.metrics.clone(),
+            owner.clone(),
+            d.clone(),
+        );
         writes.push(Box::pin(async move {
-            let r = apply::repair(&client, &metrics, &d, &owner).await.map(|_| None);
+            let r = apply::repair(&client, &metrics, &d, &owner)
+                .await
+                .map(|_| None);
             (d.key, r)
         }));
     }
     for o in &plan.delete {
-        let (client, metrics, o) = (client.clone(), ctx.metrics.clone(), o.clone());
+        let (client, metrics, o, profile) = (
+            client.clone(),
+            ctx.metrics.clone(),
+            o.clone(),
+            owner.name.clone(),
+        );
         writes.push(Box::pin(async move {
-            let r = apply::delete(&client, &metrics, &o).await.map(|_| None);
+            let r = apply::delete(&client, &metrics, &profile, &o)
+                .await
+                .map(|_| None);
             (o.key, r)
         }));
     }
     let results: Vec<(controls::ObjectKey, Result<Option<DriftReason>, Error>)> =
-        stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
+        stream::iter(writes)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
 
-    let by_key: HashMap<controls::ObjectKey, &Result<Option<DriftReason>, Error>> = results.iter().map(|(k, r)| (k.clone(), r)).collect();
+    let by_key: HashMap<controls::ObjectKey, &Result<Option<DriftReason>, Error>> =
+        results.iter().map(|(k, r)| (k.clone(), r)).collect();
     let mut outcomes = Vec::new();
     for d in &plan.drift {
         let outcome = match by_key.get(&d.key) {
             Some(Ok(None)) => {
-                ctx.metrics.repairs.with_label_values(&[profile.name_any().as_str(), d.control.label()]).inc();
+                ctx.metrics
+                    .repairs
+                    .with_label_values(&[profile.name_any().as_str(), d.control.label()])
+                    .inc();
                 (d.clone(), DriftOutcome::Repaired)
             }
             Some(Ok(Some(reason))) => (
@@ -353,17 +453,34 @@ async fn report(profile: &HardeningProfile, ctx: &Context, findings: &Findings) 
     let name = profile.name_any();
     let m = &ctx.metrics;
     for control in ControlName::ALL {
-        let drifted = findings.drift.iter().filter(|(d, _)| d.control == control).count();
-        m.drifted_objects.with_label_values(&[name.as_str(), control.label()]).set(drifted as i64);
+        let drifted = findings
+            .drift
+            .iter()
+            .filter(|(d, _)| d.control == control)
+            .count();
+        m.drifted_objects
+            .with_label_values(&[name.as_str(), control.label()])
+            .set(drifted as i64);
         if let Some(n) = findings.managed.get(&control) {
-            m.managed_objects.with_label_values(&[name.as_str(), control.label()]).set(*n as i64);
+            m.managed_objects
+                .with_label_values(&[name.as_str(), control.label()])
+                .set(*n as i64);
         }
     }
     for state in ["Active", "Expired"] {
-        let n = findings.selection.exceptions.iter().filter(|e| e.state == state).count();
-        m.exceptions.with_label_values(&[name.as_str(), state]).set(n as i64);
+        let n = findings
+            .selection
+            .exceptions
+            .iter()
+            .filter(|e| e.state == state)
+            .count();
+        m.exceptions
+            .with_label_values(&[name.as_str(), state])
+            .set(n as i64);
     }
-    m.drain_blocked.with_label_values(&[name.as_str()]).set(findings.drain_blocking.len() as i64);
+    m.drain_blocked
+        .with_label_values(&[name.as_str()])
+        .set(findings.drain_blocking.len() as i64);
 
     let repaired: Vec<String> = findings
         .drift
@@ -383,22 +500,46 @@ async fn report(profile: &HardeningProfile, ctx: &Context, findings: &Findings) 
         .map(|(d, _)| status::describe(&d.key))
         .collect();
     if !failed.is_empty() {
-        publish(ctx, profile, EventType::Warning, "RepairFailed", "Repair", summarize("Could not repair", &failed)).await;
+        publish(
+            ctx,
+            profile,
+            EventType::Warning,
+            "RepairFailed",
+            "Repair",
+            summarize("Could not repair", &failed),
+        )
+        .await;
     }
 }
 
 /// One line naming the first few objects and how many more, so events stay small.
 fn summarize(verb: &str, items: &[String]) -> String {
     const SHOWN: usize = 5;
-    let head = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let head = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > SHOWN {
-        format!("{verb} {} objects: {head} and {} more", items.len(), items.len() - SHOWN)
+        format!(
+            "{verb} {} objects: {head} and {} more",
+            items.len(),
+            items.len() - SHOWN
+        )
     } else {
         format!("{verb} {} objects: {head}", items.len())
     }
 }
 
-async fn publish(ctx: &Context, profile: &HardeningProfile, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    profile: &HardeningProfile,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = KubeEvent {
         type_,
         reason: reason.into(),
@@ -406,20 +547,34 @@ async fn publish(ctx: &Context, profile: &HardeningProfile, type_: EventType, re
         action: action.into(),
         secondary: None,
     };
-    ctx.metrics.write("Event", "create");
+    ctx.metrics.write(&profile.name_any(), "Event", "create");
     if let Err(e) = ctx.recorder.publish(&ev, &profile.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }
 }
 
 /// Writes the status when it changed, and only then.
-async fn write_status(profile: &HardeningProfile, ctx: &Context, findings: &Findings, now: DateTime<Utc>) -> Result<(), Error> {
+async fn write_status(
+    profile: &HardeningProfile,
+    ctx: &Context,
+    findings: &Findings,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     let name = profile.name_any();
-    let next = status::compute(&profile.spec, profile.metadata.generation, findings, profile.status.as_ref(), now);
+    let next = status::compute(
+        &profile.spec,
+        profile.metadata.generation,
+        findings,
+        profile.status.as_ref(),
+        now,
+    );
     ctx.metrics
         .profile_ready
         .with_label_values(&[name.as_str()])
-        .set(i64::from(conditions::is_true(&next.conditions, conditions::READY)));
+        .set(i64::from(conditions::is_true(
+            &next.conditions,
+            conditions::READY,
+        )));
     if !status::changed(profile.status.as_ref(), &next) {
         return Ok(());
     }
@@ -429,31 +584,64 @@ async fn write_status(profile: &HardeningProfile, ctx: &Context, findings: &Find
         "kind": "HardeningProfile",
         "status": next,
     });
-    ctx.metrics.write("HardeningProfile", "status");
+    ctx.metrics.write(&name, "HardeningProfile", "status");
     Api::<HardeningProfile>::all(ctx.client.clone())
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await
         .map(|_| ())
-        .map_err(|source| Error::StatusWrite { profile: name, source })
+        .map_err(|source| Error::StatusWrite {
+            profile: name,
+            source,
+        })
 }
 
 /// Events for condition flips that a person watching the profile should see.
-async fn publish_transitions(profile: &HardeningProfile, ctx: &Context, next: &HardeningProfileStatus) {
-    let prev = profile.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+async fn publish_transitions(
+    profile: &HardeningProfile,
+    ctx: &Context,
+    next: &HardeningProfileStatus,
+) {
+    let prev = profile
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     for c in &next.conditions {
-        let was = prev.iter().find(|p| p.type_ == c.type_).map(|p| p.status.as_str());
+        let was = prev
+            .iter()
+            .find(|p| p.type_ == c.type_)
+            .map(|p| p.status.as_str());
         if was == Some(c.status.as_str()) {
             continue;
         }
         let warning = matches!(
             (c.type_.as_str(), c.status.as_str()),
-            (conditions::INVALID_SPEC, "True") | (conditions::CONFLICT, "True") | (conditions::DRAIN_BLOCKED, "True") | (conditions::DRIFTED, "True")
+            (conditions::INVALID_SPEC, "True")
+                | (conditions::CONFLICT, "True")
+                | (conditions::DRAIN_BLOCKED, "True")
+                | (conditions::DRIFTED, "True")
         );
         if !warning && c.type_ != conditions::READY {
             continue;
         }
-        let type_ = if warning { EventType::Warning } else { EventType::Normal };
-        publish(ctx, profile, type_, &c.reason, "Reconcile", format!("{} is {}: {}", c.type_, c.status, c.message)).await;
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            profile,
+            type_,
+            &c.reason,
+            "Reconcile",
+            format!("{} is {}: {}", c.type_, c.status, c.message),
+        )
+        .await;
     }
 }
 
@@ -465,7 +653,9 @@ fn next_due(profile: &HardeningProfile, now: DateTime<Utc>, name_taken: bool) ->
         due = due.min(NAME_TAKEN_RETRY);
     }
     for e in &profile.spec.exceptions {
-        let Some(exp) = e.expires.as_deref() else { continue };
+        let Some(exp) = e.expires.as_deref() else {
+            continue;
+        };
         if exception_expired(Some(exp), now) {
             continue;
         }
@@ -487,11 +677,20 @@ async fn cleanup_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Ac
     let deletes: Vec<futures::future::BoxFuture<'static, Result<(), Error>>> = owned
         .iter()
         .map(|o| {
-            let (client, metrics, o) = (ctx.client.clone(), ctx.metrics.clone(), o.clone());
-            Box::pin(async move { apply::delete(&client, &metrics, &o).await }) as futures::future::BoxFuture<'static, _>
+            let (client, metrics, o, profile) = (
+                ctx.client.clone(),
+                ctx.metrics.clone(),
+                o.clone(),
+                name.clone(),
+            );
+            Box::pin(async move { apply::delete(&client, &metrics, &profile, &o).await })
+                as futures::future::BoxFuture<'static, _>
         })
         .collect();
-    let results: Vec<Result<(), Error>> = stream::iter(deletes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
+    let results: Vec<Result<(), Error>> = stream::iter(deletes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
     let failures: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
     if let Some(first) = failures.first() {
         return Err(Error::PartialApply {

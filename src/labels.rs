@@ -9,8 +9,14 @@ use crate::api::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
 
 /// Whether `labels` satisfy the selector. An empty selector matches everything.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    selector.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-        && selector.match_expressions.iter().all(|req| requirement_matches(req, labels))
+    selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && selector
+            .match_expressions
+            .iter()
+            .all(|req| requirement_matches(req, labels))
 }
 
 fn requirement_matches(req: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
@@ -55,7 +61,11 @@ pub fn k8s_matches(selector: &metav1::LabelSelector, labels: &BTreeMap<String, S
 
 /// The selector as the API's list `labelSelector` parameter.
 pub fn to_query(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     for e in &selector.match_expressions {
         parts.push(match e.operator {
             SelectorOperator::In => format!("{} in ({})", e.key, e.values.join(",")),
@@ -72,7 +82,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
@@ -90,24 +103,48 @@ mod tests {
             match_expressions: vec![],
         };
         let cases: Vec<(&str, LabelSelector, BTreeMap<String, String>, bool)> = vec![
-            ("empty selects all", LabelSelector::default(), labels(&[]), true),
-            ("matchLabels hit", tier.clone(), labels(&[("tier", "production"), ("x", "y")]), true),
-            ("matchLabels miss", tier.clone(), labels(&[("tier", "dev")]), false),
+            (
+                "empty selects all",
+                LabelSelector::default(),
+                labels(&[]),
+                true,
+            ),
+            (
+                "matchLabels hit",
+                tier.clone(),
+                labels(&[("tier", "production"), ("x", "y")]),
+                true,
+            ),
+            (
+                "matchLabels miss",
+                tier.clone(),
+                labels(&[("tier", "dev")]),
+                false,
+            ),
             (
                 "In",
-                LabelSelector { match_expressions: vec![req("team", SelectorOperator::In, &["a", "b"])], ..Default::default() },
+                LabelSelector {
+                    match_expressions: vec![req("team", SelectorOperator::In, &["a", "b"])],
+                    ..Default::default()
+                },
                 labels(&[("team", "b")]),
                 true,
             ),
             (
                 "NotIn with label absent",
-                LabelSelector { match_expressions: vec![req("team", SelectorOperator::NotIn, &["a"])], ..Default::default() },
+                LabelSelector {
+                    match_expressions: vec![req("team", SelectorOperator::NotIn, &["a"])],
+                    ..Default::default()
+                },
                 labels(&[]),
                 true,
             ),
             (
                 "DoesNotExist",
-                LabelSelector { match_expressions: vec![req("skip", SelectorOperator::DoesNotExist, &[])], ..Default::default() },
+                LabelSelector {
+                    match_expressions: vec![req("skip", SelectorOperator::DoesNotExist, &[])],
+                    ..Default::default()
+                },
                 labels(&[("skip", "")]),
                 false,
             ),
@@ -134,7 +171,10 @@ mod tests {
     fn query_string_round_trip_shape() {
         let sel = LabelSelector {
             match_labels: labels(&[("backup", "true")]),
-            match_expressions: vec![req("tier", SelectorOperator::In, &["a", "b"]), req("skip", SelectorOperator::DoesNotExist, &[])],
+            match_expressions: vec![
+                req("tier", SelectorOperator::In, &["a", "b"]),
+                req("skip", SelectorOperator::DoesNotExist, &[]),
+            ],
         };
         assert_eq!(to_query(&sel), "backup=true,tier in (a,b),!skip");
     }

@@ -5,12 +5,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
-use rampart::api::HardeningProfile;
 use rampart::metrics::Metrics;
 
 #[derive(Parser)]
-#[command(name = "rampart", version, about = "Keeps Kubernetes namespaces hardened")]
+#[command(
+    name = "rampart",
+    version,
+    about = "Keeps Kubernetes namespaces hardened"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +46,8 @@ enum LogFormat {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
@@ -65,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn crd_yaml() -> anyhow::Result<String> {
-    Ok(serde_yaml::to_string(&HardeningProfile::crd())?)
+    Ok(rampart::api::crd_yaml()?)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -77,7 +80,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .instance
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "rampart".into());
-    let http = tokio::spawn(rampart::http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
+    let http = tokio::spawn(rampart::http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+    ));
     tracing::info!(%instance, "starting controller");
     rampart::controller::run(client, metrics, ready, instance).await;
     http.abort();

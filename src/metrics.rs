@@ -1,7 +1,9 @@
 //! The operator's Prometheus metrics, in a struct that owns its registry. Labels are bounded:
 //! profile and control names, kinds, verbs and error categories, never object names or values.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::api::ControlName;
 
@@ -25,32 +27,76 @@ const EXCEPTION_STATES: [&str; 2] = ["Active", "Expired"];
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(Opts::new("rampart_reconciles_total", "Profile reconciles by result (success, error)."), &["result"])?;
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "rampart_reconciles_total",
+                "Profile reconciles by result (success, error).",
+            ),
+            &["result"],
+        )?;
         let reconcile_errors = IntCounterVec::new(
-            Opts::new("rampart_reconcile_errors_total", "Failed reconciles by error category."),
+            Opts::new(
+                "rampart_reconcile_errors_total",
+                "Failed reconciles by error category.",
+            ),
             &["category"],
         )?;
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("rampart_reconcile_duration_seconds", "Time one profile reconcile took, by result.")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "rampart_reconcile_duration_seconds",
+                "Time one profile reconcile took, by result.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["result"],
         )?;
         let api_writes = IntCounterVec::new(
-            Opts::new("rampart_api_writes_total", "Writes the operator sent to the API server, by kind and verb."),
-            &["kind", "verb"],
+            Opts::new(
+                "rampart_api_writes_total",
+                "Writes the operator sent to the API server, by profile, kind and verb.",
+            ),
+            &["profile", "kind", "verb"],
         )?;
         let drifted_objects = IntGaugeVec::new(
-            Opts::new("rampart_drifted_objects", "Objects departing from the profile at the last reconcile, before repair."),
+            Opts::new(
+                "rampart_drifted_objects",
+                "Objects departing from the profile at the last reconcile, before repair.",
+            ),
             &["profile", "control"],
         )?;
-        let managed_objects = IntGaugeVec::new(Opts::new("rampart_managed_objects", "Objects the operator manages for a profile."), &["profile", "control"])?;
-        let repairs = IntCounterVec::new(Opts::new("rampart_repairs_total", "Drifted objects repaired (created, re-applied or deleted)."), &["profile", "control"])?;
-        let exceptions = IntGaugeVec::new(Opts::new("rampart_exceptions", "Exceptions in a profile, by state (Active, Expired)."), &["profile", "state"])?;
+        let managed_objects = IntGaugeVec::new(
+            Opts::new(
+                "rampart_managed_objects",
+                "Objects the operator manages for a profile.",
+            ),
+            &["profile", "control"],
+        )?;
+        let repairs = IntCounterVec::new(
+            Opts::new(
+                "rampart_repairs_total",
+                "Drifted objects repaired (created, re-applied or deleted).",
+            ),
+            &["profile", "control"],
+        )?;
+        let exceptions = IntGaugeVec::new(
+            Opts::new(
+                "rampart_exceptions",
+                "Exceptions in a profile, by state (Active, Expired).",
+            ),
+            &["profile", "state"],
+        )?;
         let drain_blocked = IntGaugeVec::new(
             Opts::new("rampart_drain_blocking_budgets", "PodDisruptionBudgets in scope that allow no disruption while their pods are healthy."),
             &["profile"],
         )?;
-        let profile_ready = IntGaugeVec::new(Opts::new("rampart_profile_ready", "1 when the profile's Ready condition is True."), &["profile"])?;
+        let profile_ready = IntGaugeVec::new(
+            Opts::new(
+                "rampart_profile_ready",
+                "1 when the profile's Ready condition is True.",
+            ),
+            &["profile"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -76,21 +122,28 @@ impl Metrics {
         })
     }
 
-    pub fn write(&self, kind: &str, verb: &str) {
-        self.api_writes.with_label_values(&[kind, verb]).inc();
+    pub fn write(&self, profile: &str, kind: &str, verb: &str) {
+        self.api_writes
+            .with_label_values(&[profile, kind, verb])
+            .inc();
     }
 
     /// Removes every series of a deleted profile, so dashboards do not show ghosts.
     pub fn forget_profile(&self, profile: &str) {
         for c in ControlName::ALL {
-            let _ = self.drifted_objects.remove_label_values(&[profile, c.label()]);
-            let _ = self.managed_objects.remove_label_values(&[profile, c.label()]);
+            let _ = self
+                .drifted_objects
+                .remove_label_values(&[profile, c.label()]);
+            let _ = self
+                .managed_objects
+                .remove_label_values(&[profile, c.label()]);
             let _ = self.repairs.remove_label_values(&[profile, c.label()]);
         }
         for s in EXCEPTION_STATES {
             let _ = self.exceptions.remove_label_values(&[profile, s]);
         }
         let _ = self.drain_blocked.remove_label_values(&[profile]);
+        // Write counters stay: they are what a reader compares across the deletion.
         let _ = self.profile_ready.remove_label_values(&[profile]);
     }
 

@@ -37,7 +37,9 @@ impl Schedule {
     pub fn parse(schedule: &str, time_zone: Option<&str>) -> Result<Self, ScheduleError> {
         let tz = match time_zone {
             None => Tz::UTC,
-            Some(name) => name.parse::<Tz>().map_err(|_| ScheduleError::TimeZone { tz: name.to_string() })?,
+            Some(name) => name.parse::<Tz>().map_err(|_| ScheduleError::TimeZone {
+                tz: name.to_string(),
+            })?,
         };
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
@@ -105,28 +107,45 @@ mod tests {
     use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid time")
     }
 
     #[test]
     fn daily_schedule_next_and_previous_slot() {
         let s = Schedule::parse("0 2 * * *", None).expect("parses");
-        assert_eq!(s.next_after(utc(2026, 11, 22, 3, 0, 0)), Some(utc(2026, 11, 23, 2, 0, 0)));
-        assert_eq!(s.latest_at_or_before(utc(2026, 11, 22, 2, 0, 0)), Some(utc(2026, 11, 22, 2, 0, 0)));
-        assert_eq!(s.period_around(utc(2026, 11, 22, 5, 0, 0)), Some(Duration::hours(24)));
+        assert_eq!(
+            s.next_after(utc(2026, 11, 22, 3, 0, 0)),
+            Some(utc(2026, 11, 23, 2, 0, 0))
+        );
+        assert_eq!(
+            s.latest_at_or_before(utc(2026, 11, 22, 2, 0, 0)),
+            Some(utc(2026, 11, 22, 2, 0, 0))
+        );
+        assert_eq!(
+            s.period_around(utc(2026, 11, 22, 5, 0, 0)),
+            Some(Duration::hours(24))
+        );
     }
 
     #[test]
     fn seconds_field_and_macros_are_accepted() {
         let s = Schedule::parse("*/10 * * * * *", None).expect("parses");
-        assert_eq!(s.next_after(utc(2026, 1, 1, 0, 0, 3)), Some(utc(2026, 1, 1, 0, 0, 10)));
+        assert_eq!(
+            s.next_after(utc(2026, 1, 1, 0, 0, 3)),
+            Some(utc(2026, 1, 1, 0, 0, 10))
+        );
         assert!(Schedule::parse("@daily", None).is_ok());
     }
 
     #[test]
     fn time_zone_shifts_slots() {
         let s = Schedule::parse("0 2 * * *", Some("Europe/Berlin")).expect("parses");
-        assert_eq!(s.next_after(utc(2026, 11, 22, 0, 0, 0)), Some(utc(2026, 11, 22, 1, 0, 0)));
+        assert_eq!(
+            s.next_after(utc(2026, 11, 22, 0, 0, 0)),
+            Some(utc(2026, 11, 22, 1, 0, 0))
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{validate::exception_expired, ConflictEntry, ControlName, ExceptionStatus, HardeningProfileSpec};
+use crate::api::{
+    validate::exception_expired, ConflictEntry, ControlName, ExceptionStatus, HardeningProfileSpec,
+};
 use crate::labels;
 
 /// What selection needs to know of a namespace.
@@ -46,7 +48,9 @@ pub struct Selection {
 
 impl Selection {
     pub fn acts(&self, control: ControlName, namespace: &str) -> bool {
-        self.acting.get(&control).is_some_and(|s| s.contains(namespace))
+        self.acting
+            .get(&control)
+            .is_some_and(|s| s.contains(namespace))
     }
 }
 
@@ -60,12 +64,19 @@ pub fn selects(spec: &HardeningProfileSpec, ns: &NamespaceInfo) -> bool {
     if ns.name.starts_with(SYSTEM_PREFIX) {
         return false;
     }
-    spec.namespace_selector.as_ref().is_some_and(|sel| labels::matches(sel, &ns.labels))
+    spec.namespace_selector
+        .as_ref()
+        .is_some_and(|sel| labels::matches(sel, &ns.labels))
 }
 
 /// Computes the selection of `profile` among `namespaces`, given every profile in the cluster
 /// (it may include `profile` itself).
-pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces: &[NamespaceInfo], now: DateTime<Utc>) -> Selection {
+pub fn select(
+    profile: &ProfileInfo<'_>,
+    others: &[ProfileInfo<'_>],
+    namespaces: &[NamespaceInfo],
+    now: DateTime<Utc>,
+) -> Selection {
     let spec = profile.spec;
     let selected: Vec<&NamespaceInfo> = namespaces.iter().filter(|ns| selects(spec, ns)).collect();
 
@@ -76,7 +87,12 @@ pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces:
             namespace: e.namespace.as_str().to_string(),
             control: e.control.as_str().to_string(),
             reason: e.reason.clone(),
-            state: if exception_expired(e.expires.as_deref(), now) { "Expired" } else { "Active" }.to_string(),
+            state: if exception_expired(e.expires.as_deref(), now) {
+                "Expired"
+            } else {
+                "Active"
+            }
+            .to_string(),
             expires: e.expires.clone(),
         })
         .collect();
@@ -87,7 +103,10 @@ pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces:
         .map(|e| (e.control, e.namespace.as_str()))
         .collect();
 
-    let older: Vec<&ProfileInfo<'_>> = others.iter().filter(|o| o.name != profile.name && o.precedes(profile)).collect();
+    let older: Vec<&ProfileInfo<'_>> = others
+        .iter()
+        .filter(|o| o.name != profile.name && o.precedes(profile))
+        .collect();
 
     let mut acting: BTreeMap<ControlName, BTreeSet<String>> = BTreeMap::new();
     let mut conflicts = Vec::new();
@@ -97,7 +116,10 @@ pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces:
             if ns.terminating || exempt.contains(&(control, ns.name.as_str())) {
                 continue;
             }
-            match older.iter().find(|o| o.spec.enables(control) && selects(o.spec, ns)) {
+            match older
+                .iter()
+                .find(|o| o.spec.enables(control) && selects(o.spec, ns))
+            {
                 Some(holder) => conflicts.push(ConflictEntry {
                     namespace: ns.name.clone(),
                     control: control.as_str().to_string(),
@@ -122,13 +144,18 @@ pub fn select(profile: &ProfileInfo<'_>, others: &[ProfileInfo<'_>], namespaces:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{DisruptionBudgetControl, Exception, LabelSelector, MaxUnavailable, NamespaceName};
+    use crate::api::{
+        DisruptionBudgetControl, Exception, LabelSelector, MaxUnavailable, NamespaceName,
+    };
     use chrono::TimeZone;
 
     fn ns(name: &str, pairs: &[(&str, &str)]) -> NamespaceInfo {
         NamespaceInfo {
             name: name.into(),
-            labels: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             terminating: false,
         }
     }
@@ -153,19 +180,33 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).single().expect("valid")
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+            .single()
+            .expect("valid")
     }
 
     #[test]
     fn system_namespaces_excluded_unless_named() {
         let mut spec = pdb_spec_selecting(("tier", "prod"));
-        let namespaces = vec![ns("kube-system", &[("tier", "prod")]), ns("app", &[("tier", "prod")]), ns("dev", &[])];
-        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let namespaces = vec![
+            ns("kube-system", &[("tier", "prod")]),
+            ns("app", &[("tier", "prod")]),
+            ns("dev", &[]),
+        ];
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
         let sel = select(&p, &[], &namespaces, now());
         assert_eq!(sel.namespaces.iter().collect::<Vec<_>>(), vec!["app"]);
 
         spec.namespaces = vec![NamespaceName("kube-system".into())];
-        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
         let sel = select(&p, &[], &namespaces, now());
         assert!(sel.namespaces.contains("kube-system"));
     }
@@ -188,7 +229,11 @@ mod tests {
             },
         ];
         let namespaces = vec![ns("a", &[("tier", "prod")]), ns("b", &[("tier", "prod")])];
-        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
         let sel = select(&p, &[], &namespaces, now());
         assert!(!sel.acts(ControlName::PodDisruptionBudgets, "a"));
         assert!(sel.acts(ControlName::PodDisruptionBudgets, "b"));
@@ -199,10 +244,19 @@ mod tests {
     fn older_profile_keeps_a_contested_namespace() {
         let spec = pdb_spec_selecting(("tier", "prod"));
         let namespaces = vec![ns("shared", &[("tier", "prod")])];
-        let old = ProfileInfo { name: "zeta", created: Some(now() - chrono::Duration::hours(1)), spec: &spec };
-        let new = ProfileInfo { name: "alpha", created: Some(now()), spec: &spec };
+        let old = ProfileInfo {
+            name: "zeta",
+            created: Some(now() - chrono::Duration::hours(1)),
+            spec: &spec,
+        };
+        let new = ProfileInfo {
+            name: "alpha",
+            created: Some(now()),
+            spec: &spec,
+        };
         let all = vec![old.clone(), new.clone()];
-        assert!(select(&old, &all, &namespaces, now()).acts(ControlName::PodDisruptionBudgets, "shared"));
+        assert!(select(&old, &all, &namespaces, now())
+            .acts(ControlName::PodDisruptionBudgets, "shared"));
         let sel_new = select(&new, &all, &namespaces, now());
         assert!(!sel_new.acts(ControlName::PodDisruptionBudgets, "shared"));
         assert_eq!(sel_new.conflicts[0].held_by, "zeta");
@@ -213,7 +267,11 @@ mod tests {
         let spec = pdb_spec_selecting(("tier", "prod"));
         let mut gone = ns("gone", &[("tier", "prod")]);
         gone.terminating = true;
-        let p = ProfileInfo { name: "p", created: None, spec: &spec };
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
         let sel = select(&p, &[], &[gone], now());
         assert!(sel.namespaces.contains("gone"));
         assert!(!sel.acts(ControlName::PodDisruptionBudgets, "gone"));

@@ -1,1 +1,243 @@
+//! The end-to-end test harness: a `kube::Client` for the local control plane (`make up`),
+//! unique namespaces per test that clean themselves up, waiting with a timeout and a clear
+//! message, and the running operator's metrics.
+//!
+//! Tests run in parallel: each one works in namespaces and profiles named after a random run
+//! id, and selects namespaces by a label carrying that id, so no two tests see each other's
+//! objects.
 
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The repository root (the workspace that holds `e2e/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The kubeconfig the tests use: `$KUBECONFIG`, else the one `make up` writes.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".local/kubeconfig"))
+}
+
+/// A client for the local control plane, with a message that says how to start it.
+pub async fn client() -> Result<Client> {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).with_context(|| {
+        format!(
+            "no kubeconfig at {}: start the local control plane with `make up` (or run `make test`, which does)",
+            path.display()
+        )
+    })?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("reading the kubeconfig")?;
+    Client::try_from(config).context("building the client")
+}
+
+/// A short random id for names and labels, unique per test.
+pub fn unique_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}{n}", std::process::id() % 4096, nanos % 65536)
+}
+
+/// A namespace made for one test, deleted when dropped (waiting for nothing, so a failing
+/// test still cleans up).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `e2e-<prefix>-<id>` with the given labels.
+    pub async fn create(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> Result<Self> {
+        let name = format!("e2e-{prefix}-{}", unique_id());
+        Self::create_named(client, &name, labels).await
+    }
+
+    pub async fn create_named(
+        client: &Client,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Self> {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            client: client.clone(),
+        })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Drop cannot await, and the test's runtime may be shutting down: delete from a
+        // runtime of our own on a helper thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, or fails after `timeout` with
+/// `what` and the last thing `probe` saw.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let start = Instant::now();
+    let mut last;
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => last = "condition not met yet".into(),
+            Err(seen) => last = seen,
+        }
+        if start.elapsed() > timeout {
+            return Err(anyhow!(
+                "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Like [`wait_for`], for a probe that returns a description of what it saw and whether the
+/// condition holds.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, String)>,
+{
+    wait_for(what, timeout, || {
+        let fut = probe();
+        async move {
+            let (ok, seen) = fut.await;
+            if ok {
+                Ok(Some(()))
+            } else {
+                Err(seen)
+            }
+        }
+    })
+    .await
+}
+
+/// Formats anything for a failure message.
+pub fn seen<T: Debug>(v: &T) -> String {
+    format!("{v:?}")
+}
+
+/// The running operator's metrics endpoint, from `RAMPART_METRICS_URL` (set by `make test`).
+pub fn metrics_url() -> Result<String> {
+    std::env::var("RAMPART_METRICS_URL").map_err(|_| anyhow!("RAMPART_METRICS_URL is not set: run the operator e2e tests through `make test` (e2e/run-tests.sh), which starts the operator"))
+}
+
+/// Fetches `/metrics` from the running operator over plain HTTP on loopback.
+pub async fn scrape_metrics() -> Result<String> {
+    let url = metrics_url()?;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let body = tokio::task::spawn_blocking(move || -> Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr)
+            .with_context(|| format!("connecting to the operator at {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .await??;
+    let (_, body) = body
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response from the operator"))?;
+    Ok(body.to_string())
+}
+
+/// Sums every sample of `metric` whose labels include all of `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match series.split_once('{') {
+                Some((n, r)) => (n, r.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if name != metric {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            if all {
+                value.parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sum_filters_by_labels() {
+        let text = "# HELP x\nrampart_api_writes_total{profile=\"a\",kind=\"NetworkPolicy\",verb=\"create\"} 3\nrampart_api_writes_total{profile=\"b\",kind=\"NetworkPolicy\",verb=\"create\"} 5\nother 1\n";
+        assert_eq!(
+            metric_sum(text, "rampart_api_writes_total", &[("profile", "a")]),
+            3.0
+        );
+        assert_eq!(metric_sum(text, "rampart_api_writes_total", &[]), 8.0);
+    }
+}

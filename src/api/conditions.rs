@@ -24,7 +24,12 @@ pub struct Computed {
 }
 
 impl Computed {
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             type_,
             status,
@@ -41,7 +46,12 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 /// Turns computed conditions into status conditions, keeping each previous
 /// `lastTransitionTime` unless the status flipped, so a reconcile that changes nothing writes
 /// nothing.
-pub fn settle(previous: &[Condition], computed: Vec<Computed>, generation: Option<i64>, now: DateTime<Utc>) -> Vec<Condition> {
+pub fn settle(
+    previous: &[Condition],
+    computed: Vec<Computed>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
     computed
         .into_iter()
         .map(|c| {
@@ -65,7 +75,9 @@ pub fn settle(previous: &[Condition], computed: Vec<Computed>, generation: Optio
 
 /// Whether a condition of this type is True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -74,21 +86,43 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(secs: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + secs, 0).single().expect("valid time")
+        Utc.timestamp_opt(1_800_000_000 + secs, 0)
+            .single()
+            .expect("valid time")
     }
 
     #[test]
     fn transition_time_kept_while_status_holds() {
-        let first = settle(&[], vec![Computed::new(READY, true, "Converged", "")], Some(1), at(0));
-        let second = settle(&first, vec![Computed::new(READY, true, "Converged", "other message")], Some(2), at(60));
+        let first = settle(
+            &[],
+            vec![Computed::new(READY, true, "Converged", "")],
+            Some(1),
+            at(0),
+        );
+        let second = settle(
+            &first,
+            vec![Computed::new(READY, true, "Converged", "other message")],
+            Some(2),
+            at(60),
+        );
         assert_eq!(second[0].last_transition_time, rfc3339(at(0)));
         assert_eq!(second[0].observed_generation, Some(2));
     }
 
     #[test]
     fn transition_time_moves_when_status_flips() {
-        let first = settle(&[], vec![Computed::new(READY, true, "Converged", "")], Some(1), at(0));
-        let second = settle(&first, vec![Computed::new(READY, false, "Drifted", "")], Some(1), at(60));
+        let first = settle(
+            &[],
+            vec![Computed::new(READY, true, "Converged", "")],
+            Some(1),
+            at(0),
+        );
+        let second = settle(
+            &first,
+            vec![Computed::new(READY, false, "Drifted", "")],
+            Some(1),
+            at(60),
+        );
         assert_eq!(second[0].last_transition_time, rfc3339(at(60)));
         assert_eq!(second[0].status, "False");
     }

@@ -39,3 +39,9 @@ pub fn managed_selector(profile: &str) -> String {
 pub fn all_managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
 }
+
+/// The CustomResourceDefinition as YAML, as `rampart crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&HardeningProfile::crd())
+}

@@ -31,15 +31,31 @@ use super::status::HardeningProfileStatus;
     status = "HardeningProfileStatus",
     derive = "PartialEq",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.summary.namespaces"),
-    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.summary.compliant"),
-    printcolumn(name = "Drifted", type_ = "integer", json_path = ".status.summary.driftedObjects"),
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.summary.namespaces"
+    ),
+    printcolumn(
+        name = "Compliant",
+        type_ = "integer",
+        json_path = ".status.summary.compliant"
+    ),
+    printcolumn(
+        name = "Drifted",
+        type_ = "integer",
+        json_path = ".status.summary.driftedObjects"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)")
@@ -99,10 +115,15 @@ pub enum Mode {
 }
 
 /// A Kubernetes namespace name (RFC 1123 label).
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(transparent)]
 pub struct NamespaceName(
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub String,
 );
 
@@ -249,7 +270,9 @@ pub struct MonitoringAccess {
 }
 
 /// A TCP or UDP port number.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(transparent)]
 pub struct Port(#[schemars(range(min = 1, max = 65535))] pub i32);
 
@@ -282,7 +305,10 @@ pub enum MaxUnavailable {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRotationControl {
     /// Change this value to rotate. Secrets already stamped with it are never rotated again.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub rotation_id: String,
 
     /// Which Secrets in the selected namespaces rotate.
@@ -426,7 +452,9 @@ pub struct Exception {
 }
 
 /// A control a profile can enable.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum ControlName {
     NetworkPolicies,
     PodDisruptionBudgets,

@@ -36,7 +36,10 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
     for (i, e) in spec.exceptions.iter().enumerate() {
         if let Some(exp) = &e.expires {
             if DateTime::parse_from_rfc3339(exp).is_err() {
-                out.push(invalid(format!("spec.exceptions[{i}].expires"), format!("{exp:?} is not an RFC 3339 timestamp")));
+                out.push(invalid(
+                    format!("spec.exceptions[{i}].expires"),
+                    format!("{exp:?} is not an RFC 3339 timestamp"),
+                ));
             }
         }
         if !spec.enables(e.control) {
@@ -56,7 +59,10 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
         }
         if let Some(age) = &b.retention.max_age {
             if parse_duration(age).is_none() {
-                out.push(invalid("spec.backups.retention.maxAge", format!("{age:?} is not a duration such as 168h")));
+                out.push(invalid(
+                    "spec.backups.retention.maxAge",
+                    format!("{age:?} is not a duration such as 168h"),
+                ));
             }
         }
     }
@@ -80,6 +86,8 @@ fn check_selector(field: &str, sel: &LabelSelector, out: &mut Vec<InvalidField>)
 pub fn exception_expired(expires: Option<&str>, now: DateTime<Utc>) -> bool {
     match expires {
         None => false,
-        Some(s) => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc) <= now).unwrap_or(true),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc) <= now)
+            .unwrap_or(true),
     }
 }

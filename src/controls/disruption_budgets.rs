@@ -87,11 +87,16 @@ pub fn desired_disruption_budgets(
 ) -> BudgetOutcome {
     let mut out = BudgetOutcome::default();
     for w in workloads.iter().filter(|w| w.replicas >= spec.min_replicas) {
-        let Some(selector) = &w.selector else { continue };
-        if let Some(user) = budgets
-            .iter()
-            .find(|b| !b.ours && b.namespace == w.namespace && b.selector.as_ref().is_some_and(|s| labels::k8s_matches(s, &w.pod_labels)))
-        {
+        let Some(selector) = &w.selector else {
+            continue;
+        };
+        if let Some(user) = budgets.iter().find(|b| {
+            !b.ours
+                && b.namespace == w.namespace
+                && b.selector
+                    .as_ref()
+                    .is_some_and(|s| labels::k8s_matches(s, &w.pod_labels))
+        }) {
             out.covered_by_user.push(ObjectRefStatus {
                 namespace: w.namespace.clone(),
                 kind: w.kind.as_str().into(),
@@ -110,7 +115,12 @@ pub fn budget_name(kind: WorkloadKind, workload: &str) -> String {
     bounded_name(kind.name_prefix(), workload, 253)
 }
 
-fn budget_object(profile: &str, spec: &DisruptionBudgetControl, w: &WorkloadInfo, selector: &LabelSelector) -> DesiredObject {
+fn budget_object(
+    profile: &str,
+    spec: &DisruptionBudgetControl,
+    w: &WorkloadInfo,
+    selector: &LabelSelector,
+) -> DesiredObject {
     let name = budget_name(w.kind, &w.name);
     let max_unavailable = match &spec.max_unavailable {
         MaxUnavailable::Count(n) => IntOrString::Int(*n),
@@ -154,13 +164,19 @@ pub fn drain_blocking_budgets(budgets: &[BudgetInfo]) -> Vec<ObjectRefStatus> {
         .filter_map(|b| {
             let by_spec = match (&b.max_unavailable, &b.min_available) {
                 (Some(IntOrString::Int(0)), _) => Some("maxUnavailable is 0"),
-                (Some(IntOrString::String(p)), _) if p.trim_end_matches('%') == "0" => Some("maxUnavailable is 0%"),
+                (Some(IntOrString::String(p)), _) if p.trim_end_matches('%') == "0" => {
+                    Some("maxUnavailable is 0%")
+                }
                 (None, Some(IntOrString::String(p))) if p == "100%" => Some("minAvailable is 100%"),
                 _ => None,
             };
             let by_status = b
                 .health
-                .filter(|h| h.expected_pods > 0 && h.current_healthy >= h.expected_pods && h.disruptions_allowed == 0)
+                .filter(|h| {
+                    h.expected_pods > 0
+                        && h.current_healthy >= h.expected_pods
+                        && h.disruptions_allowed == 0
+                })
                 .map(|_| "allows 0 disruptions while all its pods are healthy");
             by_spec.or(by_status).map(|why| ObjectRefStatus {
                 namespace: b.namespace.clone(),
@@ -223,7 +239,10 @@ mod tests {
         let out = desired_disruption_budgets(
             "p",
             &spec(),
-            &[workload(WorkloadKind::Deployment, "api", 3), workload(WorkloadKind::StatefulSet, "db", 2)],
+            &[
+                workload(WorkloadKind::Deployment, "api", 3),
+                workload(WorkloadKind::StatefulSet, "db", 2),
+            ],
             &[],
         );
         let names: Vec<&str> = out.desired.iter().map(|d| d.key.name.as_str()).collect();
@@ -237,7 +256,12 @@ mod tests {
 
     #[test]
     fn pdb_skipped_below_min_replicas() {
-        let out = desired_disruption_budgets("p", &spec(), &[workload(WorkloadKind::Deployment, "single", 1)], &[]);
+        let out = desired_disruption_budgets(
+            "p",
+            &spec(),
+            &[workload(WorkloadKind::Deployment, "single", 1)],
+            &[],
+        );
         assert!(out.desired.is_empty());
     }
 
@@ -245,7 +269,12 @@ mod tests {
     fn percentage_is_passed_through() {
         let mut s = spec();
         s.max_unavailable = MaxUnavailable::Percent("25%".into());
-        let out = desired_disruption_budgets("p", &s, &[workload(WorkloadKind::Deployment, "api", 4)], &[]);
+        let out = desired_disruption_budgets(
+            "p",
+            &s,
+            &[workload(WorkloadKind::Deployment, "api", 4)],
+            &[],
+        );
         assert_eq!(out.desired[0].manifest["spec"]["maxUnavailable"], "25%");
     }
 
@@ -254,11 +283,21 @@ mod tests {
         let out = desired_disruption_budgets(
             "p",
             &spec(),
-            &[workload(WorkloadKind::Deployment, "api", 3), workload(WorkloadKind::Deployment, "web", 3)],
-            &[budget("user-api", false, "api"), budget("rampart-deploy-web", true, "web")],
+            &[
+                workload(WorkloadKind::Deployment, "api", 3),
+                workload(WorkloadKind::Deployment, "web", 3),
+            ],
+            &[
+                budget("user-api", false, "api"),
+                budget("rampart-deploy-web", true, "web"),
+            ],
         );
         let names: Vec<&str> = out.desired.iter().map(|d| d.key.name.as_str()).collect();
-        assert_eq!(names, vec!["rampart-deploy-web"], "our own budget never suppresses ours");
+        assert_eq!(
+            names,
+            vec!["rampart-deploy-web"],
+            "our own budget never suppresses ours"
+        );
         assert_eq!(out.covered_by_user[0].name, "api");
         assert!(out.covered_by_user[0].message.contains("user-api"));
     }
@@ -271,12 +310,27 @@ mod tests {
         full.max_unavailable = None;
         full.min_available = Some(IntOrString::String("100%".into()));
         let mut stuck = budget("stuck", true, "c");
-        stuck.health = Some(BudgetHealth { disruptions_allowed: 0, current_healthy: 1, expected_pods: 1 });
+        stuck.health = Some(BudgetHealth {
+            disruptions_allowed: 0,
+            current_healthy: 1,
+            expected_pods: 1,
+        });
         let mut degraded = budget("degraded", true, "d");
-        degraded.health = Some(BudgetHealth { disruptions_allowed: 0, current_healthy: 1, expected_pods: 3 });
+        degraded.health = Some(BudgetHealth {
+            disruptions_allowed: 0,
+            current_healthy: 1,
+            expected_pods: 3,
+        });
         let mut fine = budget("fine", true, "e");
-        fine.health = Some(BudgetHealth { disruptions_allowed: 1, current_healthy: 3, expected_pods: 3 });
-        let blocked: Vec<String> = drain_blocking_budgets(&[zero, full, stuck, degraded, fine]).into_iter().map(|r| r.name).collect();
+        fine.health = Some(BudgetHealth {
+            disruptions_allowed: 1,
+            current_healthy: 3,
+            expected_pods: 3,
+        });
+        let blocked: Vec<String> = drain_blocking_budgets(&[zero, full, stuck, degraded, fine])
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(blocked, vec!["full", "stuck", "zero"]);
     }
 }

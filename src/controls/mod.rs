@@ -123,8 +123,13 @@ pub fn managed_labels(profile: &str, control: ControlName) -> BTreeMap<String, S
 /// Compares desired objects with what is observed as ours. `owned_kinds` are the kinds whose
 /// every observed object must be desired (anything else of them is deleted); a control that
 /// prunes by its own rules (snapshots) leaves its kind out.
-pub fn plan(desired: Vec<DesiredObject>, observed: &[ObservedObject], owned_kinds: &[ManagedKind]) -> Plan {
-    let observed_by_key: BTreeMap<&ObjectKey, &ObservedObject> = observed.iter().map(|o| (&o.key, o)).collect();
+pub fn plan(
+    desired: Vec<DesiredObject>,
+    observed: &[ObservedObject],
+    owned_kinds: &[ManagedKind],
+) -> Plan {
+    let observed_by_key: BTreeMap<&ObjectKey, &ObservedObject> =
+        observed.iter().map(|o| (&o.key, o)).collect();
     let desired_keys: BTreeSet<ObjectKey> = desired.iter().map(|d| d.key.clone()).collect();
     let mut out = Plan::default();
     for d in desired {
@@ -178,7 +183,8 @@ pub fn matches_desired(observed: &Value, desired: &Value) -> bool {
             let obs_meta = obs.get("metadata").cloned().unwrap_or(Value::Null);
             let labels = |v: &Value| v.get("labels").cloned().unwrap_or(Value::Null);
             let annotations = |v: &Value| v.get("annotations").cloned().unwrap_or(Value::Null);
-            contains(&labels(&obs_meta), &labels(wv)) && contains(&annotations(&obs_meta), &annotations(wv))
+            contains(&labels(&obs_meta), &labels(wv))
+                && contains(&annotations(&obs_meta), &annotations(wv))
         }
         _ => normalized(obs.get(k).unwrap_or(&Value::Null)) == normalized(wv),
     })
@@ -249,33 +255,85 @@ mod tests {
 
     #[test]
     fn nulls_empties_and_extra_labels_are_not_drift() {
-        let d = desired("p", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}));
-        let o = observed("p", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP", "endPort": null}]}]}));
-        assert_eq!(plan(vec![d], &[o], &[ManagedKind::NetworkPolicy]), Plan::default());
+        let d = desired(
+            "p",
+            json!({"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}),
+        );
+        let o = observed(
+            "p",
+            json!({"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP", "endPort": null}]}]}),
+        );
+        assert_eq!(
+            plan(vec![d], &[o], &[ManagedKind::NetworkPolicy]),
+            Plan::default()
+        );
     }
 
     #[test]
     fn plan_table() {
         let spec = json!({"podSelector": {}, "policyTypes": ["Ingress"]});
-        let edited = json!({"podSelector": {"matchLabels": {"x": "y"}}, "policyTypes": ["Ingress"]});
+        let edited =
+            json!({"podSelector": {"matchLabels": {"x": "y"}}, "policyTypes": ["Ingress"]});
         let extra_rule = json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]});
-        let cases: Vec<(&str, Vec<DesiredObject>, Vec<ObservedObject>, Vec<DriftReason>)> = vec![
-            ("missing is created", vec![desired("p", spec.clone())], vec![], vec![DriftReason::Missing]),
-            ("edited field is repaired", vec![desired("p", spec.clone())], vec![observed("p", edited)], vec![DriftReason::Modified]),
-            ("an added list is drift", vec![desired("p", json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}))], vec![observed("p", extra_rule)], vec![DriftReason::Modified]),
-            ("ours but undesired is deleted", vec![], vec![observed("old", spec.clone())], vec![DriftReason::Unexpected]),
-            ("a removed label is drift", vec![desired("p", spec.clone())], vec![{
-                let mut o = observed("p", spec.clone());
-                o.body["metadata"]["labels"] = json!({"extra": "x"});
-                o
-            }], vec![DriftReason::Modified]),
-            ("in sync is nothing", vec![desired("p", spec.clone())], vec![observed("p", spec.clone())], vec![]),
+        let cases: Vec<(
+            &str,
+            Vec<DesiredObject>,
+            Vec<ObservedObject>,
+            Vec<DriftReason>,
+        )> = vec![
+            (
+                "missing is created",
+                vec![desired("p", spec.clone())],
+                vec![],
+                vec![DriftReason::Missing],
+            ),
+            (
+                "edited field is repaired",
+                vec![desired("p", spec.clone())],
+                vec![observed("p", edited)],
+                vec![DriftReason::Modified],
+            ),
+            (
+                "an added list is drift",
+                vec![desired(
+                    "p",
+                    json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}),
+                )],
+                vec![observed("p", extra_rule)],
+                vec![DriftReason::Modified],
+            ),
+            (
+                "ours but undesired is deleted",
+                vec![],
+                vec![observed("old", spec.clone())],
+                vec![DriftReason::Unexpected],
+            ),
+            (
+                "a removed label is drift",
+                vec![desired("p", spec.clone())],
+                vec![{
+                    let mut o = observed("p", spec.clone());
+                    o.body["metadata"]["labels"] = json!({"extra": "x"});
+                    o
+                }],
+                vec![DriftReason::Modified],
+            ),
+            (
+                "in sync is nothing",
+                vec![desired("p", spec.clone())],
+                vec![observed("p", spec.clone())],
+                vec![],
+            ),
         ];
         for (name, d, o, want) in cases {
             let p = plan(d, &o, &[ManagedKind::NetworkPolicy]);
             let got: Vec<DriftReason> = p.drift.iter().map(|d| d.reason).collect();
             assert_eq!(got, want, "{name}");
-            assert_eq!(p.create.len() + p.repair.len() + p.delete.len(), want.len(), "{name}");
+            assert_eq!(
+                p.create.len() + p.repair.len() + p.delete.len(),
+                want.len(),
+                "{name}"
+            );
         }
     }
 
@@ -283,7 +341,9 @@ mod tests {
     fn kinds_not_owned_wholly_are_never_deleted_by_plan() {
         let mut o = observed("snap", json!({}));
         o.key.kind = ManagedKind::VolumeSnapshot;
-        assert!(plan(vec![], &[o], &[ManagedKind::NetworkPolicy]).delete.is_empty());
+        assert!(plan(vec![], &[o], &[ManagedKind::NetworkPolicy])
+            .delete
+            .is_empty());
     }
 }
 

@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{managed_labels, DesiredObject, ManagedKind, ObjectKey};
@@ -28,11 +30,17 @@ pub const ALLOW_EGRESS_CIDRS: &str = "rampart-allow-egress-cidrs";
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// The NetworkPolicies `spec` asks for in `namespace`.
-pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, namespace: &str) -> Vec<DesiredObject> {
+pub fn desired_network_policies(
+    profile: &str,
+    spec: &NetworkPolicyControl,
+    namespace: &str,
+) -> Vec<DesiredObject> {
     let deny_in = spec.default_deny.ingress;
     let deny_out = spec.default_deny.egress;
     let mut out = Vec::new();
-    let mut push = |name: &str, policy: NetworkPolicySpec| out.push(policy_object(profile, namespace, name, policy));
+    let mut push = |name: &str, policy: NetworkPolicySpec| {
+        out.push(policy_object(profile, namespace, name, policy))
+    };
 
     if deny_in || deny_out {
         push(
@@ -52,8 +60,18 @@ pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, name
             NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(policy_types(deny_in, deny_out)),
-                ingress: deny_in.then(|| vec![NetworkPolicyIngressRule { from: Some(same()), ports: None }]),
-                egress: deny_out.then(|| vec![NetworkPolicyEgressRule { to: Some(same()), ports: None }]),
+                ingress: deny_in.then(|| {
+                    vec![NetworkPolicyIngressRule {
+                        from: Some(same()),
+                        ports: None,
+                    }]
+                }),
+                egress: deny_out.then(|| {
+                    vec![NetworkPolicyEgressRule {
+                        to: Some(same()),
+                        ports: None,
+                    }]
+                }),
             },
         );
     }
@@ -80,7 +98,11 @@ pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, name
         );
     }
     if !spec.allowed_namespaces.is_empty() && deny_in {
-        let mut names: Vec<String> = spec.allowed_namespaces.iter().map(|n| n.as_str().to_string()).collect();
+        let mut names: Vec<String> = spec
+            .allowed_namespaces
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
         names.sort();
         let selector = LabelSelector {
             match_labels: None,
@@ -102,7 +124,9 @@ pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, name
         push(
             ALLOW_MONITORING,
             ingress_only(vec![NetworkPolicyIngressRule {
-                from: Some(vec![namespace_peer(namespace_named(mon.namespace.as_str()))]),
+                from: Some(vec![namespace_peer(namespace_named(
+                    mon.namespace.as_str(),
+                ))]),
                 ports: Some(mon.ports.iter().map(|p| port("TCP", p.0)).collect()),
             }]),
         );
@@ -119,7 +143,10 @@ pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, name
                         spec.egress_cidrs
                             .iter()
                             .map(|c| NetworkPolicyPeer {
-                                ip_block: Some(IPBlock { cidr: c.clone(), except: None }),
+                                ip_block: Some(IPBlock {
+                                    cidr: c.clone(),
+                                    except: None,
+                                }),
                                 namespace_selector: None,
                                 pod_selector: None,
                             })
@@ -133,7 +160,12 @@ pub fn desired_network_policies(profile: &str, spec: &NetworkPolicyControl, name
     out
 }
 
-fn policy_object(profile: &str, namespace: &str, name: &str, spec: NetworkPolicySpec) -> DesiredObject {
+fn policy_object(
+    profile: &str,
+    namespace: &str,
+    name: &str,
+    spec: NetworkPolicySpec,
+) -> DesiredObject {
     let policy = NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -179,7 +211,10 @@ fn ingress_only(rules: Vec<NetworkPolicyIngressRule>) -> NetworkPolicySpec {
 
 fn namespace_named(name: &str) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])),
+        match_labels: Some(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_string(),
+            name.to_string(),
+        )])),
         match_expressions: None,
     }
 }
@@ -220,7 +255,10 @@ mod tests {
             allow_same_namespace: true,
             allow_dns: true,
             dns: DnsTarget::default(),
-            allowed_namespaces: vec![NamespaceName("kafka".into()), NamespaceName("countly".into())],
+            allowed_namespaces: vec![
+                NamespaceName("kafka".into()),
+                NamespaceName("countly".into()),
+            ],
             monitoring: Some(MonitoringAccess {
                 namespace: NamespaceName("observability".into()),
                 ports: vec![Port(9090), Port(9187)],
@@ -234,7 +272,11 @@ mod tests {
     }
 
     fn find<'a>(objs: &'a [DesiredObject], name: &str) -> &'a serde_json::Value {
-        &objs.iter().find(|o| o.key.name == name).expect("policy present").manifest
+        &objs
+            .iter()
+            .find(|o| o.key.name == name)
+            .expect("policy present")
+            .manifest
     }
 
     #[test]
@@ -242,28 +284,55 @@ mod tests {
         let objs = desired_network_policies("regulated", &control(), "countly");
         assert_eq!(
             names(&objs),
-            vec![DEFAULT_DENY, ALLOW_SAME_NAMESPACE, ALLOW_DNS, ALLOW_NAMESPACES, ALLOW_MONITORING, ALLOW_EGRESS_CIDRS]
+            vec![
+                DEFAULT_DENY,
+                ALLOW_SAME_NAMESPACE,
+                ALLOW_DNS,
+                ALLOW_NAMESPACES,
+                ALLOW_MONITORING,
+                ALLOW_EGRESS_CIDRS
+            ]
         );
         let deny = find(&objs, DEFAULT_DENY);
         assert_eq!(deny["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
-        assert_eq!(deny["metadata"]["labels"]["rampart.dev/profile"], "regulated");
-        assert_eq!(deny["metadata"]["labels"]["rampart.dev/control"], "networkpolicy");
+        assert_eq!(
+            deny["metadata"]["labels"]["rampart.dev/profile"],
+            "regulated"
+        );
+        assert_eq!(
+            deny["metadata"]["labels"]["rampart.dev/control"],
+            "networkpolicy"
+        );
     }
 
     #[test]
     fn dns_peer_ands_namespace_and_pods_on_both_protocols() {
         let objs = desired_network_policies("p", &control(), "countly");
         let rule = &find(&objs, ALLOW_DNS)["spec"]["egress"][0];
-        assert_eq!(rule["to"].as_array().map(Vec::len), Some(1), "one peer, so the selectors AND");
-        assert_eq!(rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "kube-system");
-        assert_eq!(rule["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
-        assert_eq!(rule["ports"], json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]));
+        assert_eq!(
+            rule["to"].as_array().map(Vec::len),
+            Some(1),
+            "one peer, so the selectors AND"
+        );
+        assert_eq!(
+            rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "kube-system"
+        );
+        assert_eq!(
+            rule["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+            "kube-dns"
+        );
+        assert_eq!(
+            rule["ports"],
+            json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}])
+        );
     }
 
     #[test]
     fn allowed_namespaces_are_matched_by_name_sorted() {
         let objs = desired_network_policies("p", &control(), "countly");
-        let expr = &find(&objs, ALLOW_NAMESPACES)["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0];
+        let expr = &find(&objs, ALLOW_NAMESPACES)["spec"]["ingress"][0]["from"][0]
+            ["namespaceSelector"]["matchExpressions"][0];
         assert_eq!(expr["key"], "kubernetes.io/metadata.name");
         assert_eq!(expr["values"], json!(["countly", "kafka"]));
     }
@@ -272,7 +341,10 @@ mod tests {
     fn monitoring_gets_only_its_ports() {
         let objs = desired_network_policies("p", &control(), "countly");
         let rule = &find(&objs, ALLOW_MONITORING)["spec"]["ingress"][0];
-        assert_eq!(rule["ports"], json!([{"port": 9090, "protocol": "TCP"}, {"port": 9187, "protocol": "TCP"}]));
+        assert_eq!(
+            rule["ports"],
+            json!([{"port": 9090, "protocol": "TCP"}, {"port": 9187, "protocol": "TCP"}])
+        );
     }
 
     #[test]
@@ -280,16 +352,32 @@ mod tests {
         let mut c = control();
         c.default_deny.egress = false;
         let objs = desired_network_policies("p", &c, "countly");
-        assert_eq!(names(&objs), vec![DEFAULT_DENY, ALLOW_SAME_NAMESPACE, ALLOW_NAMESPACES, ALLOW_MONITORING]);
+        assert_eq!(
+            names(&objs),
+            vec![
+                DEFAULT_DENY,
+                ALLOW_SAME_NAMESPACE,
+                ALLOW_NAMESPACES,
+                ALLOW_MONITORING
+            ]
+        );
         for o in &objs {
-            assert_eq!(o.manifest["spec"]["policyTypes"], json!(["Ingress"]), "{} must not isolate egress", o.key.name);
+            assert_eq!(
+                o.manifest["spec"]["policyTypes"],
+                json!(["Ingress"]),
+                "{} must not isolate egress",
+                o.key.name
+            );
         }
     }
 
     #[test]
     fn no_default_deny_means_no_policies() {
         let mut c = control();
-        c.default_deny = DefaultDeny { ingress: false, egress: false };
+        c.default_deny = DefaultDeny {
+            ingress: false,
+            egress: false,
+        };
         assert!(desired_network_policies("p", &c, "countly").is_empty());
     }
 }

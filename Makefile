@@ -1,0 +1,59 @@
+# Rampart. `make demo` and `make test` are the two commands the README promises; both work
+# on a fresh machine (they build what is missing).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+BIN_DIR := $(shell bash e2e/tools/build.sh --print)
+export PATH := $(BIN_DIR):$(PATH)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: controlplane
+controlplane: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm from Go modules (cached)
+	@bash e2e/tools/build.sh >/dev/null
+
+.PHONY: up
+up: ## start the local control plane; writes .local/kubeconfig
+	@bash e2e/controlplane/up.sh
+
+.PHONY: down
+down: ## stop the local control plane and remove its state
+	@bash e2e/controlplane/down.sh
+
+.PHONY: build
+build: ## build the operator
+	$(CARGO) build --workspace
+
+.PHONY: crds
+crds: build ## regenerate crds/ (and the chart's copy) from the Rust types
+	./target/debug/rampart crd > crds/rampart.dev_hardeningprofiles.yaml
+	cp crds/rampart.dev_hardeningprofiles.yaml charts/rampart/crds/rampart.dev_hardeningprofiles.yaml
+
+.PHONY: unit
+unit: ## unit tests and CRD freshness (no cluster needed)
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p rampart --test crds_fresh
+
+.PHONY: e2e
+e2e: controlplane ## end-to-end tests on the local control plane (starts and stops it if needed)
+	@bash e2e/run-tests.sh
+
+.PHONY: test
+test: unit e2e ## everything CI runs
+
+.PHONY: demo
+demo: controlplane build ## the sample estate, the operator, a Ready profile and its drift report
+	@bash e2e/demo.sh
+
+.PHONY: lint
+lint: ## rustfmt, clippy and helm lint
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	helm lint charts/rampart
+
+.PHONY: bench
+bench: controlplane ## the scale benchmark (not part of make test)
+	@bash e2e/bench.sh

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make demo`: the control plane, the sample estate, the samples, the operator, a Ready
+# profile and its drift report. The control plane and the operator keep running afterwards;
+# `make down` stops both.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$(bash e2e/tools/build.sh --print):$PATH"
+export KUBECONFIG="$root/.local/kubeconfig"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "local control plane"
+bash e2e/controlplane/up.sh
+
+step "the HardeningProfile CRD"
+kubectl apply --server-side --force-conflicts -f crds/
+kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s
+
+step "the sample estate (countly, kafka, clickhouse, mongodb, observability)"
+kubectl apply --server-side -f e2e/demo/estate.yaml
+
+step "the operator"
+mkdir -p .local/logs .local/pids
+if [ -f .local/pids/operator.pid ] && kill -0 "$(cat .local/pids/operator.pid)" 2>/dev/null; then
+  echo "already running (pid $(cat .local/pids/operator.pid))"
+  port=$(cat .local/operator-port)
+else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  setsid nohup ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" >.local/logs/operator.log 2>&1 < /dev/null &
+  echo $! > .local/pids/operator.pid
+  echo "$port" > .local/operator-port
+  echo "started (pid $!, log .local/logs/operator.log)"
+fi
+
+step "the samples (config/samples/)"
+kubectl apply --server-side -f config/samples/
+
+step "waiting for hp/regulated to be Ready"
+kubectl wait --for=condition=Ready hp/regulated --timeout=120s
+
+step "profiles"
+kubectl get hardeningprofiles
+step "hp/regulated status"
+kubectl get hp regulated -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}' | column -t -s $'\t'
+echo
+kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}budgets left to users: {.status.coveredByUserBudgets}{"\n"}drain blockers: {.status.drainBlockingBudgets}{"\n"}'
+step "what Rampart made"
+kubectl get networkpolicies,poddisruptionbudgets -A -l app.kubernetes.io/managed-by=rampart
+
+step "drift: deleting a managed policy and editing another"
+kubectl -n kafka delete networkpolicy rampart-allow-dns
+kubectl -n kafka patch networkpolicy rampart-default-deny --type merge -p '{"spec":{"podSelector":{"matchLabels":{"only":"this"}}}}'
+sleep 2
+kubectl -n kafka get networkpolicy rampart-allow-dns rampart-default-deny -o custom-columns=NAME:.metadata.name,CREATED:.metadata.creationTimestamp,SELECTOR:.spec.podSelector
+kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.eventTime,NOTE:.note | tail -3
+
+step "the Audit profile's drift report (hp/observability-audit)"
+kubectl wait --for=condition=Drifted hp/observability-audit --timeout=60s
+kubectl get hp observability-audit -o jsonpath='{range .status.drift[*]}{.namespace}{"\t"}{.kind}{"\t"}{.name}{"\t"}{.reason}{"\n"}{end}' | column -t -s $'\t'
+
+step "metrics"
+echo "http://127.0.0.1:$port/metrics"
+curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^rampart_(profile_ready|drifted_objects|managed_objects|repairs_total)' | head -20
+printf '\nThe control plane and the operator keep running: export KUBECONFIG=%s\nStop both with: make down\n' "$KUBECONFIG"

@@ -1,0 +1,318 @@
+//! Smoke tests that prove the local control plane is a real one: version, CRD validation with
+//! CEL, server-side apply, garbage collection, scheduling onto kwok nodes, namespace deletion
+//! and the VolumeSnapshot API.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, ResourceExt};
+use rampart_e2e::{client, seen, unique_id, wait_for, wait_until, TestNamespace};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn version_is_the_pinned_kubernetes_release() -> Result<()> {
+    let c = client().await?;
+    let v = c.apiserver_version().await?;
+    assert_eq!(v.git_version, "v1.37.2", "kube-apiserver reports {v:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn crd_cel_rule_rejects_bad_object_with_the_servers_message() -> Result<()> {
+    let c = client().await?;
+    let id = unique_id();
+    let plural = format!("gadgets{id}");
+    let kind = format!("Gadget{id}");
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.e2e.rampart.dev")},
+        "spec": {
+            "group": "e2e.rampart.dev",
+            "names": {"plural": plural, "kind": kind, "singular": format!("gadget{id}")},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": {
+                        "type": "object",
+                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                        "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}]
+                    }}
+                }}
+            }]
+        }
+    }))?;
+    let crds = Api::<CustomResourceDefinition>::all(c.clone());
+    crds.create(&PostParams::default(), &crd).await?;
+    let name = crd.name_any();
+    wait_until("the CRD to be Established", TIMEOUT, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let got = crds.get(&name).await;
+            let established = got
+                .as_ref()
+                .ok()
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            (established, format!("{:?}", got.map(|c| c.status)))
+        }
+    })
+    .await?;
+
+    let ns = TestNamespace::create(&c, "cel", &[]).await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("e2e.rampart.dev", "v1", &kind),
+        &plural,
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
+    let obj = |min: i64, max: i64| -> Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "e2e.rampart.dev/v1", "kind": kind,
+            "metadata": {"name": format!("g{min}{max}")},
+            "spec": {"min": min, "max": max}
+        }))?)
+    };
+    // The discovery of a new CRD can lag its Established condition by a moment.
+    wait_for("the new resource to be served", TIMEOUT, || {
+        let api = api.clone();
+        let good = obj(1, 2);
+        async move {
+            let good = good.map_err(|e| e.to_string())?;
+            match api.create(&PostParams::default(), &good).await {
+                Ok(_) => Ok(Some(())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await?;
+    let err = api
+        .create(&PostParams::default(), &obj(5, 1)?)
+        .await
+        .expect_err("the API server must refuse min > max");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("min must not exceed max"),
+        "unexpected refusal: {msg}"
+    );
+    crds.delete(&name, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_side_apply_tracks_field_managers_and_conflicts() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "ssa", &[]).await?;
+    let api = Api::<ConfigMap>::namespaced(c.clone(), &ns.name);
+    let cm = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"key": v}});
+    api.patch(
+        "shared",
+        &PatchParams::apply("e2e-first"),
+        &Patch::Apply(cm("one")),
+    )
+    .await?;
+    let err = api
+        .patch(
+            "shared",
+            &PatchParams::apply("e2e-second"),
+            &Patch::Apply(cm("two")),
+        )
+        .await
+        .expect_err("a second manager changing an owned field must conflict without force");
+    assert!(
+        err.to_string().contains("conflict"),
+        "expected a conflict, got {err}"
+    );
+    let got = api
+        .patch(
+            "shared",
+            &PatchParams::apply("e2e-second").force(),
+            &Patch::Apply(cm("two")),
+        )
+        .await?;
+    assert_eq!(
+        got.data
+            .as_ref()
+            .and_then(|d| d.get("key"))
+            .map(String::as_str),
+        Some("two")
+    );
+    let managers: Vec<String> = got
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"e2e-second".to_string()),
+        "managers: {managers:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_an_owner_garbage_collects_its_dependents() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "gc", &[]).await?;
+    let cms = Api::<ConfigMap>::namespaced(c.clone(), &ns.name);
+    let secrets = Api::<Secret>::namespaced(c.clone(), &ns.name);
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}}))?,
+        )
+        .await?;
+    let dependent: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dependent", "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid()
+        }]},
+        "stringData": {"k": "v"}
+    }))?;
+    secrets.create(&PostParams::default(), &dependent).await?;
+    cms.delete("owner", &DeleteParams::background()).await?;
+    wait_until(
+        "the garbage collector to delete the dependent Secret",
+        TIMEOUT,
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let got = secrets.get_opt("dependent").await;
+                (
+                    matches!(got, Ok(None)),
+                    format!("{:?}", got.map(|s| s.map(|s| s.name_any()))),
+                )
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn deployment_reaches_three_ready_pods_on_kwok_nodes() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "deploy", &[]).await?;
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+            }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(c.clone(), &ns.name)
+        .create(&PostParams::default(), &deploy)
+        .await?;
+    let pods = Api::<Pod>::namespaced(c.clone(), &ns.name);
+    wait_until("3 Running, Ready pods", TIMEOUT, || {
+        let pods = pods.clone();
+        async move {
+            let list = match pods.list(&ListParams::default().labels("app=web")).await {
+                Ok(l) => l,
+                Err(e) => return (false, e.to_string()),
+            };
+            let ready: Vec<_> = list
+                .items
+                .iter()
+                .filter(|p| {
+                    let st = p.status.as_ref();
+                    st.and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && st.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                })
+                .collect();
+            (
+                ready.len() == 3,
+                seen(
+                    &list
+                        .items
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.name_any(),
+                                p.status.as_ref().and_then(|s| s.phase.clone()),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            )
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn namespace_deletion_completes() -> Result<()> {
+    let c = client().await?;
+    let name = format!("e2e-nsdel-{}", unique_id());
+    let ns = TestNamespace::create_named(&c, &name, &[]).await?;
+    Api::<ConfigMap>::namespaced(c.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "content"}}))?,
+        )
+        .await?;
+    let nss = Api::<Namespace>::all(c.clone());
+    nss.delete(&name, &DeleteParams::default()).await?;
+    wait_until("the namespace to be gone", TIMEOUT, || {
+        let nss = nss.clone();
+        let name = name.clone();
+        async move {
+            let got = nss.get_opt(&name).await;
+            (
+                matches!(got, Ok(None)),
+                format!("{:?}", got.map(|n| n.and_then(|n| n.status))),
+            )
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn volume_snapshot_can_be_created_and_its_status_patched() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "snap", &[]).await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+        "volumesnapshots",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
+    let snap: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "data-1"},
+        "spec": {"volumeSnapshotClassName": "csi-snapclass", "source": {"persistentVolumeClaimName": "data"}}
+    }))?;
+    api.create(&PostParams::default(), &snap).await?;
+    let patched = api
+        .patch_status(
+            "data-1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"readyToUse": true, "creationTime": "2026-11-23T02:00:00Z"}}),
+            ),
+        )
+        .await?;
+    assert_eq!(
+        patched.data["status"]["readyToUse"],
+        json!(true),
+        "status: {}",
+        patched.data["status"]
+    );
+    Ok(())
+}
