@@ -1,0 +1,500 @@
+//! Snapshot schedules: which VolumeSnapshots to create for the current slot, which to prune,
+//! which slots were missed, and when to look again. Pure: the schedule, the observed PVCs and
+//! snapshots, and `now` are arguments.
+//!
+//! One snapshot per PVC per slot, named from the slot, so a restart, a retry or a second
+//! replica asks for the same name and the API server refuses the duplicate. Retention counts
+//! only ready snapshots, never prunes the newest ready one, one labelled `rampart.dev/keep`,
+//! one a PVC restores from, or one that failed (kept for inspection).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::{bounded_name, managed_labels, DesiredObject, ManagedKind, ObjectKey};
+use crate::api::conditions::rfc3339;
+use crate::api::{BackupControl, ControlName, ObjectRefStatus, STATUS_LIST_LIMIT};
+use crate::schedule::{parse_duration, Schedule};
+
+/// Label naming the PVC a snapshot is of (hashed when the name is too long for a label).
+pub const PVC_LABEL: &str = "rampart.dev/pvc";
+/// Annotation holding the slot a snapshot was taken for (RFC 3339).
+pub const SLOT_ANNOTATION: &str = "rampart.dev/slot";
+/// How many past slots are examined for misses: enough for any outage worth reporting,
+/// bounded so a per-second schedule after a long outage costs nothing.
+const MISSED_SCAN_LIMIT: usize = 1000;
+
+/// What the snapshot control needs to know of a PVC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PvcInfo {
+    pub namespace: String,
+    pub name: String,
+    pub created: Option<DateTime<Utc>>,
+    /// The snapshot this PVC was restored from, if any: never pruned.
+    pub restored_from: Option<String>,
+}
+
+/// What the snapshot control needs to know of a snapshot the profile made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub namespace: String,
+    pub name: String,
+    pub pvc: String,
+    pub slot: Option<DateTime<Utc>>,
+    pub ready: bool,
+    pub failed: bool,
+    pub keep: bool,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// The snapshot control's decisions for one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotPlan {
+    pub create: Vec<DesiredObject>,
+    pub prune: Vec<SnapshotInfo>,
+    /// The slot the creations are for.
+    pub slot: Option<DateTime<Utc>>,
+    pub next_slot: Option<DateTime<Utc>>,
+    /// Slots since the last recorded one that were neither taken nor within the deadline.
+    pub missed_slots: Vec<DateTime<Utc>>,
+    /// Whether the creations catch up a slot that passed while no reconcile ran.
+    pub catching_up: bool,
+    pub ready: usize,
+    pub failed: Vec<ObjectRefStatus>,
+    pub last_successful: Vec<ObjectRefStatus>,
+    /// PVCs whose newest snapshot failed or whose newest ready one is older than two periods.
+    pub unhealthy: Vec<ObjectRefStatus>,
+}
+
+/// The VolumeSnapshot name for a PVC and a slot.
+pub fn snapshot_name(pvc: &str, slot: DateTime<Utc>) -> String {
+    bounded_name(
+        &format!("{pvc}-"),
+        &slot.format("%Y%m%d-%H%M%S").to_string(),
+        253,
+    )
+}
+
+/// The label value naming a PVC: the name itself when it fits a label.
+pub fn pvc_label_value(pvc: &str) -> String {
+    if pvc.len() <= 63 {
+        pvc.to_string()
+    } else {
+        bounded_name("", pvc, 63)
+    }
+}
+
+/// Decides creations, prunes and misses for the PVCs of the namespaces the profile acts in.
+/// `last_scheduled` is the slot recorded in the status by the previous reconcile.
+pub fn plan_snapshots(
+    profile: &str,
+    spec: &BackupControl,
+    schedule: &Schedule,
+    pvcs: &[PvcInfo],
+    snapshots: &[SnapshotInfo],
+    last_scheduled: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> SnapshotPlan {
+    let mut out = SnapshotPlan {
+        next_slot: schedule.next_after(now),
+        ..Default::default()
+    };
+    let deadline = Duration::seconds(spec.starting_deadline_seconds);
+    let latest = schedule.latest_at_or_before(now);
+    let existing: BTreeSet<(&str, &str)> = snapshots
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .collect();
+
+    if let Some(slot) = latest {
+        let in_deadline = now - slot <= deadline;
+        // Slots after the last recorded one and before the latest passed unseen.
+        if let Some(last) = last_scheduled {
+            let mut t = last;
+            for _ in 0..MISSED_SCAN_LIMIT {
+                match schedule.next_after(t) {
+                    Some(n) if n < slot => {
+                        out.missed_slots.push(n);
+                        t = n;
+                    }
+                    _ => break,
+                }
+            }
+            if !in_deadline && last < slot {
+                out.missed_slots.push(slot);
+            }
+        }
+        if !spec.suspend && in_deadline {
+            out.slot = Some(slot);
+            out.catching_up = last_scheduled.is_some_and(|l| l < slot)
+                && schedule.next_after(slot).is_some_and(|n| n <= now);
+            for pvc in pvcs {
+                // A PVC that appeared after the slot waits for the next one, unless the
+                // profile asks for a snapshot on creation.
+                let after_slot = pvc.created.is_some_and(|c| c > slot);
+                let has_any = snapshots
+                    .iter()
+                    .any(|s| s.namespace == pvc.namespace && s.pvc == pvc.name);
+                if after_slot && !(spec.snapshot_on_create && !has_any) {
+                    continue;
+                }
+                let name = snapshot_name(&pvc.name, slot);
+                if existing.contains(&(pvc.namespace.as_str(), name.as_str())) {
+                    continue;
+                }
+                out.create
+                    .push(snapshot_object(profile, spec, pvc, &name, slot));
+            }
+        }
+    }
+
+    let max_age = spec.retention.max_age.as_deref().and_then(parse_duration);
+    let period = schedule.period_around(now);
+    let in_use: BTreeSet<(&str, &str)> = pvcs
+        .iter()
+        .filter_map(|p| {
+            p.restored_from
+                .as_deref()
+                .map(|s| (p.namespace.as_str(), s))
+        })
+        .collect();
+    let mut by_pvc: BTreeMap<(&str, &str), Vec<&SnapshotInfo>> = BTreeMap::new();
+    for s in snapshots {
+        by_pvc
+            .entry((s.namespace.as_str(), s.pvc.as_str()))
+            .or_default()
+            .push(s);
+    }
+    for ((ns, pvc), mut snaps) in by_pvc {
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.slot.or(s.created)));
+        let ready: Vec<&&SnapshotInfo> = snaps.iter().filter(|s| s.ready && !s.failed).collect();
+        out.ready += ready.len();
+        if let Some(newest) = ready.first() {
+            out.last_successful.push(ObjectRefStatus {
+                namespace: ns.to_string(),
+                kind: "VolumeSnapshot".into(),
+                name: newest.name.clone(),
+                message: format!("PVC {pvc}"),
+            });
+        }
+        for s in snaps.iter().filter(|s| s.failed) {
+            out.failed.push(ObjectRefStatus {
+                namespace: ns.to_string(),
+                kind: "VolumeSnapshot".into(),
+                name: s.name.clone(),
+                message: format!("snapshot of PVC {pvc} reports an error; kept for inspection"),
+            });
+        }
+        // Ready snapshots beyond the count or the age are pruned, oldest first, but never the
+        // newest ready one and never a protected one.
+        for (i, s) in ready.iter().enumerate() {
+            if i == 0 || s.keep || in_use.contains(&(ns, s.name.as_str())) {
+                continue;
+            }
+            let too_many = i >= spec.retention.max_count.max(1) as usize;
+            let too_old =
+                max_age.is_some_and(|age| s.slot.or(s.created).is_some_and(|t| now - t > age));
+            if too_many || too_old {
+                out.prune.push((**s).clone());
+            }
+        }
+        let newest = snaps.first();
+        let stale = match (ready.first().and_then(|s| s.slot.or(s.created)), period) {
+            (Some(t), Some(p)) => now - t > p * 2,
+            _ => false,
+        };
+        if newest.is_some_and(|s| s.failed) || stale {
+            out.unhealthy.push(ObjectRefStatus {
+                namespace: ns.to_string(),
+                kind: "PersistentVolumeClaim".into(),
+                name: pvc.to_string(),
+                message: if stale {
+                    "newest ready snapshot is older than two periods".into()
+                } else {
+                    "newest snapshot failed".into()
+                },
+            });
+        }
+    }
+    // A selected PVC old enough to have two slots behind it but no ready snapshot is unhealthy
+    // too: a backup that never worked must not look healthy.
+    if let Some(p) = period {
+        for pvc in pvcs {
+            let has_ready = snapshots
+                .iter()
+                .any(|s| s.namespace == pvc.namespace && s.pvc == pvc.name && s.ready && !s.failed);
+            let old = pvc.created.is_some_and(|c| now - c > p * 2);
+            let listed = out
+                .unhealthy
+                .iter()
+                .any(|u| u.namespace == pvc.namespace && u.name == pvc.name);
+            if old && !has_ready && !listed && !spec.suspend {
+                out.unhealthy.push(ObjectRefStatus {
+                    namespace: pvc.namespace.clone(),
+                    kind: "PersistentVolumeClaim".into(),
+                    name: pvc.name.clone(),
+                    message: "no ready snapshot for two periods".into(),
+                });
+            }
+        }
+    }
+    out.failed.truncate(STATUS_LIST_LIMIT);
+    out.last_successful.truncate(STATUS_LIST_LIMIT);
+    out.unhealthy.truncate(STATUS_LIST_LIMIT);
+    out
+}
+
+fn snapshot_object(
+    profile: &str,
+    spec: &BackupControl,
+    pvc: &PvcInfo,
+    name: &str,
+    slot: DateTime<Utc>,
+) -> DesiredObject {
+    let mut labels = managed_labels(profile, ControlName::Backups);
+    labels.insert(PVC_LABEL.to_string(), pvc_label_value(&pvc.name));
+    let manifest = json!({
+        "apiVersion": ManagedKind::VolumeSnapshot.api_version(),
+        "kind": ManagedKind::VolumeSnapshot.kind(),
+        "metadata": {
+            "name": name,
+            "namespace": pvc.namespace,
+            "labels": labels,
+            "annotations": {SLOT_ANNOTATION: rfc3339(slot)},
+        },
+        "spec": {
+            "volumeSnapshotClassName": spec.volume_snapshot_class_name,
+            "source": {"persistentVolumeClaimName": pvc.name},
+        },
+    });
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::VolumeSnapshot,
+            namespace: pvc.namespace.clone(),
+            name: name.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LabelSelector, Retention, SnapshotDeletionPolicy};
+    use chrono::TimeZone;
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, h, m, s)
+            .single()
+            .expect("valid")
+    }
+
+    fn spec(schedule: &str) -> BackupControl {
+        BackupControl {
+            schedule: schedule.into(),
+            time_zone: None,
+            pvc_selector: LabelSelector::default(),
+            volume_snapshot_class_name: "csi-snapclass".into(),
+            retention: Retention {
+                max_count: 2,
+                max_age: None,
+            },
+            suspend: false,
+            starting_deadline_seconds: 300,
+            snapshot_on_create: false,
+            deletion_policy: SnapshotDeletionPolicy::Retain,
+        }
+    }
+
+    fn pvc(name: &str) -> PvcInfo {
+        PvcInfo {
+            namespace: "db".into(),
+            name: name.into(),
+            created: Some(t(0, 0, 0)),
+            restored_from: None,
+        }
+    }
+
+    fn snap(pvc: &str, slot: DateTime<Utc>, ready: bool) -> SnapshotInfo {
+        SnapshotInfo {
+            namespace: "db".into(),
+            name: snapshot_name(pvc, slot),
+            pvc: pvc.into(),
+            slot: Some(slot),
+            ready,
+            failed: false,
+            keep: false,
+            created: Some(slot),
+        }
+    }
+
+    fn plan(
+        s: &BackupControl,
+        pvcs: &[PvcInfo],
+        snaps: &[SnapshotInfo],
+        last: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> SnapshotPlan {
+        let schedule = Schedule::parse(&s.schedule, None).expect("schedule");
+        plan_snapshots("p", s, &schedule, pvcs, snaps, last, now)
+    }
+
+    #[test]
+    fn one_snapshot_per_pvc_per_slot_named_from_the_slot() {
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data"), pvc("logs")],
+            &[],
+            None,
+            t(2, 0, 5),
+        );
+        let names: Vec<&str> = p.create.iter().map(|d| d.key.name.as_str()).collect();
+        assert_eq!(names, vec!["data-20261123-020000", "logs-20261123-020000"]);
+        assert_eq!(
+            p.create[0].manifest["spec"]["source"]["persistentVolumeClaimName"],
+            "data"
+        );
+        assert_eq!(p.next_slot, Some(t(3, 0, 0)));
+    }
+
+    #[test]
+    fn an_existing_slot_snapshot_is_never_asked_for_again() {
+        let existing = snap("data", t(2, 0, 0), false);
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &[existing],
+            None,
+            t(2, 0, 30),
+        );
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn a_slot_past_its_deadline_is_missed_not_taken() {
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &[],
+            Some(t(1, 0, 0)),
+            t(2, 10, 0),
+        );
+        assert!(p.create.is_empty());
+        assert_eq!(p.missed_slots, vec![t(2, 0, 0)]);
+    }
+
+    #[test]
+    fn a_slot_within_its_deadline_is_caught_up_once_and_older_ones_reported() {
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &[],
+            Some(t(0, 0, 0)),
+            t(3, 2, 0),
+        );
+        assert_eq!(p.create.len(), 1);
+        assert_eq!(p.slot, Some(t(3, 0, 0)));
+        assert_eq!(p.missed_slots, vec![t(1, 0, 0), t(2, 0, 0)]);
+    }
+
+    #[test]
+    fn retention_keeps_max_count_ready_and_ignores_unready() {
+        let snaps = vec![
+            snap("data", t(1, 0, 0), true),
+            snap("data", t(2, 0, 0), true),
+            snap("data", t(3, 0, 0), true),
+            snap("data", t(4, 0, 0), false),
+        ];
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &snaps,
+            Some(t(4, 0, 0)),
+            t(4, 0, 30),
+        );
+        let pruned: Vec<&str> = p.prune.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(pruned, vec!["data-20261123-010000"]);
+    }
+
+    #[test]
+    fn keep_label_data_source_and_newest_ready_are_never_pruned() {
+        let mut kept = snap("data", t(1, 0, 0), true);
+        kept.keep = true;
+        let restored = snap("data", t(2, 0, 0), true);
+        let mut source = pvc("restored");
+        source.restored_from = Some(restored.name.clone());
+        let mut s = spec("0 * * * *");
+        s.retention.max_count = 1;
+        s.retention.max_age = Some("1s".into());
+        let snaps = vec![kept, restored, snap("data", t(3, 0, 0), true)];
+        let p = plan(
+            &s,
+            &[pvc("data"), source],
+            &snaps,
+            Some(t(3, 0, 0)),
+            t(3, 30, 0),
+        );
+        assert!(p.prune.is_empty(), "{:?}", p.prune);
+    }
+
+    #[test]
+    fn failed_snapshot_is_kept_reported_and_not_recreated() {
+        let mut failed = snap("data", t(2, 0, 0), false);
+        failed.failed = true;
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &[failed],
+            Some(t(2, 0, 0)),
+            t(2, 0, 30),
+        );
+        assert!(
+            p.create.is_empty(),
+            "no create/delete cycle on a failed snapshot"
+        );
+        assert!(p.prune.is_empty());
+        assert_eq!(p.failed.len(), 1);
+        assert_eq!(p.unhealthy[0].name, "data");
+    }
+
+    #[test]
+    fn stale_newest_ready_is_unhealthy() {
+        let p = plan(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &[snap("data", t(1, 0, 0), true)],
+            Some(t(4, 0, 0)),
+            t(4, 30, 0),
+        );
+        assert_eq!(p.unhealthy.len(), 1, "{:?}", p.unhealthy);
+    }
+
+    #[test]
+    fn pvc_created_after_the_slot_waits_unless_snapshot_on_create() {
+        let mut late = pvc("late");
+        late.created = Some(t(2, 0, 10));
+        let p = plan(&spec("0 * * * *"), &[late.clone()], &[], None, t(2, 0, 20));
+        assert!(p.create.is_empty());
+        let mut s = spec("0 * * * *");
+        s.snapshot_on_create = true;
+        assert_eq!(plan(&s, &[late], &[], None, t(2, 0, 20)).create.len(), 1);
+    }
+
+    #[test]
+    fn suspend_takes_nothing() {
+        let mut s = spec("0 * * * *");
+        s.suspend = true;
+        assert!(plan(&s, &[pvc("data")], &[], None, t(2, 0, 5))
+            .create
+            .is_empty());
+    }
+
+    #[test]
+    fn long_pvc_names_stay_within_limits() {
+        let long = "p".repeat(250);
+        assert!(snapshot_name(&long, t(2, 0, 0)).len() <= 253);
+        assert!(pvc_label_value(&long).len() <= 63);
+    }
+}
