@@ -3,6 +3,7 @@
 
 pub mod disruption_budgets;
 pub mod network_policies;
+pub mod rotation;
 pub mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};

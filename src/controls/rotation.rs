@@ -1,0 +1,521 @@
+//! Secret rotation: which Secrets to regenerate for the current `rotationId` and which
+//! consumers to restart next, in batches. Pure: observed Secrets (metadata only), consumers and
+//! `now` are arguments; the random values are made by the write layer, never here.
+//!
+//! The cluster is the record. A Secret carrying the current id in `rampart.dev/rotation-id`
+//! was rotated and is never regenerated again; a pod template carrying it was restarted and is
+//! never stamped again. So a crash at any point resumes where the cluster says, with no value
+//! regenerated twice and no workload skipped or restarted twice.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use k8s_openapi::api::core::v1::PodSpec;
+
+use crate::api::SecretRotationControl;
+
+/// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
+pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
+
+/// What rotation needs to know of a selected Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub namespace: String,
+    pub name: String,
+    pub rotation_id: Option<String>,
+}
+
+/// The workload kinds restarted after a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConsumerKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl ConsumerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerKind::Deployment => "Deployment",
+            ConsumerKind::StatefulSet => "StatefulSet",
+            ConsumerKind::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+/// Identity of a consumer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsumerRef {
+    pub namespace: String,
+    pub kind: ConsumerKind,
+    pub name: String,
+}
+
+impl std::fmt::Display for ConsumerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// What rotation needs to know of a workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub id: ConsumerRef,
+    /// Secrets its pods use, in its namespace.
+    pub secrets: BTreeSet<String>,
+    /// The rotation id on its pod template, if any.
+    pub stamped_id: Option<String>,
+    pub stamped_at: Option<DateTime<Utc>>,
+    /// The controller has rolled out the current template to every replica.
+    pub rollout_complete: bool,
+}
+
+/// Where a rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationPhase {
+    /// Audit mode: what would happen.
+    Pending,
+    Rotating,
+    Restarting,
+    Complete,
+    Stalled,
+}
+
+impl RotationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationPhase::Pending => "Pending",
+            RotationPhase::Rotating => "Rotating",
+            RotationPhase::Restarting => "Restarting",
+            RotationPhase::Complete => "Complete",
+            RotationPhase::Stalled => "Stalled",
+        }
+    }
+}
+
+/// The decisions for one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotationPlan {
+    pub phase: RotationPhase,
+    /// Secrets to regenerate now.
+    pub rotate: Vec<SecretInfo>,
+    /// Consumers to stamp now: the next batch.
+    pub restart: Vec<ConsumerRef>,
+    /// Stamped consumers whose rollout has not finished.
+    pub in_progress: Vec<ConsumerRef>,
+    /// The consumer whose rollout overran the timeout.
+    pub stalled: Option<ConsumerRef>,
+    pub secrets_selected: usize,
+    pub secrets_rotated: usize,
+    pub consumers_total: usize,
+    pub consumers_restarted: usize,
+    /// When an in-progress rollout times out, so the reconcile can be scheduled for it.
+    pub next_deadline: Option<DateTime<Utc>>,
+}
+
+/// The names of the Secrets a pod spec uses: env, envFrom, volumes and projected volumes, in
+/// every kind of container.
+pub fn secrets_used_by(spec: &PodSpec) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let env_sources = spec
+        .containers
+        .iter()
+        .map(|c| (&c.env, &c.env_from))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c| (&c.env, &c.env_from)),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| (&c.env, &c.env_from)),
+        );
+    for (env, env_from) in env_sources {
+        for e in env.iter().flatten() {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                out.insert(r.name.clone());
+            }
+        }
+        for f in env_from.iter().flatten() {
+            if let Some(r) = &f.secret_ref {
+                out.insert(r.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            out.insert(name);
+        }
+        for src in v
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(s) = &src.secret {
+                out.insert(s.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Plans the rotation to `spec.rotationId` over the selected Secrets and every consumer in
+/// their namespaces.
+pub fn plan_rotation(
+    spec: &SecretRotationControl,
+    secrets: &[SecretInfo],
+    consumers: &[ConsumerInfo],
+    audit: bool,
+    now: DateTime<Utc>,
+) -> RotationPlan {
+    let id = spec.rotation_id.as_str();
+    let selected: BTreeSet<(&str, &str)> = secrets
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .collect();
+    let rotate: Vec<SecretInfo> = secrets
+        .iter()
+        .filter(|s| s.rotation_id.as_deref() != Some(id))
+        .cloned()
+        .collect();
+
+    let mut users: Vec<&ConsumerInfo> = consumers
+        .iter()
+        .filter(|c| {
+            c.secrets
+                .iter()
+                .any(|s| selected.contains(&(c.id.namespace.as_str(), s.as_str())))
+        })
+        .collect();
+    users.sort_by(|a, b| a.id.cmp(&b.id));
+    let stamped = |c: &&ConsumerInfo| c.stamped_id.as_deref() == Some(id);
+    let restarted = users
+        .iter()
+        .filter(|c| stamped(c) && c.rollout_complete)
+        .count();
+    let in_progress: Vec<&ConsumerInfo> = users
+        .iter()
+        .copied()
+        .filter(|c| stamped(c) && !c.rollout_complete)
+        .collect();
+
+    let mut plan = RotationPlan {
+        phase: RotationPhase::Complete,
+        rotate: vec![],
+        restart: vec![],
+        in_progress: in_progress.iter().map(|c| c.id.clone()).collect(),
+        stalled: None,
+        secrets_selected: secrets.len(),
+        secrets_rotated: secrets.len() - rotate.len(),
+        consumers_total: users.len(),
+        consumers_restarted: restarted,
+        next_deadline: None,
+    };
+
+    if audit {
+        plan.phase = if rotate.is_empty() && restarted == users.len() {
+            RotationPhase::Complete
+        } else {
+            RotationPhase::Pending
+        };
+        plan.rotate = rotate;
+        plan.restart = users
+            .iter()
+            .filter(|c| !stamped(c))
+            .map(|c| c.id.clone())
+            .collect();
+        return plan;
+    }
+    if !rotate.is_empty() {
+        // Secrets first, all of them: restarting a consumer before its Secret holds the new
+        // value would need a second restart.
+        plan.phase = RotationPhase::Rotating;
+        plan.rotate = rotate;
+        return plan;
+    }
+
+    let timeout = Duration::seconds(i64::from(spec.rollout_timeout_seconds));
+    if !in_progress.is_empty() {
+        let overdue = in_progress
+            .iter()
+            .find(|c| c.stamped_at.is_some_and(|t| now - t > timeout));
+        plan.phase = if overdue.is_some() {
+            RotationPhase::Stalled
+        } else {
+            RotationPhase::Restarting
+        };
+        plan.stalled = overdue.map(|c| c.id.clone());
+        plan.next_deadline = in_progress
+            .iter()
+            .filter_map(|c| c.stamped_at.map(|t| t + timeout))
+            .filter(|d| *d > now)
+            .min();
+        return plan;
+    }
+    let batch: Vec<ConsumerRef> = users
+        .iter()
+        .filter(|c| !stamped(c))
+        .take(spec.max_concurrent_restarts.max(1) as usize)
+        .map(|c| c.id.clone())
+        .collect();
+    if !batch.is_empty() {
+        plan.phase = RotationPhase::Restarting;
+        plan.next_deadline = Some(now + timeout);
+        plan.in_progress = batch.clone();
+        plan.restart = batch;
+    }
+    plan
+}
+
+/// A random value of `length` characters from `alphabet`, from the operating system's
+/// generator. Called by the write layer only; the value never leaves the Secret it goes to.
+pub fn random_value(alphabet: crate::api::Alphabet, length: usize) -> String {
+    use rand::Rng;
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const HEX: &[u8] = b"0123456789abcdef";
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let chars = match alphabet {
+        crate::api::Alphabet::Alphanumeric => ALNUM,
+        crate::api::Alphabet::Hex => HEX,
+        crate::api::Alphabet::Base64Url => B64URL,
+    };
+    // ThreadRng is a CSPRNG (ChaCha) seeded and periodically reseeded from the OS.
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| chars[rng.random_range(0..chars.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LabelSelector;
+    use chrono::TimeZone;
+    use k8s_openapi::api::core::v1::{
+        Container, EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
+    };
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn spec(max: i32) -> SecretRotationControl {
+        SecretRotationControl {
+            rotation_id: "r2".into(),
+            selector: LabelSelector::default(),
+            regenerate: vec![],
+            keep_previous: false,
+            max_concurrent_restarts: max,
+            rollout_timeout_seconds: 60,
+        }
+    }
+
+    fn secret(name: &str, id: Option<&str>) -> SecretInfo {
+        SecretInfo {
+            namespace: "app".into(),
+            name: name.into(),
+            rotation_id: id.map(String::from),
+        }
+    }
+
+    fn consumer(name: &str, uses: &str, stamped: Option<&str>, complete: bool) -> ConsumerInfo {
+        ConsumerInfo {
+            id: ConsumerRef {
+                namespace: "app".into(),
+                kind: ConsumerKind::Deployment,
+                name: name.into(),
+            },
+            secrets: BTreeSet::from([uses.to_string()]),
+            stamped_id: stamped.map(String::from),
+            stamped_at: stamped.map(|_| now() - Duration::seconds(10)),
+            rollout_complete: complete,
+        }
+    }
+
+    fn names(refs: &[ConsumerRef]) -> Vec<&str> {
+        refs.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn secrets_rotate_first_and_only_once() {
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r1")), secret("api", Some("r2"))],
+            &[consumer("web", "db", None, true)],
+            false,
+            now(),
+        );
+        assert_eq!(p.phase, RotationPhase::Rotating);
+        assert_eq!(
+            p.rotate.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["db"],
+            "a Secret at the current id is never regenerated"
+        );
+        assert!(
+            p.restart.is_empty(),
+            "no restart before every Secret holds its new value"
+        );
+    }
+
+    #[test]
+    fn restarts_go_in_batches_of_max_concurrent() {
+        let consumers: Vec<ConsumerInfo> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| consumer(n, "db", None, true))
+            .collect();
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &consumers,
+            false,
+            now(),
+        );
+        assert_eq!(p.phase, RotationPhase::Restarting);
+        assert_eq!(names(&p.restart), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn next_batch_waits_for_the_previous_rollouts() {
+        let consumers = vec![
+            consumer("a", "db", Some("r2"), true),
+            consumer("b", "db", Some("r2"), false),
+            consumer("c", "db", None, true),
+        ];
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &consumers,
+            false,
+            now(),
+        );
+        assert!(p.restart.is_empty());
+        assert_eq!(names(&p.in_progress), vec!["b"]);
+        assert_eq!(p.next_deadline, Some(now() + Duration::seconds(50)));
+
+        let done = vec![
+            consumer("a", "db", Some("r2"), true),
+            consumer("b", "db", Some("r2"), true),
+            consumer("c", "db", None, true),
+        ];
+        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &done, false, now());
+        assert_eq!(
+            names(&p.restart),
+            vec!["c"],
+            "a stamped consumer is never stamped again"
+        );
+    }
+
+    #[test]
+    fn overdue_rollout_stalls_the_rotation_and_names_the_workload() {
+        let mut slow = consumer("slow", "db", Some("r2"), false);
+        slow.stamped_at = Some(now() - Duration::seconds(61));
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &[slow, consumer("next", "db", None, true)],
+            false,
+            now(),
+        );
+        assert_eq!(p.phase, RotationPhase::Stalled);
+        assert_eq!(p.stalled.map(|s| s.name), Some("slow".to_string()));
+        assert!(
+            p.restart.is_empty(),
+            "a stalled rotation does not barrel on"
+        );
+    }
+
+    #[test]
+    fn complete_when_every_consumer_rolled_out() {
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &[
+                consumer("a", "db", Some("r2"), true),
+                consumer("other", "unrelated", None, true),
+            ],
+            false,
+            now(),
+        );
+        assert_eq!(p.phase, RotationPhase::Complete);
+        assert_eq!(
+            (p.consumers_total, p.consumers_restarted),
+            (1, 1),
+            "only consumers of selected Secrets count"
+        );
+    }
+
+    #[test]
+    fn audit_reports_what_would_happen() {
+        let p = plan_rotation(
+            &spec(1),
+            &[secret("db", Some("r1"))],
+            &[
+                consumer("a", "db", None, true),
+                consumer("b", "db", None, true),
+            ],
+            true,
+            now(),
+        );
+        assert_eq!(p.phase, RotationPhase::Pending);
+        assert_eq!(p.rotate.len(), 1);
+        assert_eq!(names(&p.restart), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn secret_references_are_found_everywhere() {
+        let mut spec = PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                env: Some(vec![EnvVar {
+                    name: "P".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: "from-env".into(),
+                            key: "k".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                }]),
+                env_from: Some(vec![EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: "from-envfrom".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        spec.volumes = Some(vec![
+            serde_json::from_value(serde_json::json!({"name": "v", "secret": {"secretName": "from-volume"}})).expect("volume"),
+            serde_json::from_value(serde_json::json!({"name": "p", "projected": {"sources": [{"secret": {"name": "from-projected"}}]}})).expect("volume"),
+        ]);
+        let got: Vec<String> = secrets_used_by(&spec).into_iter().collect();
+        assert_eq!(
+            got,
+            vec!["from-env", "from-envfrom", "from-projected", "from-volume"]
+        );
+    }
+
+    #[test]
+    fn random_values_have_the_asked_length_and_alphabet() {
+        let v = random_value(crate::api::Alphabet::Hex, 40);
+        assert_eq!(v.len(), 40);
+        assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(v, random_value(crate::api::Alphabet::Hex, 40));
+    }
+}
