@@ -171,3 +171,140 @@ pub async fn delete(
         Err(e) => Err(write_error("delete", key, e)),
     }
 }
+
+/// Gives a Secret new values for the `regenerate` keys and stamps it with the rotation id, in
+/// one write guarded by the resourceVersion it read: either all of it lands or none, so a
+/// crash cannot leave new values without the stamp (which would regenerate them again).
+/// Returns false when the Secret already carries the id. Values never reach a log or an error.
+pub async fn rotate_secret(
+    client: &Client,
+    metrics: &Metrics,
+    profile: &str,
+    namespace: &str,
+    name: &str,
+    spec: &crate::api::SecretRotationControl,
+) -> Result<bool, Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let secret_error = |verb: &'static str, source: kube::Error| Error::Write {
+        verb,
+        kind: "Secret",
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    };
+    let mut secret = api.get(name).await.map_err(|e| secret_error("get", e))?;
+    let id = spec.rotation_id.as_str();
+    if secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::ROTATION_ID_ANNOTATION))
+        .map(String::as_str)
+        == Some(id)
+    {
+        return Ok(false);
+    }
+    let data = secret.data.get_or_insert_with(Default::default);
+    for key in &spec.regenerate {
+        if spec.keep_previous {
+            if let Some(old) = data.get(&key.key).cloned() {
+                data.insert(format!("{}.previous", key.key), old);
+            }
+        }
+        let value =
+            crate::controls::rotation::random_value(key.alphabet, key.length.max(1) as usize);
+        data.insert(key.key.clone(), ByteString(value.into_bytes()));
+    }
+    // Keys the user wrote as stringData are already folded into data by the API server.
+    secret.string_data = None;
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            crate::api::ROTATION_ID_ANNOTATION.to_string(),
+            id.to_string(),
+        );
+    secret.metadata.managed_fields = None;
+    metrics.write(profile, "Secret", "update");
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.replace(name, &pp, &secret)
+        .await
+        .map_err(|e| secret_error("update", e))?;
+    Ok(true)
+}
+
+/// Restarts a workload by stamping its pod template with the rotation id and the time, the
+/// way `kubectl rollout restart` does; only these two annotations are written.
+pub async fn stamp_workload(
+    client: &Client,
+    metrics: &Metrics,
+    profile: &str,
+    consumer: &crate::controls::rotation::ConsumerRef,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Error> {
+    use crate::controls::rotation::ConsumerKind;
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        crate::api::ROTATION_ID_ANNOTATION: id,
+        crate::controls::rotation::RESTARTED_AT_ANNOTATION: crate::api::conditions::rfc3339(now),
+    }}}}});
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let ns = consumer.namespace.as_str();
+    metrics.write(profile, consumer.kind.as_str(), "patch");
+    let result = match consumer.kind {
+        ConsumerKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(&consumer.name, &pp, &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+        ConsumerKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .patch(&consumer.name, &pp, &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+        ConsumerKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .patch(&consumer.name, &pp, &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+    };
+    result.map_err(|source| Error::Write {
+        verb: "patch",
+        kind: consumer.kind.as_str(),
+        namespace: consumer.namespace.clone(),
+        name: consumer.name.clone(),
+        source,
+    })
+}
+
+/// Lets a snapshot outlive its profile: drops the owner reference so garbage collection
+/// leaves it, keeping the labels so people can still find it.
+pub async fn orphan(
+    client: &Client,
+    metrics: &Metrics,
+    profile: &str,
+    observed: &ObservedObject,
+) -> Result<(), Error> {
+    let key = &observed.key;
+    let api = api_for(client, key.kind, &key.namespace);
+    metrics.write(profile, key.kind.kind(), "patch");
+    match api
+        .patch(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if status_code(&e) == Some(404) => Ok(()),
+        Err(e) => Err(write_error("patch", key, e)),
+    }
+}

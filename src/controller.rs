@@ -56,7 +56,15 @@ pub struct Context {
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, instance: String) {
     let profiles_api = Api::<HardeningProfile>::all(client.clone());
-    let (caches, feeds) = observe::caches(&client);
+    let snapshot_api = client
+        .list_api_group_resources("snapshot.storage.k8s.io/v1")
+        .await
+        .map(|l| l.resources.iter().any(|r| r.name == "volumesnapshots"))
+        .unwrap_or(false);
+    if !snapshot_api {
+        warn!("the cluster does not serve snapshot.storage.k8s.io/v1: backups will report SnapshotAPIMissing");
+    }
+    let (caches, feeds) = observe::caches(&client, snapshot_api);
     let controller = Controller::new(profiles_api.clone(), watcher::Config::default());
     let profiles = controller.store();
 
@@ -84,9 +92,25 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
     let deployments = by_ns(profiles.clone(), caches.clone());
     let statefulsets = by_ns(profiles.clone(), caches.clone());
     let budgets = by_ns(profiles.clone(), caches.clone());
+    let secrets = by_ns(profiles.clone(), caches.clone());
+    let daemonsets = by_ns(profiles.clone(), caches.clone());
+    let pvcs = by_ns(profiles.clone(), caches.clone());
     let all_for_ns = profiles.clone();
     let others = profiles.clone();
 
+    let mut controller = controller
+        .watches_stream(feeds.secrets, move |s| {
+            secrets(s.metadata.namespace.clone())
+        })
+        .watches_stream(feeds.daemonsets, move |d| daemonsets(d.namespace()))
+        .watches_stream(feeds.pvcs, move |p| pvcs(p.namespace()));
+    if let Some(snapshots) = feeds.snapshots {
+        controller = controller.watches_stream_with(
+            snapshots,
+            |s: kube::api::DynamicObject| profile_of(&s.metadata).map(|p| ObjectRef::new(&p)),
+            observe::snapshot_resource(),
+        );
+    }
     controller
         .watches_stream(feeds.namespaces, move |_ns| all_profiles(&all_for_ns))
         .watches_stream(feeds.deployments, move |d| deployments(d.namespace()))
@@ -281,6 +305,24 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
         Mode::Enforce => execute(&plan, profile, ctx).await?,
     };
     findings.drift = outcomes;
+    let mut failures = failures;
+    let mut due = next_due(profile, now, false);
+    if let Some(rot) = &spec.secret_rotation {
+        let (f, errors, deadline) = reconcile_rotation(profile, rot, &selection, ctx, now).await;
+        findings.rotation = Some(f);
+        failures.extend(errors);
+        if let Some(d) = deadline {
+            due = due.min(d);
+        }
+    }
+    if let Some(backups) = &spec.backups {
+        let (f, errors, next) = reconcile_backups(profile, backups, &selection, ctx, now).await?;
+        findings.backups = Some(f);
+        failures.extend(errors);
+        if let Some(d) = next {
+            due = due.min(d);
+        }
+    }
     findings.selection = selection;
 
     report(profile, ctx, &findings).await;
@@ -298,7 +340,294 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
         .drift
         .iter()
         .any(|(d, _)| d.reason == DriftReason::NameTaken);
-    Ok(Action::requeue(next_due(profile, now, name_taken)))
+    Ok(Action::requeue(due.min(next_due(profile, now, name_taken))))
+}
+
+/// Rotation: regenerate the Secrets not yet at the id, then restart consumers batch by
+/// batch. Returns the findings, the writes that failed, and when to look again (a rollout
+/// timeout).
+async fn reconcile_rotation(
+    profile: &HardeningProfile,
+    spec: &crate::api::SecretRotationControl,
+    selection: &Selection,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> (status::RotationFindings, Vec<Error>, Option<Duration>) {
+    use crate::controls::rotation::plan_rotation;
+    let name = profile.name_any();
+    let audit = profile.spec.mode == Mode::Audit;
+    let namespaces: Vec<&String> = selection
+        .acting
+        .get(&ControlName::SecretRotation)
+        .into_iter()
+        .flatten()
+        .collect();
+    let secrets: Vec<_> = namespaces
+        .iter()
+        .flat_map(|ns| ctx.caches.secrets_in(ns, &spec.selector))
+        .collect();
+    let consumers: Vec<_> = namespaces
+        .iter()
+        .flat_map(|ns| ctx.caches.consumers_in(ns))
+        .collect();
+    let plan = plan_rotation(spec, &secrets, &consumers, audit, now);
+    let mut errors = Vec::new();
+    if !audit {
+        let mut rotated = 0;
+        for s in &plan.rotate {
+            match apply::rotate_secret(
+                &ctx.client,
+                &ctx.metrics,
+                &name,
+                &s.namespace,
+                &s.name,
+                spec,
+            )
+            .await
+            {
+                Ok(true) => rotated += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if rotated > 0 {
+            ctx.metrics
+                .secrets_rotated
+                .with_label_values(&[name.as_str()])
+                .inc_by(rotated);
+            publish(
+                ctx,
+                profile,
+                EventType::Normal,
+                "SecretsRotated",
+                "Rotate",
+                format!(
+                    "Rotated {rotated} Secrets to rotation id {}",
+                    spec.rotation_id
+                ),
+            )
+            .await;
+        }
+        let mut restarted = Vec::new();
+        for c in &plan.restart {
+            match apply::stamp_workload(&ctx.client, &ctx.metrics, &name, c, &spec.rotation_id, now)
+                .await
+            {
+                Ok(()) => restarted.push(c.to_string()),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !restarted.is_empty() {
+            ctx.metrics
+                .workloads_restarted
+                .with_label_values(&[name.as_str()])
+                .inc_by(restarted.len() as u64);
+            publish(
+                ctx,
+                profile,
+                EventType::Normal,
+                "RestartBatch",
+                "Restart",
+                summarize("Restarting", &restarted),
+            )
+            .await;
+        }
+    }
+    ctx.metrics
+        .rotation_stalled
+        .with_label_values(&[name.as_str()])
+        .set(i64::from(plan.stalled.is_some()));
+    let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
+    let was_stalled = previous.is_some_and(|p| p.phase == "Stalled");
+    if let (Some(c), false) = (&plan.stalled, was_stalled) {
+        publish(
+            ctx,
+            profile,
+            EventType::Warning,
+            "RotationStalled",
+            "Restart",
+            format!(
+                "The rollout of {c} did not complete within {}s; the rotation waits",
+                spec.rollout_timeout_seconds
+            ),
+        )
+        .await;
+    }
+    let deadline = plan
+        .next_deadline
+        .and_then(|d| (d - now).to_std().ok())
+        .map(|d| d + Duration::from_millis(500));
+    let findings = status::RotationFindings {
+        status: status::rotation_status(&plan, &spec.rotation_id, previous, now),
+        phase: plan.phase,
+    };
+    (findings, errors, deadline)
+}
+
+/// Snapshots: take the current slot's snapshots, prune by retention, report misses, and say
+/// when the next slot is due.
+async fn reconcile_backups(
+    profile: &HardeningProfile,
+    spec: &crate::api::BackupControl,
+    selection: &Selection,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<(status::BackupFindings, Vec<Error>, Option<Duration>), Error> {
+    use crate::controls::snapshots::plan_snapshots;
+    use crate::schedule::Schedule;
+    let name = profile.name_any();
+    let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
+    if ctx.caches.snapshots.is_none() {
+        let f = status::BackupFindings {
+            api_missing: true,
+            ..Default::default()
+        };
+        return Ok((f, vec![], None));
+    }
+    // The spec was validated before we got here; a schedule that still fails to parse is
+    // reported as missing rather than guessed at.
+    let Ok(schedule) = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) else {
+        return Ok((status::BackupFindings::default(), vec![], None));
+    };
+    let namespaces: Vec<&String> = selection
+        .acting
+        .get(&ControlName::Backups)
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut pvcs: Vec<_> = namespaces
+        .iter()
+        .flat_map(|ns| ctx.caches.pvcs_in(ns, &spec.pvc_selector))
+        .collect();
+    let selected_count = pvcs.len();
+    // PVCs restored from a snapshot protect it from pruning even when they are not selected.
+    for ns in &namespaces {
+        for p in ctx.caches.restoring_pvcs_in(ns) {
+            if !pvcs
+                .iter()
+                .any(|q| q.namespace == p.namespace && q.name == p.name)
+            {
+                pvcs.push(p);
+            }
+        }
+    }
+    let owned = ctx.caches.owned_snapshots(&name, &uid);
+    let infos: Vec<_> = owned.iter().map(|(i, _)| i.clone()).collect();
+    let previous = profile.status.as_ref().and_then(|s| s.backups.as_ref());
+    let last = previous
+        .and_then(|b| b.last_schedule_time.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let selected: Vec<_> = pvcs[..selected_count].to_vec();
+    let mut plan = plan_snapshots(&name, spec, &schedule, &selected, &infos, last, now);
+    // Retention must see the restoring PVCs too.
+    let protected: std::collections::BTreeSet<(String, String)> = pvcs
+        .iter()
+        .filter_map(|p| p.restored_from.clone().map(|s| (p.namespace.clone(), s)))
+        .collect();
+    plan.prune
+        .retain(|s| !protected.contains(&(s.namespace.clone(), s.name.clone())));
+
+    let mut errors = Vec::new();
+    if profile.spec.mode == Mode::Enforce {
+        let owner = apply::owner_reference(profile)?;
+        let mut created = 0u64;
+        for d in &plan.create {
+            match apply::create(&ctx.client, &ctx.metrics, d, &owner).await {
+                Ok(Created::Created) => created += 1,
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        ctx.metrics
+            .snapshots_created
+            .with_label_values(&[name.as_str()])
+            .inc_by(created);
+        let mut pruned = 0u64;
+        for s in &plan.prune {
+            if let Some((_, o)) = owned
+                .iter()
+                .find(|(i, _)| i.namespace == s.namespace && i.name == s.name)
+            {
+                match apply::delete(&ctx.client, &ctx.metrics, &name, o).await {
+                    Ok(()) => pruned += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        ctx.metrics
+            .snapshots_pruned
+            .with_label_values(&[name.as_str()])
+            .inc_by(pruned);
+        if created > 0 || pruned > 0 {
+            publish(
+                ctx,
+                profile,
+                EventType::Normal,
+                "Snapshots",
+                "Snapshot",
+                format!("Created {created} and pruned {pruned} VolumeSnapshots"),
+            )
+            .await;
+        }
+    }
+    if !plan.missed_slots.is_empty() {
+        ctx.metrics
+            .snapshot_slots_missed
+            .with_label_values(&[name.as_str()])
+            .inc_by(plan.missed_slots.len() as u64);
+        let when: Vec<String> = plan
+            .missed_slots
+            .iter()
+            .map(|t| crate::api::conditions::rfc3339(*t))
+            .collect();
+        publish(
+            ctx,
+            profile,
+            EventType::Warning,
+            "SlotMissed",
+            "Snapshot",
+            summarize("Missed", &when),
+        )
+        .await;
+    }
+    if plan.catching_up && !plan.create.is_empty() {
+        publish(
+            ctx,
+            profile,
+            EventType::Normal,
+            "SlotCaughtUp",
+            "Snapshot",
+            format!(
+                "Took the {} slot late, within the starting deadline",
+                plan.slot
+                    .map(crate::api::conditions::rfc3339)
+                    .unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    ctx.metrics
+        .snapshots_failed
+        .with_label_values(&[name.as_str()])
+        .set(plan.failed.len() as i64);
+    for (ns, pvc, t) in &plan.last_success_times {
+        ctx.metrics
+            .snapshot_last_success
+            .with_label_values(&[name.as_str(), ns.as_str(), pvc.as_str()])
+            .set(t.timestamp() as f64);
+    }
+    // Wake just after the next slot so it is the latest one at that moment.
+    let next = plan
+        .next_slot
+        .and_then(|t| (t - now).to_std().ok())
+        .map(|d| d + Duration::from_millis(50));
+    let f = status::BackupFindings {
+        status: status::backup_status(&plan, selected_count, previous),
+        unhealthy: plan.unhealthy.clone(),
+        api_missing: false,
+    };
+    Ok((f, errors, next))
 }
 
 /// Desired objects for every control and namespace the profile acts in, with the findings
@@ -699,6 +1028,21 @@ async fn cleanup_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Ac
             total: owned.len(),
             first: first.to_string(),
         });
+    }
+    // Snapshots are data: kept (orphaned, so garbage collection leaves them) unless the
+    // profile says Delete.
+    let delete_snapshots = profile
+        .spec
+        .backups
+        .as_ref()
+        .is_some_and(|b| b.deletion_policy == crate::api::SnapshotDeletionPolicy::Delete);
+    for (_, o) in ctx.caches.owned_snapshots(&name, &uid) {
+        let r = if delete_snapshots {
+            apply::delete(&ctx.client, &ctx.metrics, &name, &o).await
+        } else {
+            apply::orphan(&ctx.client, &ctx.metrics, &name, &o).await
+        };
+        r?;
     }
     info!(profile = %name, deleted = owned.len(), "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);

@@ -19,6 +19,14 @@ pub struct Metrics {
     pub exceptions: IntGaugeVec,
     pub drain_blocked: IntGaugeVec,
     pub profile_ready: IntGaugeVec,
+    pub secrets_rotated: IntCounterVec,
+    pub workloads_restarted: IntCounterVec,
+    pub rotation_stalled: IntGaugeVec,
+    pub snapshots_created: IntCounterVec,
+    pub snapshots_pruned: IntCounterVec,
+    pub snapshots_failed: IntGaugeVec,
+    pub snapshot_slots_missed: IntCounterVec,
+    pub snapshot_last_success: prometheus::GaugeVec,
 }
 
 /// The states an exception is counted in.
@@ -97,6 +105,67 @@ impl Metrics {
             ),
             &["profile"],
         )?;
+        let secrets_rotated = IntCounterVec::new(
+            Opts::new("rampart_secrets_rotated_total", "Secrets given new values."),
+            &["profile"],
+        )?;
+        let workloads_restarted = IntCounterVec::new(
+            Opts::new(
+                "rampart_workloads_restarted_total",
+                "Workloads restarted after a rotation.",
+            ),
+            &["profile"],
+        )?;
+        let rotation_stalled = IntGaugeVec::new(
+            Opts::new(
+                "rampart_rotation_stalled",
+                "1 while a rotation waits on a rollout that overran its timeout.",
+            ),
+            &["profile"],
+        )?;
+        let snapshots_created = IntCounterVec::new(
+            Opts::new(
+                "rampart_snapshots_created_total",
+                "VolumeSnapshots created.",
+            ),
+            &["profile"],
+        )?;
+        let snapshots_pruned = IntCounterVec::new(
+            Opts::new(
+                "rampart_snapshots_pruned_total",
+                "VolumeSnapshots deleted by retention.",
+            ),
+            &["profile"],
+        )?;
+        let snapshots_failed = IntGaugeVec::new(
+            Opts::new(
+                "rampart_snapshots_failed",
+                "Rampart's VolumeSnapshots that report an error.",
+            ),
+            &["profile"],
+        )?;
+        let snapshot_slots_missed = IntCounterVec::new(
+            Opts::new(
+                "rampart_snapshot_slots_missed_total",
+                "Schedule slots neither taken nor caught up within the deadline.",
+            ),
+            &["profile"],
+        )?;
+        let snapshot_last_success = prometheus::GaugeVec::new(
+            Opts::new(
+                "rampart_snapshot_last_success_timestamp_seconds",
+                "Time of the newest ready snapshot of each selected PVC.",
+            ),
+            &["profile", "namespace", "pvc"],
+        )?;
+        registry.register(Box::new(secrets_rotated.clone()))?;
+        registry.register(Box::new(workloads_restarted.clone()))?;
+        registry.register(Box::new(rotation_stalled.clone()))?;
+        registry.register(Box::new(snapshots_created.clone()))?;
+        registry.register(Box::new(snapshots_pruned.clone()))?;
+        registry.register(Box::new(snapshots_failed.clone()))?;
+        registry.register(Box::new(snapshot_slots_missed.clone()))?;
+        registry.register(Box::new(snapshot_last_success.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -119,6 +188,14 @@ impl Metrics {
             exceptions,
             drain_blocked,
             profile_ready,
+            secrets_rotated,
+            workloads_restarted,
+            rotation_stalled,
+            snapshots_created,
+            snapshots_pruned,
+            snapshots_failed,
+            snapshot_slots_missed,
+            snapshot_last_success,
         })
     }
 
@@ -145,6 +222,39 @@ impl Metrics {
         let _ = self.drain_blocked.remove_label_values(&[profile]);
         // Write counters stay: they are what a reader compares across the deletion.
         let _ = self.profile_ready.remove_label_values(&[profile]);
+        let _ = self.rotation_stalled.remove_label_values(&[profile]);
+        let _ = self.snapshots_failed.remove_label_values(&[profile]);
+        for m in [
+            &self.secrets_rotated,
+            &self.workloads_restarted,
+            &self.snapshots_created,
+            &self.snapshots_pruned,
+            &self.snapshot_slots_missed,
+        ] {
+            let _ = m.remove_label_values(&[profile]);
+        }
+        let stale: Vec<_> = prometheus::core::Collector::collect(&self.snapshot_last_success)
+            .iter()
+            .flat_map(|f| f.get_metric().to_vec())
+            .map(|m| {
+                m.get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .filter(|l| l.get("profile").map(String::as_str) == Some(profile))
+            .collect();
+        for l in stale {
+            let (ns, pvc) = (
+                l.get("namespace").cloned().unwrap_or_default(),
+                l.get("pvc").cloned().unwrap_or_default(),
+            );
+            let _ = self.snapshot_last_success.remove_label_values(&[
+                profile,
+                ns.as_str(),
+                pvc.as_str(),
+            ]);
+        }
     }
 
     /// The registry in the Prometheus text format.

@@ -10,21 +10,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::Stream;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodTemplateSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::core::PartialObjectMeta;
+use kube::api::DynamicObject;
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::api::{
-    all_managed_selector, ControlName, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    PROFILE_LABEL,
+    all_managed_selector, ControlName, CONTROL_LABEL, KEEP_LABEL, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE, PROFILE_LABEL, ROTATION_ID_ANNOTATION,
 };
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
+use crate::controls::rotation::{
+    secrets_used_by, ConsumerInfo, ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION,
+};
+use crate::controls::snapshots::{PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::{ManagedKind, ObjectKey, ObservedObject};
 use crate::selection::NamespaceInfo;
 
@@ -36,22 +41,37 @@ pub struct Caches {
     pub statefulsets: Store<StatefulSet>,
     pub budgets: Store<PodDisruptionBudget>,
     pub policies: Store<NetworkPolicy>,
+    /// Secrets as metadata only: rotation needs their labels and annotations, and a value
+    /// that is never read into memory can never leak from it.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub daemonsets: Store<DaemonSet>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
+    pub snapshots: Option<Store<DynamicObject>>,
 }
+
+type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
 /// The watch streams that feed [`Caches`]; the controller polls them and maps each change to
 /// the profiles it affects.
 pub struct Feeds {
-    pub namespaces: std::pin::Pin<
-        Box<dyn Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send>,
-    >,
-    pub deployments:
-        std::pin::Pin<Box<dyn Stream<Item = Result<Deployment, watcher::Error>> + Send>>,
-    pub statefulsets:
-        std::pin::Pin<Box<dyn Stream<Item = Result<StatefulSet, watcher::Error>> + Send>>,
-    pub budgets:
-        std::pin::Pin<Box<dyn Stream<Item = Result<PodDisruptionBudget, watcher::Error>> + Send>>,
-    pub policies:
-        std::pin::Pin<Box<dyn Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send>>,
+    pub namespaces: Feed<PartialObjectMeta<Namespace>>,
+    pub deployments: Feed<Deployment>,
+    pub statefulsets: Feed<StatefulSet>,
+    pub budgets: Feed<PodDisruptionBudget>,
+    pub policies: Feed<NetworkPolicy>,
+    pub secrets: Feed<PartialObjectMeta<Secret>>,
+    pub daemonsets: Feed<DaemonSet>,
+    pub pvcs: Feed<PersistentVolumeClaim>,
+    pub snapshots: Option<Feed<DynamicObject>>,
+}
+
+/// The VolumeSnapshot API resource.
+pub fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+        "volumesnapshots",
+    )
 }
 
 fn feed<K>(
@@ -80,7 +100,8 @@ where
 }
 
 /// Starts nothing by itself: the returned feeds must be polled (the controller does).
-pub fn caches(client: &Client) -> (Caches, Feeds) {
+/// `snapshot_api` says whether the cluster serves `snapshot.storage.k8s.io/v1`.
+pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     let (namespaces, ns_writer) = reflector::store();
     let ns_stream = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -106,6 +127,38 @@ pub fn caches(client: &Client) -> (Caches, Feeds) {
         Api::<NetworkPolicy>::all(client.clone()),
         watcher::Config::default().labels(&all_managed_selector()),
     );
+    let (secrets, secret_writer) = reflector::store();
+    let secret_stream = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o: &mut PartialObjectMeta<Secret>| o.metadata.managed_fields = None)
+    .reflect(secret_writer)
+    .touched_objects();
+    let (daemonsets, ds_stream) = feed(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (pvcs, pvc_stream) = feed(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (snapshots, snap_stream) = if snapshot_api {
+        let writer = reflector::store::Writer::new(snapshot_resource());
+        let reader = writer.as_reader();
+        let stream = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
+            watcher::Config::default().labels(&all_managed_selector()),
+        )
+        .default_backoff()
+        .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+        (Some(reader), Some(Box::pin(stream) as Feed<DynamicObject>))
+    } else {
+        (None, None)
+    };
     (
         Caches {
             namespaces,
@@ -113,6 +166,10 @@ pub fn caches(client: &Client) -> (Caches, Feeds) {
             statefulsets,
             budgets,
             policies,
+            secrets,
+            daemonsets,
+            pvcs,
+            snapshots,
         },
         Feeds {
             namespaces: Box::pin(ns_stream),
@@ -120,6 +177,10 @@ pub fn caches(client: &Client) -> (Caches, Feeds) {
             statefulsets: sts_stream,
             budgets: pdb_stream,
             policies: np_stream,
+            secrets: Box::pin(secret_stream),
+            daemonsets: ds_stream,
+            pvcs: pvc_stream,
+            snapshots: snap_stream,
         },
     )
 }
@@ -132,7 +193,174 @@ impl Caches {
         self.deployments.wait_until_ready().await?;
         self.statefulsets.wait_until_ready().await?;
         self.budgets.wait_until_ready().await?;
-        self.policies.wait_until_ready().await
+        self.policies.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.daemonsets.wait_until_ready().await?;
+        self.pvcs.wait_until_ready().await?;
+        if let Some(s) = &self.snapshots {
+            s.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+
+    /// Secrets in `namespace` matching the rotation selector.
+    pub fn secrets_in(
+        &self,
+        namespace: &str,
+        selector: &crate::api::LabelSelector,
+    ) -> Vec<crate::controls::rotation::SecretInfo> {
+        let mut out: Vec<_> = self
+            .secrets
+            .state()
+            .iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace)
+                    && crate::labels::matches(selector, s.labels())
+            })
+            .map(|s| crate::controls::rotation::SecretInfo {
+                namespace: namespace.to_string(),
+                name: s.name_any(),
+                rotation_id: s.annotations().get(ROTATION_ID_ANNOTATION).cloned(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Deployments, StatefulSets and DaemonSets in `namespace`, as rotation consumers.
+    pub fn consumers_in(&self, namespace: &str) -> Vec<ConsumerInfo> {
+        let mut out = Vec::new();
+        let in_ns = |m: &kube::core::ObjectMeta| m.namespace.as_deref() == Some(namespace);
+        for d in self
+            .deployments
+            .state()
+            .iter()
+            .filter(|d| in_ns(&d.metadata))
+        {
+            let st = d.status.clone().unwrap_or_default();
+            let want = d.spec.replicas.unwrap_or(1);
+            let complete = generation_observed(d.metadata.generation, st.observed_generation)
+                && st.updated_replicas.unwrap_or(0) == want
+                && st.available_replicas.unwrap_or(0) == want
+                && st.replicas.unwrap_or(0) == want;
+            out.push(consumer(
+                ConsumerKind::Deployment,
+                namespace,
+                &d.name_any(),
+                &d.spec.template,
+                complete,
+            ));
+        }
+        for s in self
+            .statefulsets
+            .state()
+            .iter()
+            .filter(|s| in_ns(&s.metadata))
+        {
+            let st = s.status.clone().unwrap_or_default();
+            let want = s.spec.replicas.unwrap_or(1);
+            let complete = generation_observed(s.metadata.generation, st.observed_generation)
+                && st.updated_replicas.unwrap_or(0) == want
+                && st.ready_replicas.unwrap_or(0) == want
+                && st.update_revision.is_some()
+                && st.current_revision == st.update_revision;
+            out.push(consumer(
+                ConsumerKind::StatefulSet,
+                namespace,
+                &s.name_any(),
+                &s.spec.template,
+                complete,
+            ));
+        }
+        for d in self
+            .daemonsets
+            .state()
+            .iter()
+            .filter(|d| in_ns(&d.metadata))
+        {
+            let st = d.status.clone().unwrap_or_default();
+            let complete = generation_observed(d.metadata.generation, st.observed_generation)
+                && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
+                && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
+            out.push(consumer(
+                ConsumerKind::DaemonSet,
+                namespace,
+                &d.name_any(),
+                &d.spec.template,
+                complete,
+            ));
+        }
+        out
+    }
+
+    /// PVCs in `namespace` matching the backup selector.
+    pub fn pvcs_in(&self, namespace: &str, selector: &crate::api::LabelSelector) -> Vec<PvcInfo> {
+        let mut out: Vec<PvcInfo> = self
+            .pvcs
+            .state()
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && crate::labels::matches(selector, p.labels())
+            })
+            .map(|p| pvc_info(p))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Every PVC restored from a snapshot, in `namespace`: retention must never prune those.
+    pub fn restoring_pvcs_in(&self, namespace: &str) -> Vec<PvcInfo> {
+        self.pvcs
+            .state()
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .map(|p| pvc_info(p))
+            .filter(|p| p.restored_from.is_some())
+            .collect()
+    }
+
+    /// The profile's VolumeSnapshots (its labels and an owner reference to it), with the
+    /// observed objects the write layer needs to delete them.
+    pub fn owned_snapshots(&self, profile: &str, uid: &str) -> Vec<(SnapshotInfo, ObservedObject)> {
+        let Some(store) = &self.snapshots else {
+            return vec![];
+        };
+        store
+            .state()
+            .iter()
+            .filter(|s| belongs_to(&s.metadata, profile, uid))
+            .map(|s| {
+                let status = &s.data["status"];
+                let info = SnapshotInfo {
+                    namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                    name: s.name_any(),
+                    pvc: s.data["spec"]["source"]["persistentVolumeClaimName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    slot: s
+                        .annotations()
+                        .get(SLOT_ANNOTATION)
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                    ready: status["readyToUse"].as_bool().unwrap_or(false),
+                    failed: !status["error"].is_null(),
+                    keep: s.labels().contains_key(KEEP_LABEL),
+                    created: s.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+                };
+                let observed = ObservedObject {
+                    key: ObjectKey {
+                        kind: ManagedKind::VolumeSnapshot,
+                        namespace: info.namespace.clone(),
+                        name: info.name.clone(),
+                    },
+                    control: Some(ControlName::Backups),
+                    body: serde_json::json!({"metadata": {"uid": s.metadata.uid}}),
+                };
+                (info, observed)
+            })
+            .collect()
     }
 
     pub fn namespace_infos(&self) -> Vec<NamespaceInfo> {
@@ -311,4 +539,65 @@ pub fn to_chrono(
         t.0.as_second(),
         t.0.subsec_nanosecond().try_into().unwrap_or(0),
     )
+}
+
+fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
+    match (generation, observed) {
+        (Some(g), Some(o)) => o >= g,
+        _ => false,
+    }
+}
+
+fn consumer(
+    kind: ConsumerKind,
+    namespace: &str,
+    name: &str,
+    template: &PodTemplateSpec,
+    rollout_complete: bool,
+) -> ConsumerInfo {
+    let annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    ConsumerInfo {
+        id: ConsumerRef {
+            namespace: namespace.to_string(),
+            kind,
+            name: name.to_string(),
+        },
+        secrets: template
+            .spec
+            .as_ref()
+            .map(secrets_used_by)
+            .unwrap_or_default(),
+        stamped_id: annotations.get(ROTATION_ID_ANNOTATION).cloned(),
+        stamped_at: annotations
+            .get(RESTARTED_AT_ANNOTATION)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        rollout_complete,
+    }
+}
+
+fn pvc_info(p: &PersistentVolumeClaim) -> PvcInfo {
+    let restored_from = p.spec.as_ref().and_then(|s| {
+        let a = s
+            .data_source
+            .as_ref()
+            .filter(|d| d.kind == "VolumeSnapshot")
+            .map(|d| d.name.clone());
+        let b = s
+            .data_source_ref
+            .as_ref()
+            .filter(|d| d.kind == "VolumeSnapshot")
+            .map(|d| d.name.clone());
+        a.or(b)
+    });
+    PvcInfo {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.name_any(),
+        created: p.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+        restored_from,
+    }
 }

@@ -9,9 +9,11 @@ use chrono::{DateTime, Utc};
 use crate::api::conditions::{self, rfc3339, Computed};
 use crate::api::validate::InvalidField;
 use crate::api::{
-    ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode, ObjectRefStatus,
-    Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
+    BackupStatus, ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode,
+    ObjectRefStatus, RotationStatus, Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
 };
+use crate::controls::rotation::{RotationPhase, RotationPlan};
+use crate::controls::snapshots::SnapshotPlan;
 use crate::controls::{Drift, ObjectKey};
 use crate::selection::Selection;
 
@@ -35,6 +37,97 @@ pub struct Findings {
     pub managed: BTreeMap<ControlName, usize>,
     pub covered_by_user: Vec<ObjectRefStatus>,
     pub drain_blocking: Vec<ObjectRefStatus>,
+    pub rotation: Option<RotationFindings>,
+    pub backups: Option<BackupFindings>,
+}
+
+/// The rotation control's outcome.
+#[derive(Clone, Debug)]
+pub struct RotationFindings {
+    pub status: RotationStatus,
+    pub phase: RotationPhase,
+}
+
+/// The snapshot control's outcome.
+#[derive(Clone, Debug, Default)]
+pub struct BackupFindings {
+    pub status: BackupStatus,
+    pub unhealthy: Vec<ObjectRefStatus>,
+    /// The cluster does not serve snapshot.storage.k8s.io/v1.
+    pub api_missing: bool,
+}
+
+/// Most consumers named as in progress in the status.
+const IN_PROGRESS_LIMIT: usize = 20;
+
+/// The rotation status for a plan, keeping the start time of the same rotation id.
+pub fn rotation_status(
+    plan: &RotationPlan,
+    id: &str,
+    previous: Option<&RotationStatus>,
+    now: DateTime<Utc>,
+) -> RotationStatus {
+    let same = previous.filter(|p| p.observed_rotation_id.as_deref() == Some(id));
+    let started_at = same
+        .and_then(|p| p.started_at.clone())
+        .unwrap_or_else(|| rfc3339(now));
+    let completed_at = (plan.phase == RotationPhase::Complete).then(|| {
+        same.and_then(|p| p.completed_at.clone())
+            .unwrap_or_else(|| rfc3339(now))
+    });
+    RotationStatus {
+        observed_rotation_id: Some(id.to_string()),
+        phase: plan.phase.as_str().to_string(),
+        secrets_selected: plan.secrets_selected as i64,
+        secrets_rotated: plan.secrets_rotated as i64,
+        workloads_total: plan.consumers_total as i64,
+        workloads_restarted: plan.consumers_restarted as i64,
+        in_progress: plan
+            .in_progress
+            .iter()
+            .take(IN_PROGRESS_LIMIT)
+            .map(|c| c.to_string())
+            .collect(),
+        message: plan
+            .stalled
+            .as_ref()
+            .map(|c| format!("the rollout of {c} did not complete in time; the rotation waits")),
+        started_at: Some(started_at),
+        completed_at,
+    }
+}
+
+/// The backup status for a plan, carrying the miss count and last slot forward.
+pub fn backup_status(
+    plan: &SnapshotPlan,
+    pvcs: usize,
+    previous: Option<&BackupStatus>,
+) -> BackupStatus {
+    let last = plan
+        .slot
+        .into_iter()
+        .chain(plan.missed_slots.iter().copied())
+        .max()
+        .map(rfc3339)
+        .or_else(|| previous.and_then(|p| p.last_schedule_time.clone()));
+    let mut problems: Vec<ObjectRefStatus> = plan
+        .failed
+        .iter()
+        .chain(plan.unhealthy.iter())
+        .cloned()
+        .collect();
+    problems.truncate(STATUS_LIST_LIMIT);
+    BackupStatus {
+        last_schedule_time: last,
+        next_schedule_time: plan.next_slot.map(rfc3339),
+        pvcs: pvcs as i64,
+        ready_snapshots: plan.ready as i64,
+        failed_snapshots: plan.failed.len() as i64,
+        missed_slots: previous.map(|p| p.missed_slots).unwrap_or(0)
+            + plan.missed_slots.len() as i64,
+        last_successful: plan.last_successful.clone(),
+        problems,
+    }
 }
 
 impl Findings {
@@ -132,11 +225,6 @@ pub fn compute(
         .iter()
         .filter(|n| !drifted_namespaces.contains(n.as_str()) && !conflicted.contains(n.as_str()))
         .count();
-    let failed = findings
-        .drift
-        .iter()
-        .filter(|(_, o)| *o == DriftOutcome::Failed)
-        .count();
     let repaired = findings
         .drift
         .iter()
@@ -186,6 +274,81 @@ pub fn compute(
         });
     }
 
+    let mut not_ready: Vec<String> = Vec::new();
+    if let Some(r) = &findings.rotation {
+        let (ok, reason) = match r.phase {
+            RotationPhase::Complete => (true, "Complete"),
+            RotationPhase::Pending => (false, "RotationPending"),
+            RotationPhase::Rotating => (false, "Rotating"),
+            RotationPhase::Restarting => (false, "Restarting"),
+            RotationPhase::Stalled => (false, "RotationStalled"),
+        };
+        let message = r.status.message.clone().unwrap_or_else(|| {
+            format!(
+                "rotation {}: {}/{} Secrets rotated, {}/{} workloads restarted",
+                r.status.observed_rotation_id.as_deref().unwrap_or_default(),
+                r.status.secrets_rotated,
+                r.status.secrets_selected,
+                r.status.workloads_restarted,
+                r.status.workloads_total
+            )
+        });
+        if !ok {
+            not_ready.push(format!("secret rotation is {}", r.phase.as_str()));
+        }
+        conds.push(Computed::new(
+            conditions::SECRETS_ROTATED,
+            ok,
+            reason,
+            message,
+        ));
+    }
+    if let Some(b) = &findings.backups {
+        let c = if b.api_missing {
+            Computed::new(
+                conditions::BACKUPS_HEALTHY,
+                false,
+                "SnapshotAPIMissing",
+                "the cluster does not serve snapshot.storage.k8s.io/v1",
+            )
+        } else if let Some(first) = b.unhealthy.first() {
+            Computed::new(
+                conditions::BACKUPS_HEALTHY,
+                false,
+                "BackupsUnhealthy",
+                format!(
+                    "{} PVCs lack a recent good snapshot, e.g. {}/{}: {}",
+                    b.unhealthy.len(),
+                    first.namespace,
+                    first.name,
+                    first.message
+                ),
+            )
+        } else if b.status.missed_slots > 0
+            && previous.backups.as_ref().map(|p| p.missed_slots) != Some(b.status.missed_slots)
+        {
+            Computed::new(
+                conditions::BACKUPS_HEALTHY,
+                false,
+                "SlotMissed",
+                format!("{} schedule slots were missed", b.status.missed_slots),
+            )
+        } else {
+            Computed::new(
+                conditions::BACKUPS_HEALTHY,
+                true,
+                "Healthy",
+                format!(
+                    "{} PVCs, {} ready snapshots",
+                    b.status.pvcs, b.status.ready_snapshots
+                ),
+            )
+        };
+        if !c.status {
+            not_ready.push(format!("backups: {}", c.reason));
+        }
+        conds.push(c);
+    }
     conds.push(if drifted_total == 0 {
         Computed::new(
             conditions::DRIFTED,
@@ -278,7 +441,6 @@ pub fn compute(
         )
     };
     conds.insert(0, ready);
-    let _ = failed;
 
     let mut covered = findings.covered_by_user.clone();
     covered.sort();
@@ -304,8 +466,8 @@ pub fn compute(
         drain_blocking_budgets: blocking,
         exceptions: findings.selection.exceptions.clone(),
         conflicts: conflicts_list,
-        rotation: previous.rotation.clone(),
-        backups: previous.backups.clone(),
+        rotation: findings.rotation.as_ref().map(|r| r.status.clone()),
+        backups: findings.backups.as_ref().map(|b| b.status.clone()),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct SnapshotPlan {
     pub ready: usize,
     pub failed: Vec<ObjectRefStatus>,
     pub last_successful: Vec<ObjectRefStatus>,
+    /// Each PVC's newest ready snapshot time, for the last-success metric.
+    pub last_success_times: Vec<(String, String, DateTime<Utc>)>,
     /// PVCs whose newest snapshot failed or whose newest ready one is older than two periods.
     pub unhealthy: Vec<ObjectRefStatus>,
 }
@@ -171,6 +173,10 @@ pub fn plan_snapshots(
         let ready: Vec<&&SnapshotInfo> = snaps.iter().filter(|s| s.ready && !s.failed).collect();
         out.ready += ready.len();
         if let Some(newest) = ready.first() {
+            if let Some(t) = newest.slot.or(newest.created) {
+                out.last_success_times
+                    .push((ns.to_string(), pvc.to_string(), t));
+            }
             out.last_successful.push(ObjectRefStatus {
                 namespace: ns.to_string(),
                 kind: "VolumeSnapshot".into(),
