@@ -61,7 +61,6 @@ pub fn unique_id() -> String {
 /// test still cleans up).
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -95,17 +94,16 @@ impl TestNamespace {
             .with_context(|| format!("creating namespace {name}"))?;
         Ok(Self {
             name: name.to_string(),
-            client: client.clone(),
         })
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
         let name = self.name.clone();
-        // Drop cannot await, and the test's runtime may be shutting down: delete from a
-        // runtime of our own on a helper thread.
+        // Drop cannot await, and the test's runtime is blocked while we wait here, so the
+        // test's client (whose worker task lives on that runtime) cannot be used: delete
+        // with a client of our own, on a runtime of our own, on a helper thread.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -114,9 +112,11 @@ impl Drop for TestNamespace {
                 return;
             };
             rt.block_on(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
+                if let Ok(client) = client().await {
+                    let _ = Api::<Namespace>::all(client)
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
             });
         })
         .join();

@@ -112,6 +112,21 @@ tools_go "$helm_dir" helm.sh/helm/v3/cmd/helm
 if [ ! -f "$helm_dir/go.sum" ]; then (cd "$helm_dir" && go mod tidy) || die "go mod tidy failed in $helm_dir"; fi
 build "$helm_dir" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
+# --- kwok stages --------------------------------------------------------------
+# kwok needs Stage objects to move fake nodes and pods through their lifecycle. Its module
+# ships the upstream "fast" set (node initialize, lease heartbeat, pod ready/complete/delete);
+# we read it from the module cache at build time rather than carry a copy.
+stages="$cache/k8s-$K8S_VERSION/kwok-stages.yaml"
+if [ ! -f "$stages" ]; then
+  kwok_src=$(cd "$kwok_dir" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$kwok_src/kustomize/stage" ] || die "no kustomize/stage in sigs.k8s.io/kwok@$KWOK_VERSION"
+  for f in "$kwok_src"/kustomize/stage/node/fast/*.yaml "$kwok_src"/kustomize/stage/node/heartbeat-with-lease/*.yaml "$kwok_src"/kustomize/stage/pod/fast/*.yaml; do
+    case "$(basename "$f")" in kustomization.yaml) continue ;; esac
+    cat "$f"; echo "---"
+  done >"$stages.tmp"
+  mv "$stages.tmp" "$stages"
+fi
+
 # --- VolumeSnapshot CRDs ----------------------------------------------------
 if [ ! -f "$crd_dir/.done" ]; then
   snap_dir=$(cd "$helm_dir" && go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
