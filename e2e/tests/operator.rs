@@ -903,13 +903,13 @@ async fn bad_profiles_are_refused_at_admission_naming_the_field() -> Result<()> 
             "operator",
         ),
         (
-            "bad label key",
+            "regenerated value too short",
             set(
                 base_profile(&n(12)),
-                &["spec", "namespaceSelector"],
-                json!({"matchLabels": {"bad key!": "x"}}),
+                &["spec", "secretRotation"],
+                json!({"rotationId": "r1", "selector": {"matchLabels": {"a": "b"}}, "regenerate": [{"key": "password", "length": 4}]}),
             ),
-            "matchLabels",
+            "length",
         ),
         (
             "exception expiry not a timestamp",
@@ -1014,6 +1014,7 @@ async fn what_only_the_controller_can_check_gives_invalid_spec_naming_the_field(
         "volumeSnapshotClassName": "csi-snapclass"
     });
     profile["spec"]["exceptions"] = json!([{"namespace": ns, "control": "NetworkPolicies", "reason": "r", "expires": "2026-13-45T00:00:00Z"}]);
+    profile["spec"]["namespaceSelector"]["matchLabels"]["bad key!"] = json!("x");
     let name = e.apply_profile(profile).await?;
     let p = e
         .wait_condition(&name, "InvalidSpec", "True", CONVERGE)
@@ -1026,6 +1027,7 @@ async fn what_only_the_controller_can_check_gives_invalid_spec_naming_the_field(
         .unwrap_or_default();
     assert!(msg.contains("spec.backups.timeZone"), "{msg}");
     assert!(msg.contains("spec.exceptions[0].expires"), "{msg}");
+    assert!(msg.contains("spec.namespaceSelector.matchLabels"), "{msg}");
     assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

@@ -77,8 +77,7 @@ pub struct HardeningProfileSpec {
 
     /// Namespaces selected by name, in addition to `namespaceSelector`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000))]
-    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("namespaces: names must be unique"))]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "set"))]
     pub namespaces: Vec<NamespaceName>,
 
     /// Default-deny NetworkPolicies with allow-lists in every selected namespace.
@@ -99,8 +98,7 @@ pub struct HardeningProfileSpec {
 
     /// Namespaces exempted from one control, with a reason and an optional expiry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 500))]
-    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.namespace == e.namespace && f.control == e.control))").message("exceptions: at most one exception per namespace and control"))]
+    #[schemars(length(max = 500), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace", "control"]))]
     pub exceptions: Vec<Exception>,
 }
 
@@ -138,10 +136,10 @@ impl NamespaceName {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
-    /// Labels that must be present with exactly these values.
+    /// Labels that must be present with exactly these values (keys are checked by the
+    /// controller; an invalid key gives InvalidSpec).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("matchLabels: keys must be valid label keys"))]
-    #[x_kube(validation = Rule::new("self.all(k, size(self[k]) <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))").message("matchLabels: values must be valid label values"))]
+    #[schemars(transform = label_map_schema)]
     pub match_labels: BTreeMap<String, String>,
 
     /// Set-based requirements on labels.
@@ -164,7 +162,7 @@ pub struct LabelSelectorRequirement {
     pub operator: SelectorOperator,
     /// Values for In and NotIn.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
     pub values: Vec<String>,
 }
 
@@ -200,8 +198,7 @@ pub struct NetworkPolicyControl {
 
     /// Namespaces whose pods may connect in (matched on `kubernetes.io/metadata.name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("allowedNamespaces: names must be unique"))]
+    #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "set"))]
     pub allowed_namespaces: Vec<NamespaceName>,
 
     /// A monitoring namespace allowed to scrape the listed ports.
@@ -210,7 +207,7 @@ pub struct NetworkPolicyControl {
 
     /// Extra egress destinations outside the cluster, as CIDRs (IPv4 or IPv6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 64)), extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("egressCIDRs: every entry must be a CIDR such as 10.0.0.0/8"))]
     #[serde(rename = "egressCIDRs")]
     pub egress_cidrs: Vec<String>,
@@ -264,8 +261,7 @@ pub struct MonitoringAccess {
     /// The namespace the scrapers run in.
     pub namespace: NamespaceName,
     /// TCP ports the scrapers may reach.
-    #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("monitoring.ports: ports must be unique"))]
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-list-type" = "set"))]
     pub ports: Vec<Port>,
 }
 
@@ -316,8 +312,7 @@ pub struct SecretRotationControl {
 
     /// Keys given new random values; other keys keep theirs. A missing key is created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(l, l.key == k.key))").message("regenerate: keys must be unique"))]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
     pub regenerate: Vec<RegeneratedKey>,
 
     /// Keep the previous value of each regenerated key under `<key>.previous` so clients can roll
@@ -548,4 +543,14 @@ impl JsonSchema for MaxUnavailable {
             "description": "Pods of a workload that may be down at once: an integer of at least 1 or a percentage from 1% to 100%."
         })
     }
+}
+
+/// Label maps: bounded in size, values checked by the schema. Bounds also keep the CEL cost
+/// estimate of the rules around them within the API server's budget.
+fn label_map_schema(schema: &mut Schema) {
+    schema.insert("maxProperties".into(), 64.into());
+    schema.insert(
+        "additionalProperties".into(),
+        serde_json::json!({"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}),
+    );
 }

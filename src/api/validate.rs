@@ -70,6 +70,14 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
 }
 
 fn check_selector(field: &str, sel: &LabelSelector, out: &mut Vec<InvalidField>) {
+    for key in sel.match_labels.keys() {
+        if !valid_label_key(key) {
+            out.push(invalid(
+                format!("{field}.matchLabels"),
+                format!("{key:?} is not a valid label key"),
+            ));
+        }
+    }
     for (i, req) in sel.match_expressions.iter().enumerate() {
         let wants_values = matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
         if wants_values == req.values.is_empty() {
@@ -89,5 +97,62 @@ pub fn exception_expired(expires: Option<&str>, now: DateTime<Utc>) -> bool {
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc) <= now)
             .unwrap_or(true),
+    }
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// characters of alphanumerics, `-`, `_` and `.`, starting and ending alphanumeric.
+pub fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    name_ok && prefix_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_label_key;
+
+    #[test]
+    fn label_keys() {
+        for ok in [
+            "tier",
+            "app.kubernetes.io/name",
+            "rampart.dev/rotate",
+            "a_b.c-d",
+        ] {
+            assert!(valid_label_key(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "bad key!",
+            "-x",
+            "x-",
+            "Upper.Case/name",
+            "a/",
+            &"x".repeat(64),
+        ] {
+            assert!(!valid_label_key(bad), "{bad}");
+        }
     }
 }
