@@ -32,7 +32,7 @@ kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --tim
 
 cargo build --workspace --bins --tests --quiet
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/debug/rampart run --metrics-addr "127.0.0.1:$port" >.local/logs/operator-e2e.log 2>&1 &
+./target/debug/rampart run --metrics-addr "127.0.0.1:$port" --profile-selector "!e2e.rampart.dev/dedicated" >.local/logs/operator-e2e.log 2>&1 &
 operator_pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -253,7 +253,9 @@ pub async fn stamp_workload(
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
     let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
         crate::api::ROTATION_ID_ANNOTATION: id,
-        crate::controls::rotation::RESTARTED_AT_ANNOTATION: crate::api::conditions::rfc3339(now),
+        // Milliseconds: every consumer of one batch carries the same instant, so a batch can
+        // be told from the next even within a second.
+        crate::controls::rotation::RESTARTED_AT_ANNOTATION: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }}}}});
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),

@@ -53,9 +53,23 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// How this operator process runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// This replica's name in events.
+    pub instance: String,
+    /// Only profiles matching this label selector are reconciled.
+    pub profile_selector: Option<String>,
+}
+
 /// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, instance: String) {
+pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, options: Options) {
+    let instance = options.instance;
     let profiles_api = Api::<HardeningProfile>::all(client.clone());
+    let profile_watch = match &options.profile_selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
     let snapshot_api = client
         .list_api_group_resources("snapshot.storage.k8s.io/v1")
         .await
@@ -65,7 +79,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
         warn!("the cluster does not serve snapshot.storage.k8s.io/v1: backups will report SnapshotAPIMissing");
     }
     let (caches, feeds) = observe::caches(&client, snapshot_api);
-    let controller = Controller::new(profiles_api.clone(), watcher::Config::default());
+    let controller = Controller::new(profiles_api.clone(), profile_watch.clone());
     let profiles = controller.store();
 
     let ctx = Arc::new(Context {
@@ -124,7 +138,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
         })
         // A profile that appears, changes or goes can hand namespaces to, or take them from,
         // the others.
-        .watches(profiles_api, watcher::Config::default(), move |p| {
+        .watches(profiles_api, profile_watch, move |p| {
             let name = p.name_any();
             all_profiles(&others)
                 .into_iter()

@@ -37,6 +37,10 @@ struct RunArgs {
     /// Name of this replica in events; defaults to the pod or host name.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Reconcile only profiles whose labels match this selector (for example to run a
+    /// canary operator beside the main one). Conflicts are judged among these profiles only.
+    #[arg(long, env = "RAMPART_PROFILE_SELECTOR")]
+    profile_selector: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -86,7 +90,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.clone(),
     ));
     tracing::info!(%instance, "starting controller");
-    rampart::controller::run(client, metrics, ready, instance).await;
+    let options = rampart::controller::Options {
+        instance,
+        profile_selector: args.profile_selector,
+    };
+    rampart::controller::run(client, metrics, ready, options).await;
     http.abort();
     Ok(())
 }

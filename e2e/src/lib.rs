@@ -241,3 +241,83 @@ mod tests {
         assert_eq!(metric_sum(text, "rampart_api_writes_total", &[]), 8.0);
     }
 }
+
+/// The label that sends a profile to a test's own operator process instead of the shared one
+/// that `make test` runs (which watches only profiles without it).
+pub const DEDICATED_LABEL: &str = "e2e.rampart.dev/dedicated";
+
+/// An operator process a test starts, kills and restarts itself, reconciling only the
+/// profiles labelled `DEDICATED_LABEL=<tag>`.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    pub metrics_addr: String,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `target/debug/rampart run` (built by `make test`) for profiles labelled with
+    /// `tag`, waiting until it serves /healthz.
+    pub async fn start(tag: &str) -> Result<Self> {
+        let root = repo_root();
+        let bin = root.join("target/debug/rampart");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let logs = root.join(".local/logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("operator-{tag}-{port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(&bin)
+            .args([
+                "run",
+                "--metrics-addr",
+                &metrics_addr,
+                "--profile-selector",
+                &format!("{DEDICATED_LABEL}={tag}"),
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (run `cargo build --workspace` first)",
+                    bin.display()
+                )
+            })?;
+        let op = Self {
+            child,
+            metrics_addr,
+            log,
+        };
+        let addr = op.metrics_addr.clone();
+        wait_for(
+            "the operator to serve /healthz",
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move {
+                    match tokio::net::TcpStream::connect(&addr).await {
+                        Ok(_) => Ok(Some(())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
+        Ok(op)
+    }
+
+    /// SIGKILL: no graceful shutdown, as in a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
