@@ -178,13 +178,19 @@ pub fn metrics_url() -> Result<String> {
     std::env::var("RAMPART_METRICS_URL").map_err(|_| anyhow!("RAMPART_METRICS_URL is not set: run the operator e2e tests through `make test` (e2e/run-tests.sh), which starts the operator"))
 }
 
-/// Fetches `/metrics` from the running operator over plain HTTP on loopback.
+/// Fetches `/metrics` from the shared operator that `make test` runs.
 pub async fn scrape_metrics() -> Result<String> {
     let url = metrics_url()?;
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    scrape(
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics"),
+    )
+    .await
+}
+
+/// Fetches `/metrics` from an operator at `addr` (host:port) over plain HTTP on loopback.
+pub async fn scrape(addr: &str) -> Result<String> {
+    let addr = addr.to_string();
     let body = tokio::task::spawn_blocking(move || -> Result<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr)

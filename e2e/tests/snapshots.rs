@@ -1,0 +1,480 @@
+//! Snapshot schedules end to end, with a seconds-level schedule. The tests play the snapshot
+//! controller's part: they mark snapshots ready (or failed) by patching their status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client, ResourceExt};
+use rampart::api::HardeningProfile;
+use rampart_e2e::{
+    client, metric_sum, unique_id, wait_until, OperatorProcess, TestNamespace, DEDICATED_LABEL,
+};
+use serde_json::{json, Value};
+
+const SLOT: &str = "rampart.dev/slot";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+        "volumesnapshots",
+    )
+}
+
+struct Fixture {
+    client: Client,
+    run: String,
+    ns: TestNamespace,
+    tag: String,
+}
+
+/// What the snapshot controller would do with each new snapshot.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ready,
+    Failed,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Result<Self> {
+        let client = client().await?;
+        let run = format!("{prefix}-{}", unique_id());
+        let ns = TestNamespace::create_named(
+            &client,
+            &format!("e2e-{run}"),
+            &[("e2e.rampart.dev/run", &run)],
+        )
+        .await?;
+        let tag = format!("{prefix}-{}", unique_id());
+        Ok(Self {
+            client,
+            run,
+            ns,
+            tag,
+        })
+    }
+
+    fn snapshots(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns.name, &snapshot_resource())
+    }
+
+    async fn pvc(&self, name: &str, backup: bool, restored_from: Option<&str>) -> Result<()> {
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(snap) = restored_from {
+            spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
+        }
+        let labels = if backup {
+            json!({"backup": "true"})
+        } else {
+            json!({})
+        };
+        let p: PersistentVolumeClaim = serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "spec": spec}),
+        )?;
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &p)
+            .await?;
+        Ok(())
+    }
+
+    fn profile(&self, name: &str, schedule: &str, deadline: i64, max_count: i32) -> Value {
+        json!({
+            "apiVersion": "rampart.dev/v1alpha1",
+            "kind": "HardeningProfile",
+            "metadata": {"name": name, "labels": {DEDICATED_LABEL: self.tag}},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": self.run}},
+                "backups": {
+                    "schedule": schedule,
+                    "pvcSelector": {"matchLabels": {"backup": "true"}},
+                    "volumeSnapshotClassName": "csi-snapclass",
+                    "retention": {"maxCount": max_count},
+                    "startingDeadlineSeconds": deadline
+                }
+            }
+        })
+    }
+
+    async fn apply(&self, profile: Value) -> Result<String> {
+        let name = profile["metadata"]["name"]
+            .as_str()
+            .context("name")?
+            .to_string();
+        Api::<HardeningProfile>::all(self.client.clone())
+            .patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(profile),
+            )
+            .await?;
+        Ok(name)
+    }
+
+    async fn list(&self) -> Result<Vec<DynamicObject>> {
+        Ok(self.snapshots().list(&ListParams::default()).await?.items)
+    }
+
+    /// Rampart's snapshots as (pvc, slot) pairs.
+    async fn taken(&self) -> Result<Vec<(String, String, String)>> {
+        let mut out: Vec<_> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| s.labels().contains_key("rampart.dev/profile"))
+            .map(|s| {
+                (
+                    s.data["spec"]["source"]["persistentVolumeClaimName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    s.annotations().get(SLOT).cloned().unwrap_or_default(),
+                    s.name_any(),
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Plays the snapshot controller until aborted: every snapshot without a status gets one.
+    fn snapshot_controller(&self, outcome: Outcome) -> tokio::task::JoinHandle<()> {
+        let api = self.snapshots();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    for s in list
+                        .items
+                        .iter()
+                        .filter(|s| s.data.get("status").is_none_or(Value::is_null))
+                    {
+                        let status = match outcome {
+                            Outcome::Ready => {
+                                json!({"readyToUse": true, "creationTime": "2026-11-23T00:00:00Z"})
+                            }
+                            Outcome::Failed => {
+                                json!({"readyToUse": false, "error": {"message": "the CSI driver failed"}})
+                            }
+                        };
+                        let _ = api
+                            .patch_status(
+                                &s.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"status": status})),
+                            )
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    async fn condition(&self, profile: &str, type_: &str) -> Result<Option<(String, String)>> {
+        let p = Api::<HardeningProfile>::all(self.client.clone())
+            .get(profile)
+            .await?;
+        Ok(p.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
+            .map(|c| (c.status, c.reason)))
+    }
+
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        let api = Api::<HardeningProfile>::all(self.client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        wait_until("the profile to be gone", TIMEOUT, || {
+            let api = api.clone();
+            async move { (matches!(api.get_opt(name).await, Ok(None)), String::new()) }
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_keeps_what_it_must(
+) -> Result<()> {
+    let f = Fixture::new("snap").await?;
+    f.pvc("data-a", true, None).await?;
+    f.pvc("data-b", true, None).await?;
+    f.pvc("scratch", false, None).await?;
+    // A user's own snapshot: never touched.
+    let user: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "team-manual"},
+        "spec": {"volumeSnapshotClassName": "csi-snapclass", "source": {"persistentVolumeClaimName": "data-a"}}
+    }))?;
+    f.snapshots().create(&PostParams::default(), &user).await?;
+    let controller = f.snapshot_controller(Outcome::Ready);
+    let first = OperatorProcess::start(&f.tag).await?;
+    let second = OperatorProcess::start(&f.tag).await?;
+    let name = f
+        .apply(f.profile(&format!("snap-{}", unique_id()), "*/3 * * * * *", 30, 2))
+        .await?;
+
+    // After the first slots: protect one early snapshot with the keep label and another by
+    // restoring a PVC from it.
+    wait_until("two slots of snapshots of data-a", TIMEOUT, || async {
+        let n = f
+            .taken()
+            .await
+            .map(|t| t.iter().filter(|(p, _, _)| p == "data-a").count())
+            .unwrap_or(0);
+        (n >= 2, format!("{n}"))
+    })
+    .await?;
+    let early: Vec<String> = f
+        .taken()
+        .await?
+        .into_iter()
+        .filter(|(p, _, _)| p == "data-a")
+        .map(|(_, _, n)| n)
+        .take(2)
+        .collect();
+    f.snapshots()
+        .patch(
+            &early[0],
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"rampart.dev/keep": "true"}}})),
+        )
+        .await?;
+    f.pvc("restored", false, Some(&early[1])).await?;
+
+    // Let several more slots pass with both operators running, remembering every snapshot
+    // seen (retention prunes the old ones as it goes).
+    let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    while std::time::Instant::now() < until {
+        seen.extend(f.taken().await?);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let taken = f.taken().await?;
+    let mut per_slot: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (pvc, slot, _) in &seen {
+        *per_slot.entry((pvc.clone(), slot.clone())).or_default() += 1;
+    }
+    assert!(
+        per_slot.values().all(|n| *n == 1),
+        "a slot was taken twice: {per_slot:?}"
+    );
+    let pvcs: BTreeSet<&str> = seen.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        pvcs,
+        BTreeSet::from(["data-a", "data-b"]),
+        "only selected PVCs are snapshotted"
+    );
+    let metrics = [
+        rampart_e2e::scrape(&first.metrics_addr).await?,
+        rampart_e2e::scrape(&second.metrics_addr).await?,
+    ];
+    let created: f64 = metrics
+        .iter()
+        .map(|m| metric_sum(m, "rampart_snapshots_created_total", &[("profile", &name)]))
+        .sum();
+    let data_b_slots = seen.iter().filter(|(p, _, _)| p == "data-b").count();
+    assert!(
+        data_b_slots >= 4,
+        "a */3 schedule over 12 s must fire at least 4 times, fired {data_b_slots}"
+    );
+
+    // Retention: at most maxCount ready per PVC besides the protected ones; the protected
+    // and the user's snapshot are still there.
+    let names: BTreeSet<String> = f.list().await?.iter().map(|s| s.name_any()).collect();
+    assert!(
+        names.contains(&early[0]),
+        "the keep-labelled snapshot was pruned"
+    );
+    assert!(
+        names.contains(&early[1]),
+        "the snapshot a PVC restores from was pruned"
+    );
+    assert!(
+        names.contains("team-manual"),
+        "the user's snapshot was touched"
+    );
+    let b_kept = taken.iter().filter(|(p, _, _)| p == "data-b").count();
+    assert!(
+        b_kept <= 3,
+        "retention keeps 2 ready (plus at most one not yet ready): {b_kept}"
+    );
+    let pruned: f64 = metrics
+        .iter()
+        .map(|m| metric_sum(m, "rampart_snapshots_pruned_total", &[("profile", &name)]))
+        .sum();
+    assert!(pruned >= 1.0, "nothing was pruned");
+    assert!(created >= 4.0, "creations are counted: {created}");
+
+    let p = Api::<HardeningProfile>::all(f.client.clone())
+        .get(&name)
+        .await?;
+    let b = p.status.and_then(|s| s.backups).context("backups status")?;
+    assert_eq!(b.pvcs, 2);
+    assert!(b.last_schedule_time.is_some() && b.next_schedule_time.is_some());
+    assert_eq!(
+        f.condition(&name, "BackupsHealthy").await?.map(|c| c.0),
+        Some("True".into())
+    );
+
+    // Deleting the profile (default deletionPolicy Retain) keeps the snapshots, unowned.
+    let before: BTreeSet<String> = f.taken().await?.into_iter().map(|(_, _, n)| n).collect();
+    f.delete_profile(&name).await?;
+    drop((first, second));
+    controller.abort();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: Vec<DynamicObject> = f
+        .list()
+        .await?
+        .into_iter()
+        .filter(|s| s.labels().contains_key("rampart.dev/profile"))
+        .collect();
+    let after_names: BTreeSet<String> = after.iter().map(|s| s.name_any()).collect();
+    assert!(
+        before.is_subset(&after_names),
+        "snapshots were deleted with the profile"
+    );
+    assert!(
+        after.iter().all(|s| s.owner_references().is_empty()),
+        "kept snapshots must lose their owner reference"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_snapshots_make_backups_unhealthy_without_a_create_delete_loop() -> Result<()> {
+    let f = Fixture::new("snapfail").await?;
+    f.pvc("data", true, None).await?;
+    let controller = f.snapshot_controller(Outcome::Failed);
+    let op = OperatorProcess::start(&f.tag).await?;
+    let name = f
+        .apply(f.profile(&format!("snapfail-{}", unique_id()), "*/3 * * * * *", 30, 1))
+        .await?;
+    wait_until("BackupsHealthy=False", TIMEOUT, || async {
+        let c = f.condition(&name, "BackupsHealthy").await;
+        (
+            matches!(&c, Ok(Some((s, _))) if s == "False"),
+            format!("{c:?}"),
+        )
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let m = rampart_e2e::scrape(&op.metrics_addr).await?;
+    let deletes = metric_sum(
+        &m,
+        "rampart_api_writes_total",
+        &[
+            ("profile", &name),
+            ("kind", "VolumeSnapshot"),
+            ("verb", "delete"),
+        ],
+    );
+    assert_eq!(deletes, 0.0, "failed snapshots must be kept, not deleted");
+    let taken = f.taken().await?;
+    let slots: BTreeSet<&str> = taken.iter().map(|(_, s, _)| s.as_str()).collect();
+    assert_eq!(
+        taken.len(),
+        slots.len(),
+        "one snapshot per slot, no retries of a failed one: {taken:?}"
+    );
+    assert!(metric_sum(&m, "rampart_snapshots_failed", &[("profile", &name)]) >= 1.0);
+    controller.abort();
+    f.delete_profile(&name).await?;
+    drop(op);
+    Ok(())
+}
+
+/// Waits for the operator to record a schedule slot, then stops it across the next slot.
+async fn outage_across_a_slot(
+    f: &Fixture,
+    schedule: &str,
+    deadline: i64,
+) -> Result<(String, String, OperatorProcess)> {
+    let mut op = OperatorProcess::start(&f.tag).await?;
+    let name = f
+        .apply(f.profile(&format!("outage-{}", unique_id()), schedule, deadline, 5))
+        .await?;
+    wait_until("a first slot to be recorded", TIMEOUT, || async {
+        let p = Api::<HardeningProfile>::all(f.client.clone())
+            .get(&name)
+            .await;
+        let last = p
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.backups)
+            .and_then(|b| b.last_schedule_time);
+        (last.is_some(), format!("{last:?}"))
+    })
+    .await?;
+    let p = Api::<HardeningProfile>::all(f.client.clone())
+        .get(&name)
+        .await?;
+    let next = p
+        .status
+        .and_then(|s| s.backups)
+        .and_then(|b| b.next_schedule_time)
+        .context("next slot")?;
+    op.kill();
+    let next_t = chrono::DateTime::parse_from_rfc3339(&next)?.with_timezone(&chrono::Utc);
+    // Stay down until the slot is 4 s in the past.
+    let wait = (next_t - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(4);
+    tokio::time::sleep(wait).await;
+    let op = OperatorProcess::start(&f.tag).await?;
+    Ok((name, next, op))
+}
+
+#[tokio::test]
+async fn a_slot_missed_within_the_deadline_is_taken_once() -> Result<()> {
+    let f = Fixture::new("catchup").await?;
+    f.pvc("data", true, None).await?;
+    let (name, missed, op) = outage_across_a_slot(&f, "*/15 * * * * *", 10).await?;
+    wait_until("the missed slot to be caught up", TIMEOUT, || async {
+        let t = f.taken().await.unwrap_or_default();
+        (t.iter().any(|(_, s, _)| *s == missed), format!("{t:?}"))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = f
+        .taken()
+        .await?
+        .iter()
+        .filter(|(_, s, _)| *s == missed)
+        .count();
+    assert_eq!(count, 1, "caught up exactly once");
+    f.delete_profile(&name).await?;
+    drop(op);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slot_missed_past_the_deadline_is_reported_not_taken() -> Result<()> {
+    let f = Fixture::new("missed").await?;
+    f.pvc("data", true, None).await?;
+    let (name, missed, op) = outage_across_a_slot(&f, "*/15 * * * * *", 2).await?;
+    wait_until("the miss to be recorded", TIMEOUT, || async {
+        let p = Api::<HardeningProfile>::all(f.client.clone())
+            .get(&name)
+            .await;
+        let b = p.ok().and_then(|p| p.status).and_then(|s| s.backups);
+        (
+            b.as_ref().is_some_and(|b| b.missed_slots >= 1),
+            format!("{b:?}"),
+        )
+    })
+    .await?;
+    assert!(
+        !f.taken().await?.iter().any(|(_, s, _)| *s == missed),
+        "a slot past its deadline must not be taken"
+    );
+    let m = rampart_e2e::scrape(&op.metrics_addr).await?;
+    assert!(
+        metric_sum(
+            &m,
+            "rampart_snapshot_slots_missed_total",
+            &[("profile", &name)]
+        ) >= 1.0
+    );
+    f.delete_profile(&name).await?;
+    drop(op);
+    Ok(())
+}
