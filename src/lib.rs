@@ -11,6 +11,7 @@ pub mod controller;
 pub mod controls;
 pub mod http;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod schedule;

@@ -41,6 +41,15 @@ struct RunArgs {
     /// canary operator beside the main one). Conflicts are judged among these profiles only.
     #[arg(long, env = "RAMPART_PROFILE_SELECTOR")]
     profile_selector: Option<String>,
+    /// Run only while holding a coordination.k8s.io Lease, so one of several replicas acts.
+    #[arg(long, env = "RAMPART_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_elect_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "rampart-leader")]
+    leader_elect_lease: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,10 +100,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     tracing::info!(%instance, "starting controller");
     let options = rampart::controller::Options {
-        instance,
+        instance: instance.clone(),
         profile_selector: args.profile_selector,
     };
-    rampart::controller::run(client, metrics, ready, options).await;
+    if args.leader_elect {
+        let elector = rampart::leader::LeaderElector::new(
+            client.clone(),
+            &args.leader_elect_namespace,
+            &args.leader_elect_lease,
+            &instance,
+            rampart::leader::Timings::default(),
+        );
+        tracing::info!(lease = %args.leader_elect_lease, namespace = %args.leader_elect_namespace, "waiting to become the leader");
+        elector.acquire().await;
+        metrics.leader.set(1);
+        tokio::select! {
+            _ = rampart::controller::run(client, metrics.clone(), ready, options) => {}
+            _ = elector.hold() => {
+                // Stop writing at once: exiting is the only way to be sure no reconcile in
+                // flight writes after another replica may have taken over.
+                tracing::error!("lost the leader lease; exiting");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        metrics.leader.set(1);
+        rampart::controller::run(client, metrics, ready, options).await;
+    }
     http.abort();
     Ok(())
 }

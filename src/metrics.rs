@@ -27,6 +27,7 @@ pub struct Metrics {
     pub snapshots_failed: IntGaugeVec,
     pub snapshot_slots_missed: IntCounterVec,
     pub snapshot_last_success: prometheus::GaugeVec,
+    pub leader: prometheus::IntGauge,
 }
 
 /// The states an exception is counted in.
@@ -158,6 +159,11 @@ impl Metrics {
             ),
             &["profile", "namespace", "pvc"],
         )?;
+        let leader = prometheus::IntGauge::new(
+            "rampart_leader",
+            "1 while this replica holds the leader lease (or runs without leader election).",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(secrets_rotated.clone()))?;
         registry.register(Box::new(workloads_restarted.clone()))?;
         registry.register(Box::new(rotation_stalled.clone()))?;
@@ -196,6 +202,7 @@ impl Metrics {
             snapshots_failed,
             snapshot_slots_missed,
             snapshot_last_success,
+            leader,
         })
     }
 

@@ -264,6 +264,11 @@ impl OperatorProcess {
     /// Starts `target/debug/rampart run` (built by `make test`) for profiles labelled with
     /// `tag`, waiting until it serves /healthz.
     pub async fn start(tag: &str) -> Result<Self> {
+        Self::start_with(tag, &[]).await
+    }
+
+    /// Like [`OperatorProcess::start`], with extra `rampart run` flags.
+    pub async fn start_with(tag: &str, extra: &[&str]) -> Result<Self> {
         let root = repo_root();
         let bin = root.join("target/debug/rampart");
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -282,6 +287,7 @@ impl OperatorProcess {
                 "--profile-selector",
                 &format!("{DEDICATED_LABEL}={tag}"),
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig_path())
             .stdout(out.try_clone()?)
             .stderr(out)
