@@ -92,6 +92,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let instance = args
         .instance
         .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
         .unwrap_or_else(|| "rampart".into());
     let http = tokio::spawn(rampart::http::serve(
         args.metrics_addr,
@@ -108,7 +109,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             &args.leader_elect_namespace,
             &args.leader_elect_lease,
-            &instance,
+            // Unique per process: two replicas on one host (or a restarted container under the
+            // same pod name racing its predecessor) must never share an identity.
+            &format!("{instance}_{}", std::process::id()),
             rampart::leader::Timings::default(),
         );
         tracing::info!(lease = %args.leader_elect_lease, namespace = %args.leader_elect_namespace, "waiting to become the leader");
