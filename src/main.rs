@@ -92,7 +92,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let instance = args
         .instance
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "rampart".into());
     let http = tokio::spawn(rampart::http::serve(
         args.metrics_addr,

@@ -269,6 +269,12 @@ impl OperatorProcess {
 
     /// Like [`OperatorProcess::start`], with extra `rampart run` flags.
     pub async fn start_with(tag: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_as(tag, extra, &kubeconfig_path()).await
+    }
+
+    /// Like [`OperatorProcess::start_with`], talking to the API server with `kubeconfig`
+    /// (for example one that impersonates a ServiceAccount).
+    pub async fn start_as(tag: &str, extra: &[&str], kubeconfig: &std::path::Path) -> Result<Self> {
         let root = repo_root();
         let bin = root.join("target/debug/rampart");
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -288,7 +294,7 @@ impl OperatorProcess {
                 &format!("{DEDICATED_LABEL}={tag}"),
             ])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
