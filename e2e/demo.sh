@@ -17,7 +17,7 @@ kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s
 
 step "the sample estate (countly, kafka, clickhouse, mongodb, observability)"
-kubectl apply --server-side -f e2e/demo/estate.yaml
+kubectl apply --server-side --force-conflicts -f e2e/demo/estate.yaml
 
 step "the operator"
 mkdir -p .local/logs .local/pids
@@ -33,7 +33,7 @@ else
 fi
 
 step "the samples (config/samples/)"
-kubectl apply --server-side -f config/samples/
+kubectl apply --server-side --force-conflicts -f config/samples/
 
 step "waiting for hp/regulated to be Ready"
 kubectl wait --for=condition=Ready hp/regulated --timeout=120s
@@ -52,7 +52,22 @@ kubectl -n kafka delete networkpolicy rampart-allow-dns
 kubectl -n kafka patch networkpolicy rampart-default-deny --type merge -p '{"spec":{"podSelector":{"matchLabels":{"only":"this"}}}}'
 sleep 2
 kubectl -n kafka get networkpolicy rampart-allow-dns rampart-default-deny -o custom-columns=NAME:.metadata.name,CREATED:.metadata.creationTimestamp,SELECTOR:.spec.podSelector
-kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.eventTime,NOTE:.note | tail -3
+kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+
+step "secret rotation: bumping rotationId (watch the batches)"
+kubectl get hp regulated -o jsonpath='before: {.status.rotation}{"\n"}'
+kubectl patch hp regulated --type merge -p "{\"spec\":{\"secretRotation\":{\"rotationId\":\"demo-$(date +%s)\"}}}"
+for _ in $(seq 1 60); do
+  line=$(kubectl get hp regulated -o jsonpath='{.status.rotation.phase} secrets {.status.rotation.secretsRotated}/{.status.rotation.secretsSelected} workloads {.status.rotation.workloadsRestarted}/{.status.rotation.workloadsTotal} in progress: {.status.rotation.inProgress}')
+  echo "  $line"
+  case "$line" in Complete*) break ;; esac
+  sleep 1
+done
+kubectl get deploy,statefulset -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,ROTATION:.spec.template.metadata.annotations.rampart\.dev/rotation-id,RESTARTED:.spec.template.metadata.annotations.rampart\.dev/restarted-at' | grep -v '<none>.*<none>' || true
+
+step "snapshots of the sample PVCs (no CSI driver here: readiness is what a snapshot controller would report)"
+kubectl get volumesnapshots -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PVC:.spec.source.persistentVolumeClaimName,SLOT:.metadata.annotations.rampart\.dev/slot,READY:.status.readyToUse'
+kubectl get hp regulated -o jsonpath='backups: {.status.backups}{"\n"}'
 
 step "the Audit profile's drift report (hp/observability-audit)"
 kubectl wait --for=condition=Drifted hp/observability-audit --timeout=60s

@@ -127,18 +127,24 @@ pub fn plan_snapshots(
                 out.missed_slots.push(slot);
             }
         }
-        if !spec.suspend && in_deadline {
-            out.slot = Some(slot);
-            out.catching_up = last_scheduled.is_some_and(|l| l < slot)
-                && schedule.next_after(slot).is_some_and(|n| n <= now);
+        if !spec.suspend {
+            if in_deadline {
+                out.slot = Some(slot);
+                out.catching_up = last_scheduled.is_some_and(|l| l < slot)
+                    && schedule.next_after(slot).is_some_and(|n| n <= now);
+            }
             for pvc in pvcs {
-                // A PVC that appeared after the slot waits for the next one, unless the
-                // profile asks for a snapshot on creation.
+                // The slot is due for a PVC that existed at the slot time, while within the
+                // deadline. snapshotOnCreate gives a PVC with no snapshot yet its first one
+                // at once, whatever the slot; it is named after the latest slot all the same,
+                // so it stays one per slot.
                 let after_slot = pvc.created.is_some_and(|c| c > slot);
                 let has_any = snapshots
                     .iter()
                     .any(|s| s.namespace == pvc.namespace && s.pvc == pvc.name);
-                if after_slot && !(spec.snapshot_on_create && !has_any) {
+                let due = in_deadline && !after_slot;
+                let first = spec.snapshot_on_create && !has_any;
+                if !(due || first) {
                     continue;
                 }
                 let name = snapshot_name(&pvc.name, slot);
@@ -486,6 +492,23 @@ mod tests {
         let mut s = spec("0 * * * *");
         s.snapshot_on_create = true;
         assert_eq!(plan(&s, &[late], &[], None, t(2, 0, 20)).create.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_on_create_takes_a_first_snapshot_outside_the_deadline() {
+        let mut s = spec("0 2 * * *");
+        s.snapshot_on_create = true;
+        let mut fresh = pvc("fresh");
+        fresh.created = Some(t(9, 0, 0));
+        let p = plan(&s, &[fresh.clone()], &[], None, t(9, 0, 5));
+        assert_eq!(p.create.len(), 1);
+        let taken = snap("fresh", t(2, 0, 0), false);
+        assert!(
+            plan(&s, &[fresh], &[taken], None, t(9, 0, 10))
+                .create
+                .is_empty(),
+            "only the first one"
+        );
     }
 
     #[test]
