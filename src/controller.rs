@@ -695,6 +695,11 @@ fn desired_state(
     (desired, findings)
 }
 
+/// One write of a plan, with the object it is about and, on success, a drift reason that
+/// still stands (a name held by someone else).
+type PendingWrite =
+    futures::future::BoxFuture<'static, (controls::ObjectKey, Result<Option<DriftReason>, Error>)>;
+
 /// Carries out a plan with bounded concurrency. Every write is attempted, so one failing
 /// namespace never holds up the others; failures are returned for the status and the retry.
 async fn execute(
@@ -707,12 +712,7 @@ async fn execute(
 
     // Each write is its own owned future: borrowed closures in a buffered stream trip the
     // compiler's lifetime inference inside the spawned reconcile.
-    let mut writes: Vec<
-        futures::future::BoxFuture<
-            'static,
-            (controls::ObjectKey, Result<Option<DriftReason>, Error>),
-        >,
-    > = Vec::new();
+    let mut writes: Vec<PendingWrite> = Vec::new();
     for d in &plan.create {
         let (client, metrics, owner, d) = (
             client.clone(),

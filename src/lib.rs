@@ -4,6 +4,9 @@
 //! ([`selection`], [`controls`], pure) → apply ([`apply`], API) → status ([`status`], pure
 //! compute, then one API write when it changed).
 #![forbid(unsafe_code)]
+// Errors carry the kube::Error that caused them; they are rare and on the slow path, so their
+// size is not worth a box at every construction site.
+#![allow(clippy::result_large_err)]
 
 pub mod api;
 pub mod apply;

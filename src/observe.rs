@@ -74,13 +74,7 @@ pub fn snapshot_resource() -> ApiResource {
     )
 }
 
-fn feed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>,
-)
+fn feed<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Feed<K>)
 where
     K: Resource<DynamicType = ()>
         + Clone

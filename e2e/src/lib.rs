@@ -233,21 +233,6 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::metric_sum;
-
-    #[test]
-    fn metric_sum_filters_by_labels() {
-        let text = "# HELP x\nrampart_api_writes_total{profile=\"a\",kind=\"NetworkPolicy\",verb=\"create\"} 3\nrampart_api_writes_total{profile=\"b\",kind=\"NetworkPolicy\",verb=\"create\"} 5\nother 1\n";
-        assert_eq!(
-            metric_sum(text, "rampart_api_writes_total", &[("profile", "a")]),
-            3.0
-        );
-        assert_eq!(metric_sum(text, "rampart_api_writes_total", &[]), 8.0);
-    }
-}
-
 /// The label that sends a profile to a test's own operator process instead of the shared one
 /// that `make test` runs (which watches only profiles without it).
 pub const DEDICATED_LABEL: &str = "e2e.rampart.dev/dedicated";
@@ -337,5 +322,20 @@ impl OperatorProcess {
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sum_filters_by_labels() {
+        let text = "# HELP x\nrampart_api_writes_total{profile=\"a\",kind=\"NetworkPolicy\",verb=\"create\"} 3\nrampart_api_writes_total{profile=\"b\",kind=\"NetworkPolicy\",verb=\"create\"} 5\nother 1\n";
+        assert_eq!(
+            metric_sum(text, "rampart_api_writes_total", &[("profile", "a")]),
+            3.0
+        );
+        assert_eq!(metric_sum(text, "rampart_api_writes_total", &[]), 8.0);
     }
 }

@@ -341,7 +341,7 @@ async fn profile_creates_policies_and_budgets_and_leaves_user_objects_alone() ->
     let dns = Api::<NetworkPolicy>::namespaced(e.client.clone(), &b)
         .get("rampart-allow-dns")
         .await?;
-    let peer = serde_json::to_value(&dns.spec.as_ref().and_then(|s| s.egress.clone()))?;
+    let peer = serde_json::to_value(dns.spec.as_ref().and_then(|s| s.egress.clone()))?;
     assert_eq!(
         peer[0]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         json!("kube-system")

@@ -21,6 +21,8 @@ use super::status::HardeningProfileStatus;
 /// replicated workloads, rotates selected Secrets when `secretRotation.rotationId` changes and
 /// takes VolumeSnapshots of selected PVCs on a schedule. Anything that departs from the profile
 /// is reported in the status and, in `Enforce` mode, repaired.
+// kube's derive takes `type_` once per printer column, which clippy reads as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "rampart.dev",

@@ -230,6 +230,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    type Case = (
+        &'static str,
+        Vec<DesiredObject>,
+        Vec<ObservedObject>,
+        Vec<DriftReason>,
+    );
+
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
             kind: ManagedKind::NetworkPolicy,
@@ -277,12 +284,7 @@ mod tests {
         let edited =
             json!({"podSelector": {"matchLabels": {"x": "y"}}, "policyTypes": ["Ingress"]});
         let extra_rule = json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]});
-        let cases: Vec<(
-            &str,
-            Vec<DesiredObject>,
-            Vec<ObservedObject>,
-            Vec<DriftReason>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "missing is created",
                 vec![desired("p", spec.clone())],
