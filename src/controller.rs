@@ -253,6 +253,20 @@ fn error_policy(profile: Arc<HardeningProfile>, error: &Error, ctx: Arc<Context>
     let delay = Duration::from_millis(250u64.saturating_mul(1 << attempts.min(10)))
         .min(Duration::from_secs(300));
     warn!(profile = %profile.name_any(), %category, error = %error, retry_in = ?delay, "reconcile failed");
+    // The event names the category and what failed on which object; errors never carry a
+    // secret's value, only names.
+    let note = error.to_string();
+    tokio::spawn(async move {
+        publish(
+            &ctx,
+            &profile,
+            EventType::Warning,
+            category,
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
     Action::requeue(delay)
 }
 
@@ -883,6 +897,12 @@ async fn publish(
     action: &str,
     note: String,
 ) {
+    // The API server refuses notes over 1 kB.
+    let note: String = if note.len() > 1000 {
+        format!("{}…", note.chars().take(990).collect::<String>())
+    } else {
+        note
+    };
     let ev = KubeEvent {
         type_,
         reason: reason.into(),
