@@ -57,3 +57,16 @@ lint: ## rustfmt, clippy and helm lint
 .PHONY: bench
 bench: controlplane ## the scale benchmark (not part of make test)
 	@bash e2e/bench.sh
+
+IMAGE ?= ghcr.io/rampart-dev/rampart:0.1.0
+
+.PHONY: image
+image: ## build the container image (needs a Docker engine; this project's CI machine has none)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine (docker info failed); build the image where one runs"; exit 1; }
+	docker build -t $(IMAGE) .
+
+.PHONY: sbom
+sbom: ## CycloneDX SBOM of the Rust dependencies in target/sbom/
+	@command -v cargo-cyclonedx >/dev/null || cargo install cargo-cyclonedx --locked
+	cargo cyclonedx --format json --override-filename rampart-sbom
+	mkdir -p target/sbom && mv rampart-sbom.json target/sbom/ && echo "target/sbom/rampart-sbom.json"
