@@ -55,7 +55,7 @@ lint: ## rustfmt, clippy and helm lint
 	helm lint charts/rampart
 
 .PHONY: bench
-bench: controlplane ## the scale benchmark (not part of make test)
+bench: controlplane ## the scale benchmark (not part of make test); N=1000 make bench for more namespaces
 	@bash e2e/bench.sh
 
 IMAGE ?= ghcr.io/rampart-dev/rampart:0.1.0
