@@ -49,10 +49,8 @@ demo: controlplane build ## the sample estate, the operator, a Ready profile and
 	@bash e2e/demo.sh
 
 .PHONY: lint
-lint: ## rustfmt, clippy and helm lint
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	helm lint charts/rampart
+lint: ## rustfmt, clippy, helm lint, checkov over the chart and config/, server-side dry-run
+	@bash e2e/lint.sh
 
 .PHONY: bench
 bench: controlplane ## the scale benchmark (not part of make test); N=1000 make bench for more namespaces
