@@ -560,8 +560,26 @@ async fn reconcile_backups(
     if profile.spec.mode == Mode::Enforce {
         let owner = apply::owner_reference(profile)?;
         let mut created = 0u64;
-        for d in &plan.create {
-            match apply::create(&ctx.client, &ctx.metrics, d, &owner).await {
+        // All of a slot's snapshots go out together: the slot's lag is the slowest one's.
+        let creates: Vec<_> = plan
+            .create
+            .iter()
+            .map(|d| {
+                let (client, metrics, owner, d) = (
+                    ctx.client.clone(),
+                    ctx.metrics.clone(),
+                    owner.clone(),
+                    d.clone(),
+                );
+                async move { apply::create(&client, &metrics, &d, &owner).await }
+            })
+            .collect();
+        let results: Vec<Result<Created, Error>> = stream::iter(creates)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            match r {
                 Ok(Created::Created) => created += 1,
                 Ok(_) => {}
                 Err(e) => errors.push(e),
@@ -646,9 +664,11 @@ async fn reconcile_backups(
             .set(t.timestamp() as f64);
     }
     // Wake just after the next slot so it is the latest one at that moment.
+    // Measured from the end of this pass, not its start, so a slow pass does not make the
+    // next slot late.
     let next = plan
         .next_slot
-        .and_then(|t| (t - now).to_std().ok())
+        .and_then(|t| (t - Utc::now()).to_std().ok())
         .map(|d| d + Duration::from_millis(50));
     let f = status::BackupFindings {
         status: status::backup_status(&plan, selected_count, previous),

@@ -751,8 +751,8 @@ async fn main() -> Result<()> {
                 .await?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             drop(op);
-            let op = Operator::start(&bin, &run, &format!("bench-{run}-restart.log")).await?;
             let t = Instant::now();
+            let op = Operator::start(&bin, &run, &format!("bench-{run}-restart.log")).await?;
             loop {
                 let m = scrape(&op.addr).await.unwrap_or_default();
                 if metric_sum(&m, "rampart_profile_ready", &[("profile", &profile)]) == 1.0
