@@ -432,6 +432,13 @@ pub fn compute(
             "Conflict",
             "some selected namespaces are held by an older profile",
         )
+    } else if !not_ready.is_empty() {
+        Computed::new(
+            conditions::READY,
+            false,
+            "ControlsPending",
+            not_ready.join("; "),
+        )
     } else {
         Computed::new(
             conditions::READY,
@@ -628,6 +635,36 @@ mod tests {
             s.summary.as_ref().map(|s| s.drifted_objects),
             Some((DRIFT_LIST_LIMIT + 25) as i64)
         );
+    }
+
+    #[test]
+    fn rotation_in_progress_or_unhealthy_backups_keep_ready_false() {
+        let mut f = findings(None);
+        f.rotation = Some(RotationFindings {
+            status: RotationStatus {
+                phase: "Restarting".into(),
+                ..Default::default()
+            },
+            phase: RotationPhase::Restarting,
+        });
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert!(cond(&s, "Ready").message.contains("Restarting"));
+        assert_eq!(cond(&s, "SecretsRotated").reason, "Restarting");
+
+        let mut f = findings(None);
+        f.backups = Some(BackupFindings {
+            unhealthy: vec![ObjectRefStatus {
+                namespace: "a".into(),
+                kind: "PersistentVolumeClaim".into(),
+                name: "data".into(),
+                message: "newest snapshot failed".into(),
+            }],
+            ..Default::default()
+        });
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert_eq!(cond(&s, "BackupsHealthy").status, "False");
     }
 
     #[test]
