@@ -500,7 +500,10 @@ async fn snapshot_lag(c: &Client, profile: &str, seconds: u64) -> Result<Vec<f64
             else {
                 continue;
             };
-            if slot.with_timezone(&chrono::Utc) < start || !known.insert(o.name_any()) {
+            // Names repeat across namespaces (every namespace has data-0): key by both.
+            if slot.with_timezone(&chrono::Utc) < start
+                || !known.insert((o.namespace().unwrap_or_default(), o.name_any()))
+            {
                 continue;
             }
             let lag = (now - slot.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
