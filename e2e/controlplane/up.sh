@@ -166,8 +166,8 @@ metadata:
   labels: {type: kwok, kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
 spec: {}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
+  allocatable: {cpu: "256", memory: 1Ti, pods: "20000"}
+  capacity: {cpu: "256", memory: 1Ti, pods: "20000"}
 ---
 NODE
 done | kubectl apply --server-side --field-manager rampart-up -f - >"$L/logs/nodes.log" 2>&1 || fail "creating fake nodes" "$L/logs/nodes.log"
