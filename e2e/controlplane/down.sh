@@ -18,11 +18,14 @@ if [ -d "$L/pids" ]; then
     rm -f "$f"
   done
 fi
-# Anything else still holding our state directory (a crashed start, a lost pid file).
-if pgrep -f -- "$L/" >/dev/null 2>&1; then
-  pkill -KILL -f -- "$L/" 2>/dev/null || true
-  stopped+=("strays")
-fi
+# Any control-plane process still pointing at our state directory (a crashed start, a lost
+# pid file). Matched by program name too, so a shell or `rm` that mentions the path survives.
+for pid in $(pgrep -f -- "$L/" 2>/dev/null); do
+  case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+    etcd|kube-apiserver|kube-controller|kube-scheduler|kwok)
+      kill -KILL "$pid" 2>/dev/null && stopped+=("stray($pid)") ;;
+  esac
+done
 rm -rf "$L/etcd" "$L/env" "$L/operator-port"
 if [ ${#stopped[@]} -gt 0 ]; then
   echo "[down] stopped: ${stopped[*]}"
