@@ -233,6 +233,28 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Deletes a profile and waits until it is gone, that is until the operator that handles it
+/// ran its finalizer (so that operator must still be running).
+pub async fn delete_profile_and_wait(client: &Client, name: &str) -> Result<()> {
+    let api = Api::<rampart::api::HardeningProfile>::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    wait_until(
+        &format!("profile {name} to be gone"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let got = api.get_opt(name).await;
+                (
+                    matches!(got, Ok(None)),
+                    format!("{:?}", got.map(|p| p.map(|p| p.metadata.finalizers))),
+                )
+            }
+        },
+    )
+    .await
+}
+
 /// The label that sends a profile to a test's own operator process instead of the shared one
 /// that `make test` runs (which watches only profiles without it).
 pub const DEDICATED_LABEL: &str = "e2e.rampart.dev/dedicated";

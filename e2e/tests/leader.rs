@@ -9,8 +9,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, metric_sum, scrape, unique_id, wait_until, OperatorProcess, TestNamespace,
-    DEDICATED_LABEL,
+    client, delete_profile_and_wait, metric_sum, scrape, unique_id, wait_until, OperatorProcess,
+    TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::json;
 
@@ -123,18 +123,7 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     );
     eprintln!("takeover and repair took {took:?} (lease duration {LEASE_DURATION:?})");
 
-    let _ = profiles.delete(&name, &DeleteParams::default()).await;
-    wait_until(
-        "the profile to be gone",
-        Duration::from_secs(30),
-        || async {
-            (
-                matches!(profiles.get_opt(&name).await, Ok(None)),
-                String::new(),
-            )
-        },
-    )
-    .await?;
+    delete_profile_and_wait(&c, &name).await?;
     drop(second);
     Ok(())
 }

@@ -14,7 +14,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
-use rampart_e2e::{client, metric_sum, scrape_metrics, unique_id, wait_until, TestNamespace};
+use rampart_e2e::{
+    client, delete_profile_and_wait, metric_sum, scrape_metrics, unique_id, wait_until,
+    TestNamespace,
+};
 use serde_json::{json, Value};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -186,19 +189,7 @@ impl Estate {
     }
 
     async fn delete_profile(&self, name: &str) -> Result<()> {
-        let _ = self.profiles().delete(name, &DeleteParams::default()).await;
-        let api = self.profiles();
-        wait_until(&format!("profile {name} to be gone"), CONVERGE, || {
-            let api = api.clone();
-            async move {
-                let got = api.get_opt(name).await;
-                (
-                    matches!(got, Ok(None)),
-                    format!("{:?}", got.map(|p| p.map(|p| p.finalizers().to_vec()))),
-                )
-            }
-        })
-        .await
+        delete_profile_and_wait(&self.client, name).await
     }
 
     async fn policy_names(&self, ns: &str) -> Result<Vec<String>> {

@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::Api;
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, repo_root, scrape, unique_id, wait_until, OperatorProcess, TestNamespace,
-    DEDICATED_LABEL,
+    client, delete_profile_and_wait, repo_root, scrape, unique_id, wait_until, OperatorProcess,
+    TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
 
@@ -198,18 +198,7 @@ async fn prometheus_sees_drift_rise_and_fall_and_promtool_accepts_the_metrics() 
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let _ = profiles.delete(&name, &DeleteParams::default()).await;
-    wait_until(
-        "the profile to be gone",
-        Duration::from_secs(30),
-        || async {
-            (
-                matches!(profiles.get_opt(&name).await, Ok(None)),
-                String::new(),
-            )
-        },
-    )
-    .await?;
+    delete_profile_and_wait(&c, &name).await?;
     drop(op);
     Ok(())
 }

@@ -15,8 +15,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, kubeconfig_path, repo_root, unique_id, wait_until, OperatorProcess, TestNamespace,
-    DEDICATED_LABEL,
+    client, delete_profile_and_wait, kubeconfig_path, repo_root, unique_id, wait_until,
+    OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::json;
 
@@ -167,16 +167,6 @@ async fn condition(c: &Client, name: &str, type_: &str) -> Option<(String, Strin
         .map(|x| (x.status, x.reason))
 }
 
-async fn delete_profile(c: &Client, name: &str) -> Result<()> {
-    let api = Api::<HardeningProfile>::all(c.clone());
-    let _ = api.delete(name, &DeleteParams::default()).await;
-    wait_until("the profile to be gone", TIMEOUT, || {
-        let api = api.clone();
-        async move { (matches!(api.get_opt(name).await, Ok(None)), String::new()) }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
     let c = client().await?;
@@ -237,7 +227,7 @@ async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
         },
     )
     .await?;
-    delete_profile(&c, &name).await?;
+    delete_profile_and_wait(&c, &name).await?;
     drop(who);
     Ok(())
 }
@@ -281,7 +271,7 @@ async fn one_verb_less_and_the_operator_cannot_converge() -> Result<()> {
         .await?
         .items
         .is_empty());
-    delete_profile(&c, &name).await?;
+    delete_profile_and_wait(&c, &name).await?;
     drop(who);
     Ok(())
 }

@@ -8,10 +8,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
-use rampart_e2e::{client, unique_id, wait_until, OperatorProcess, TestNamespace, DEDICATED_LABEL};
+use rampart_e2e::{
+    client, delete_profile_and_wait, unique_id, wait_until, OperatorProcess, TestNamespace,
+    DEDICATED_LABEL,
+};
 use serde_json::{json, Value};
 
 const ROTATION_ID: &str = "rampart.dev/rotation-id";
@@ -265,10 +268,8 @@ impl Fixture {
         Ok(api.get(profile).await?)
     }
 
-    async fn delete_profile(&self, name: &str) {
-        let _ = Api::<HardeningProfile>::all(self.client.clone())
-            .delete(name, &DeleteParams::default())
-            .await;
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        delete_profile_and_wait(&self.client, name).await
     }
 
     /// The Deployment revision: 1 after creation, one more per template change.
@@ -451,7 +452,7 @@ async fn rotation_changes_values_once_and_restarts_consumers_in_batches() -> Res
     for (_, v) in f.secret_data("db").await?.0 {
         assert!(!text.contains(&v), "a secret value leaked into the status");
     }
-    f.delete_profile(&name).await;
+    f.delete_profile(&name).await?;
     Ok(())
 }
 
@@ -521,7 +522,7 @@ async fn rotation_survives_sigkill_at_three_points() -> Result<()> {
         .map(|(n, _, _)| n)
         .collect();
     assert_eq!(stamped.len(), 6, "every consumer restarted: {stamped:?}");
-    f.delete_profile(&name).await;
+    f.delete_profile(&name).await?;
     Ok(())
 }
 
@@ -574,7 +575,7 @@ async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
         next.1.is_none(),
         "the next batch must wait while the rotation is stalled"
     );
-    f.delete_profile(&name).await;
+    f.delete_profile(&name).await?;
     Ok(())
 }
 
@@ -611,6 +612,6 @@ async fn audit_rotation_reports_and_writes_nothing() -> Result<()> {
         (Some("orig"), None)
     );
     assert_eq!(f.revision("web").await?, "1");
-    f.delete_profile(&name).await;
+    f.delete_profile(&name).await?;
     Ok(())
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, metric_sum, unique_id, wait_until, OperatorProcess, TestNamespace, DEDICATED_LABEL,
+    client, delete_profile_and_wait, metric_sum, unique_id, wait_until, OperatorProcess,
+    TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
 
@@ -183,13 +184,7 @@ impl Fixture {
     }
 
     async fn delete_profile(&self, name: &str) -> Result<()> {
-        let api = Api::<HardeningProfile>::all(self.client.clone());
-        let _ = api.delete(name, &DeleteParams::default()).await;
-        wait_until("the profile to be gone", TIMEOUT, || {
-            let api = api.clone();
-            async move { (matches!(api.get_opt(name).await, Ok(None)), String::new()) }
-        })
-        .await
+        delete_profile_and_wait(&self.client, name).await
     }
 }
 
