@@ -96,15 +96,12 @@ where
 /// Starts nothing by itself: the returned feeds must be polled (the controller does).
 /// `snapshot_api` says whether the cluster serves `snapshot.storage.k8s.io/v1`.
 pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
-    let (namespaces, ns_writer) = reflector::store();
-    let ns_stream = watcher(
+    // Namespaces and Secrets as metadata only: an `Api<PartialObjectMeta<_>>` watch asks the
+    // API server for metadata alone.
+    let (namespaces, ns_stream) = feed(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|o: &mut PartialObjectMeta<Namespace>| o.metadata.managed_fields = None)
-    .reflect(ns_writer)
-    .touched_objects();
+    );
     let (deployments, dep_stream) = feed(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -121,15 +118,10 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
         Api::<NetworkPolicy>::all(client.clone()),
         watcher::Config::default().labels(&all_managed_selector()),
     );
-    let (secrets, secret_writer) = reflector::store();
-    let secret_stream = watcher(
+    let (secrets, secret_stream) = feed(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|o: &mut PartialObjectMeta<Secret>| o.metadata.managed_fields = None)
-    .reflect(secret_writer)
-    .touched_objects();
+    );
     let (daemonsets, ds_stream) = feed(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -166,12 +158,12 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
             snapshots,
         },
         Feeds {
-            namespaces: Box::pin(ns_stream),
+            namespaces: ns_stream,
             deployments: dep_stream,
             statefulsets: sts_stream,
             budgets: pdb_stream,
             policies: np_stream,
-            secrets: Box::pin(secret_stream),
+            secrets: secret_stream,
             daemonsets: ds_stream,
             pvcs: pvc_stream,
             snapshots: snap_stream,
