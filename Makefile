@@ -67,4 +67,6 @@ image: ## build the container image (needs a Docker engine; this project's CI ma
 sbom: ## CycloneDX SBOM of the Rust dependencies in target/sbom/
 	@command -v cargo-cyclonedx >/dev/null || cargo install cargo-cyclonedx --locked
 	cargo cyclonedx --format json --override-filename rampart-sbom
-	mkdir -p target/sbom && mv rampart-sbom.json target/sbom/ && echo "target/sbom/rampart-sbom.json"
+	# One SBOM per workspace crate: the operator's is what ships; the test harness's is kept beside it.
+	mkdir -p target/sbom && mv rampart-sbom.json target/sbom/ && mv e2e/rampart-sbom.json target/sbom/rampart-e2e-sbom.json
+	@echo "target/sbom/rampart-sbom.json ($$(grep -c '"bom-ref"' target/sbom/rampart-sbom.json) bom-refs)"
