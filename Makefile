@@ -70,3 +70,9 @@ sbom: ## CycloneDX SBOM of the Rust dependencies in target/sbom/
 	# One SBOM per workspace crate: the operator's is what ships; the test harness's is kept beside it.
 	mkdir -p target/sbom && mv rampart-sbom.json target/sbom/ && mv e2e/rampart-sbom.json target/sbom/rampart-e2e-sbom.json
 	@echo "target/sbom/rampart-sbom.json ($$(grep -c '"bom-ref"' target/sbom/rampart-sbom.json) bom-refs)"
+
+.PHONY: deny
+deny: ## cargo deny: licences, bans and sources (advisories where the RustSec database is reachable)
+	@command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+	cargo deny check licenses bans sources
+	@cargo deny check advisories || echo "advisories: NOT checked or NOT clean, see above (the RustSec database must be fetchable from GitHub)"
