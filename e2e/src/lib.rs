@@ -101,26 +101,37 @@ impl TestNamespace {
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop cannot await, and the test's runtime is blocked while we wait here, so the
-        // test's client (whose worker task lives on that runtime) cannot be used: delete
-        // with a client of our own, on a runtime of our own, on a helper thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = client().await {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        })
-        .join();
+        cleanup_from_drop(move |client| async move {
+            let _ = Api::<Namespace>::all(client)
+                .delete(&name, &DeleteParams::background())
+                .await;
+        });
     }
+}
+
+/// Runs an async cleanup from a `Drop`, and waits for it. Drop cannot await, and the test's
+/// runtime is blocked while we wait, so the test's client (whose worker task lives on that
+/// runtime) cannot be used: the cleanup gets a client of its own, on a runtime of its own, on
+/// a helper thread.
+pub fn cleanup_from_drop<F, Fut>(cleanup: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(c) = client().await {
+                cleanup(c).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// Polls `probe` every 200 ms until it returns `Some`, or fails after `timeout` with

@@ -15,8 +15,8 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, delete_profile_and_wait, kubeconfig_path, repo_root, unique_id, wait_until,
-    OperatorProcess, TestNamespace, DEDICATED_LABEL,
+    cleanup_from_drop, client, delete_profile_and_wait, kubeconfig_path, repo_root, unique_id,
+    wait_until, OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::json;
 
@@ -25,7 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// A ServiceAccount bound to the config/ ClusterRole's rules (minus `drop`, if given), and
 /// a kubeconfig that impersonates it.
 struct Identity {
-    client: Client,
     role: String,
     kubeconfig: PathBuf,
 }
@@ -73,7 +72,6 @@ impl Identity {
         let path = repo_root().join(format!(".local/kubeconfig-{role_name}"));
         std::fs::write(&path, serde_yaml::to_string(&kc)?)?;
         Ok(Self {
-            client: client.clone(),
             role: role_name,
             kubeconfig: path,
         })
@@ -84,26 +82,14 @@ impl Drop for Identity {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.kubeconfig);
         let role = self.role.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(c) = client().await {
-                    let _ = Api::<ClusterRoleBinding>::all(c.clone())
-                        .delete(&role, &DeleteParams::default())
-                        .await;
-                    let _ = Api::<ClusterRole>::all(c)
-                        .delete(&role, &DeleteParams::default())
-                        .await;
-                }
-            });
-        })
-        .join();
-        let _ = &self.client;
+        cleanup_from_drop(move |c| async move {
+            let _ = Api::<ClusterRoleBinding>::all(c.clone())
+                .delete(&role, &DeleteParams::default())
+                .await;
+            let _ = Api::<ClusterRole>::all(c)
+                .delete(&role, &DeleteParams::default())
+                .await;
+        });
     }
 }
 
