@@ -2,7 +2,7 @@
 //! sequences: observe (caches) → desired and drift (pure controls) → apply (API) → status
 //! (pure compute, one API write when it changed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -174,9 +174,7 @@ fn profiles_selecting(
     };
     let ns = caches
         .namespaces
-        .state()
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(namespace))
+        .get(&ObjectRef::new(namespace))
         .map(|n| NamespaceInfo {
             name: namespace.to_string(),
             labels: n.labels().clone(),
@@ -384,20 +382,15 @@ async fn reconcile_rotation(
     use crate::controls::rotation::plan_rotation;
     let name = profile.name_any();
     let audit = profile.spec.mode == Mode::Audit;
-    let namespaces: Vec<&String> = selection
+    let namespaces: BTreeSet<&str> = selection
         .acting
         .get(&ControlName::SecretRotation)
         .into_iter()
         .flatten()
+        .map(String::as_str)
         .collect();
-    let secrets: Vec<_> = namespaces
-        .iter()
-        .flat_map(|ns| ctx.caches.secrets_in(ns, &spec.selector))
-        .collect();
-    let consumers: Vec<_> = namespaces
-        .iter()
-        .flat_map(|ns| ctx.caches.consumers_in(ns))
-        .collect();
+    let secrets = ctx.caches.secrets_in(&namespaces, &spec.selector);
+    let consumers = ctx.caches.consumers_in(&namespaces);
     let plan = plan_rotation(spec, &secrets, &consumers, audit, now);
     let mut errors = Vec::new();
     if !audit {
@@ -517,26 +510,23 @@ async fn reconcile_backups(
     let Ok(schedule) = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) else {
         return Ok((status::BackupFindings::default(), vec![], None));
     };
-    let namespaces: Vec<&String> = selection
+    let namespaces: BTreeSet<&str> = selection
         .acting
         .get(&ControlName::Backups)
         .into_iter()
         .flatten()
+        .map(String::as_str)
         .collect();
-    let mut pvcs: Vec<_> = namespaces
-        .iter()
-        .flat_map(|ns| ctx.caches.pvcs_in(ns, &spec.pvc_selector))
-        .collect();
+    let mut pvcs = ctx.caches.pvcs_in(&namespaces, &spec.pvc_selector);
     let selected_count = pvcs.len();
     // PVCs restored from a snapshot protect it from pruning even when they are not selected.
-    for ns in &namespaces {
-        for p in ctx.caches.restoring_pvcs_in(ns) {
-            if !pvcs
-                .iter()
-                .any(|q| q.namespace == p.namespace && q.name == p.name)
-            {
-                pvcs.push(p);
-            }
+    let selected_keys: BTreeSet<(String, String)> = pvcs
+        .iter()
+        .map(|p| (p.namespace.clone(), p.name.clone()))
+        .collect();
+    for p in ctx.caches.restoring_pvcs_in(&namespaces) {
+        if !selected_keys.contains(&(p.namespace.clone(), p.name.clone())) {
+            pvcs.push(p);
         }
     }
     let owned = ctx.caches.owned_snapshots(&name, &uid);

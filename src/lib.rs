@@ -20,6 +20,7 @@ pub mod observe;
 pub mod schedule;
 pub mod selection;
 pub mod status;
+pub mod trim;
 
 /// Everything that can go wrong in a reconcile, each with a fixed [`Error::category`] used as a
 /// metric label and event reason, never a free-form string.

@@ -3,10 +3,9 @@
 //!
 //! Workloads and budgets are watched whole (their selectors and replica counts matter),
 //! namespaces as metadata only, and NetworkPolicies only where they carry Rampart's label.
-//! Managed fields are dropped before caching: they are most of an object's size and nothing
-//! here reads them.
+//! Every object is trimmed before caching ([`crate::trim`]) to the fields a reconcile reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::Stream;
@@ -74,7 +73,8 @@ pub fn snapshot_resource() -> ApiResource {
     )
 }
 
-fn feed<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Feed<K>)
+/// A reflector on `api`, each object trimmed (see [`crate::trim`]) before it is cached.
+fn feed<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Feed<K>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -87,7 +87,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .modify(trim)
         .reflect(writer)
         .touched_objects();
     (reader, Box::pin(stream))
@@ -101,34 +101,42 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     let (namespaces, ns_stream) = feed(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::namespace
     );
     let (deployments, dep_stream) = feed(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::deployment
     );
     let (statefulsets, sts_stream) = feed(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::statefulset
     );
     let (budgets, pdb_stream) = feed(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::budget
     );
     let (policies, np_stream) = feed(
         Api::<NetworkPolicy>::all(client.clone()),
         watcher::Config::default().labels(&all_managed_selector()),
+        crate::trim::network_policy
     );
     let (secrets, secret_stream) = feed(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::secret
     );
     let (daemonsets, ds_stream) = feed(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::daemonset
     );
     let (pvcs, pvc_stream) = feed(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
+        crate::trim::pvc
     );
     let (snapshots, snap_stream) = if snapshot_api {
         let writer = reflector::store::Writer::new(snapshot_resource());
@@ -138,7 +146,7 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
             watcher::Config::default().labels(&all_managed_selector()),
         )
         .default_backoff()
-        .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None)
+        .modify(crate::trim::snapshot)
         .reflect(writer)
         .touched_objects();
         (Some(reader), Some(Box::pin(stream) as Feed<DynamicObject>))
@@ -189,10 +197,11 @@ impl Caches {
         Ok(())
     }
 
-    /// Secrets in `namespace` matching the rotation selector.
+    /// Secrets in `namespaces` matching the rotation selector, by namespace then name. One
+    /// pass over the cache, whatever the number of namespaces.
     pub fn secrets_in(
         &self,
-        namespace: &str,
+        namespaces: &BTreeSet<&str>,
         selector: &crate::api::LabelSelector,
     ) -> Vec<crate::controls::rotation::SecretInfo> {
         let mut out: Vec<_> = self
@@ -200,29 +209,25 @@ impl Caches {
             .state()
             .iter()
             .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace)
-                    && crate::labels::matches(selector, s.labels())
+                in_any(&s.metadata, namespaces) && crate::labels::matches(selector, s.labels())
             })
             .map(|s| crate::controls::rotation::SecretInfo {
-                namespace: namespace.to_string(),
+                namespace: s.metadata.namespace.clone().unwrap_or_default(),
                 name: s.name_any(),
                 rotation_id: s.annotations().get(ROTATION_ID_ANNOTATION).cloned(),
             })
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
     }
 
-    /// Deployments, StatefulSets and DaemonSets in `namespace`, as rotation consumers.
-    pub fn consumers_in(&self, namespace: &str) -> Vec<ConsumerInfo> {
+    /// Deployments, StatefulSets and DaemonSets in `namespaces`, as rotation consumers.
+    pub fn consumers_in(&self, namespaces: &BTreeSet<&str>) -> Vec<ConsumerInfo> {
         let mut out = Vec::new();
-        let in_ns = |m: &kube::core::ObjectMeta| m.namespace.as_deref() == Some(namespace);
-        for d in self
-            .deployments
-            .state()
-            .iter()
-            .filter(|d| in_ns(&d.metadata))
-        {
+        for d in self.deployments.state() {
+            if !in_any(&d.metadata, namespaces) {
+                continue;
+            }
             let st = d.status.clone().unwrap_or_default();
             let want = d.spec.replicas.unwrap_or(1);
             let complete = generation_observed(d.metadata.generation, st.observed_generation)
@@ -231,18 +236,15 @@ impl Caches {
                 && st.replicas.unwrap_or(0) == want;
             out.push(consumer(
                 ConsumerKind::Deployment,
-                namespace,
-                &d.name_any(),
+                &d.metadata,
                 &d.spec.template,
                 complete,
             ));
         }
-        for s in self
-            .statefulsets
-            .state()
-            .iter()
-            .filter(|s| in_ns(&s.metadata))
-        {
+        for s in self.statefulsets.state() {
+            if !in_any(&s.metadata, namespaces) {
+                continue;
+            }
             let st = s.status.clone().unwrap_or_default();
             let want = s.spec.replicas.unwrap_or(1);
             let complete = generation_observed(s.metadata.generation, st.observed_generation)
@@ -252,55 +254,55 @@ impl Caches {
                 && st.current_revision == st.update_revision;
             out.push(consumer(
                 ConsumerKind::StatefulSet,
-                namespace,
-                &s.name_any(),
+                &s.metadata,
                 &s.spec.template,
                 complete,
             ));
         }
-        for d in self
-            .daemonsets
-            .state()
-            .iter()
-            .filter(|d| in_ns(&d.metadata))
-        {
+        for d in self.daemonsets.state() {
+            if !in_any(&d.metadata, namespaces) {
+                continue;
+            }
             let st = d.status.clone().unwrap_or_default();
             let complete = generation_observed(d.metadata.generation, st.observed_generation)
                 && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
                 && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
             out.push(consumer(
                 ConsumerKind::DaemonSet,
-                namespace,
-                &d.name_any(),
+                &d.metadata,
                 &d.spec.template,
                 complete,
             ));
         }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
 
-    /// PVCs in `namespace` matching the backup selector.
-    pub fn pvcs_in(&self, namespace: &str, selector: &crate::api::LabelSelector) -> Vec<PvcInfo> {
+    /// PVCs in `namespaces` matching the backup selector, by namespace then name.
+    pub fn pvcs_in(
+        &self,
+        namespaces: &BTreeSet<&str>,
+        selector: &crate::api::LabelSelector,
+    ) -> Vec<PvcInfo> {
         let mut out: Vec<PvcInfo> = self
             .pvcs
             .state()
             .iter()
             .filter(|p| {
-                p.metadata.namespace.as_deref() == Some(namespace)
-                    && crate::labels::matches(selector, p.labels())
+                in_any(&p.metadata, namespaces) && crate::labels::matches(selector, p.labels())
             })
             .map(|p| pvc_info(p))
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         out
     }
 
-    /// Every PVC restored from a snapshot, in `namespace`: retention must never prune those.
-    pub fn restoring_pvcs_in(&self, namespace: &str) -> Vec<PvcInfo> {
+    /// Every PVC restored from a snapshot, in `namespaces`: retention must never prune those.
+    pub fn restoring_pvcs_in(&self, namespaces: &BTreeSet<&str>) -> Vec<PvcInfo> {
         self.pvcs
             .state()
             .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|p| in_any(&p.metadata, namespaces))
             .map(|p| pvc_info(p))
             .filter(|p| p.restored_from.is_some())
             .collect()
@@ -534,10 +536,15 @@ fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
     }
 }
 
+fn in_any(meta: &kube::core::ObjectMeta, namespaces: &BTreeSet<&str>) -> bool {
+    meta.namespace
+        .as_deref()
+        .is_some_and(|ns| namespaces.contains(ns))
+}
+
 fn consumer(
     kind: ConsumerKind,
-    namespace: &str,
-    name: &str,
+    meta: &kube::core::ObjectMeta,
     template: &PodTemplateSpec,
     rollout_complete: bool,
 ) -> ConsumerInfo {
@@ -548,9 +555,9 @@ fn consumer(
         .unwrap_or_default();
     ConsumerInfo {
         id: ConsumerRef {
-            namespace: namespace.to_string(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
             kind,
-            name: name.to_string(),
+            name: meta.name.clone().unwrap_or_default(),
         },
         secrets: template
             .spec

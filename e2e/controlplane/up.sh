@@ -141,7 +141,7 @@ start kube-controller-manager "$L/logs/kube-controller-manager.log" kube-control
   --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" --use-service-account-credentials=false \
   --cluster-signing-cert-file "$P/ca.crt" --cluster-signing-key-file "$P/ca.key" \
   --kube-api-qps 200 --kube-api-burst 400 --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 \
-  --concurrent-statefulset-syncs 10 \
+  --concurrent-statefulset-syncs 10 --concurrent-namespace-syncs 40 \
   --node-monitor-grace-period 1h --node-startup-grace-period 1h --v=1
 start kube-scheduler "$L/logs/kube-scheduler.log" kube-scheduler \
   --kubeconfig "$KUBECONFIG_PATH" --authentication-kubeconfig "$KUBECONFIG_PATH" --authorization-kubeconfig "$KUBECONFIG_PATH" \

@@ -4,7 +4,9 @@
 //! Environment: BENCH_N (namespaces, default 100), BENCH_RUNS (default 3), BENCH_IDLE_SECS
 //! (default 120), BENCH_ROTATION (1; 0 skips the rotation figures), BENCH_OPERATOR (the
 //! operator binary, default target/release/rampart),
-//! BENCH_OUT (JSON path, default target/bench/bench-<unix time>.json).
+//! BENCH_OUT (JSON path, default target/bench/bench-<unix time>.json), BENCH_ESTATE (reuse
+//! the estate with this id), BENCH_KEEP (1 leaves the estate in place), BENCH_RUNS=0 (only
+//! build the estate).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -543,7 +545,10 @@ async fn main() -> Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| repo_root().join(format!("target/bench/bench-{stamp}.json")));
     let c = client().await?;
-    let estate = format!("e{stamp}");
+    // BENCH_ESTATE reuses an estate a previous run left behind with BENCH_KEEP=1 (creation is
+    // idempotent), so profiling the operator at N=1000 need not wait for 8,000 pods each time.
+    let estate = std::env::var("BENCH_ESTATE").unwrap_or_else(|_| format!("e{stamp}"));
+    let keep = env_num("BENCH_KEEP", 0) == 1;
     eprintln!(
         "bench: N={n} namespaces, {runs} runs, idle window {idle}s, operator {}",
         bin.display()
@@ -582,6 +587,10 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    if runs == 0 {
+        eprintln!("bench: BENCH_RUNS=0, estate {estate} left in place");
+        return Ok(());
+    }
     let expected_np = n * 5;
     let expected_pdb = n * 3 - n.div_ceil(10);
     let expected_snap = n * 2;
@@ -605,7 +614,7 @@ async fn main() -> Result<()> {
         // The floor first, into fresh namespaces of its own.
         let floor_ns: Vec<String> = (0..n).map(|i| format!("bench-floor-{run}-{i}")).collect();
         stream::iter(floor_ns.iter())
-            .map(|ns| create(&c, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"bench.rampart.dev/floor": estate}}})))
+            .map(|ns| create(&c, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"bench.rampart.dev/floor": estate, "bench.rampart.dev/floor-run": run}}})))
             .buffer_unordered(CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
@@ -615,6 +624,10 @@ async fn main() -> Result<()> {
             "run {r}: floor {floor_count} objects in {:.2}s",
             floor_time.as_secs_f64()
         );
+        // The floor's objects carry Rampart's labels; left in place, the operator would watch
+        // them too and every later footprint figure would include them.
+        let gone = delete_namespaces(&c, &format!("bench.rampart.dev/floor-run={run}")).await?;
+        eprintln!("run {r}: floor namespaces deleted in {:.1}s", gone.as_secs_f64());
 
         let op = Operator::start(&bin, &run, &format!("bench-{run}.log")).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -893,17 +906,33 @@ async fn main() -> Result<()> {
     println!("once: {}", serde_json::to_string(&result["once"])?);
     println!("JSON: {}", out_path.display());
 
-    // Leave the cluster as we found it.
-    for label in [
-        format!("{ESTATE_LABEL}={estate}"),
-        format!("bench.rampart.dev/floor={estate}"),
-    ] {
-        let nss = Api::<Namespace>::all(c.clone());
-        for ns in nss.list(&ListParams::default().labels(&label)).await?.items {
-            let _ = nss
-                .delete(&ns.name_any(), &DeleteParams::background())
-                .await;
-        }
+    // Leave the cluster as we found it (unless asked to keep the estate for the next run).
+    if !keep {
+        delete_namespaces(&c, &format!("{ESTATE_LABEL}={estate}")).await?;
     }
     Ok(())
+}
+
+/// Deletes the namespaces matching `label` and waits until they are gone; returns how long
+/// that took.
+async fn delete_namespaces(c: &Client, label: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let nss = Api::<Namespace>::all(c.clone());
+    for ns in nss.list(&ListParams::default().labels(label)).await?.items {
+        let _ = nss
+            .delete(&ns.name_any(), &DeleteParams::background())
+            .await;
+    }
+    while !nss
+        .list(&ListParams::default().labels(label).limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        if start.elapsed() > Duration::from_secs(900) {
+            return Err(anyhow!("namespaces {label} not gone after 15 minutes"));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(start.elapsed())
 }
