@@ -2,7 +2,7 @@
 //! sequences: observe (caches) → desired and drift (pure controls) → apply (API) → status
 //! (pure compute, one API write when it changed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use crate::api::{
 use crate::apply::{self, Created};
 use crate::controls::disruption_budgets::{desired_disruption_budgets, drain_blocking_budgets};
 use crate::controls::network_policies::desired_network_policies;
-use crate::controls::{self, DesiredObject, DriftReason, ManagedKind, Plan};
+use crate::controls::{self, DesiredObject, DriftReason, ManagedKind};
 use crate::metrics::Metrics;
 use crate::observe::{self, profile_of, Caches};
 use crate::selection::{self, NamespaceInfo, ProfileInfo, Selection};
@@ -309,26 +309,17 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
     };
     let selection = selection::select(&me, &infos, &ctx.caches.namespace_infos(), now);
 
-    let (desired, mut findings) = desired_state(&name, profile, &selection, ctx);
-    let observed = ctx.caches.owned_objects(&name, &uid);
-    let plan = controls::plan(
-        desired,
-        &observed,
-        &[ManagedKind::NetworkPolicy, ManagedKind::PodDisruptionBudget],
-    );
-    for d in &plan.drift {
-        findings.managed.entry(d.control).or_insert(0);
-    }
-
-    let (outcomes, failures) = match spec.mode {
-        Mode::Audit => (
-            plan.drift
-                .iter()
-                .map(|d| (d.clone(), DriftOutcome::Reported))
-                .collect(),
-            vec![],
-        ),
-        Mode::Enforce => execute(&plan, profile, ctx).await?,
+    let enforce = spec.mode == Mode::Enforce;
+    let (drift, writes, mut findings) = plan_profile(profile, &uid, &selection, ctx, enforce);
+    let planned_writes = writes.len();
+    let (outcomes, failures) = if enforce {
+        execute(drift, writes, profile, ctx).await?
+    } else {
+        let reported = drift
+            .into_iter()
+            .map(|d| (d, DriftOutcome::Reported))
+            .collect();
+        (reported, vec![])
     };
     findings.drift = outcomes;
     let mut failures = failures;
@@ -358,7 +349,7 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
         return Err(Error::PartialApply {
             profile: name,
             count: failures.len(),
-            total: plan.create.len() + plan.repair.len() + plan.delete.len(),
+            total: planned_writes,
             first: first.to_string(),
         });
     }
@@ -670,40 +661,83 @@ async fn reconcile_backups(
 
 /// Desired objects for every control and namespace the profile acts in, with the findings
 /// that do not come from the plan (budgets left to users, drain blockers, managed counts).
-fn desired_state(
-    name: &str,
+/// The profile's policies and budgets, planned one namespace at a time: desired objects,
+/// the drift from what is observed, and (when `enforce`) the writes that repair it. Only the
+/// writes are kept, and as compact JSON, so a reconcile over a converged estate holds one
+/// namespace's manifests at a time rather than the estate's.
+fn plan_profile(
     profile: &HardeningProfile,
+    uid: &str,
     selection: &Selection,
     ctx: &Context,
-) -> (Vec<DesiredObject>, Findings) {
+    enforce: bool,
+) -> (Vec<controls::Drift>, Vec<Write>, Findings) {
+    let name = profile.name_any();
     let spec = &profile.spec;
-    let mut desired = Vec::new();
     let mut findings = Findings::default();
-    if let Some(np) = &spec.network_policies {
-        for ns in selection
+    let (mut drift, mut writes) = (Vec::new(), Vec::new());
+    let acting = |c: ControlName| -> BTreeSet<&str> {
+        selection
             .acting
-            .get(&ControlName::NetworkPolicies)
+            .get(&c)
             .into_iter()
             .flatten()
-        {
-            desired.extend(desired_network_policies(name, np, ns));
+            .map(String::as_str)
+            .collect()
+    };
+    let policy_namespaces = acting(ControlName::NetworkPolicies);
+    let budget_namespaces = acting(ControlName::PodDisruptionBudgets);
+    let (workloads, budgets) = match &spec.pod_disruption_budgets {
+        Some(_) => (
+            ctx.caches.workloads_by_namespace(),
+            ctx.caches.budgets_by_namespace(),
+        ),
+        None => Default::default(),
+    };
+    let owned = ctx.caches.owned(&name, uid);
+    // Namespaces with objects of ours that are no longer desired are planned too: that is
+    // where deletions come from.
+    let namespaces: BTreeSet<&str> = policy_namespaces
+        .iter()
+        .chain(&budget_namespaces)
+        .copied()
+        .chain(owned.namespaces())
+        .collect();
+    for ns in namespaces {
+        let mut desired = Vec::new();
+        if let Some(np) = spec.network_policies.as_ref() {
+            if policy_namespaces.contains(ns) {
+                desired.extend(desired_network_policies(&name, np, ns));
+            }
+        }
+        if let Some(pdb) = spec.pod_disruption_budgets.as_ref() {
+            if budget_namespaces.contains(ns) {
+                let w = workloads.get(ns).map(Vec::as_slice).unwrap_or_default();
+                let b = budgets.get(ns).map(Vec::as_slice).unwrap_or_default();
+                let outcome = desired_disruption_budgets(&name, pdb, w, b);
+                desired.extend(outcome.desired);
+                findings.covered_by_user.extend(outcome.covered_by_user);
+            }
+        }
+        for d in &desired {
+            *findings.managed.entry(d.control).or_insert(0) += 1;
+        }
+        let plan = controls::plan(
+            desired,
+            &owned.observed_in(ns),
+            &[ManagedKind::NetworkPolicy, ManagedKind::PodDisruptionBudget],
+        );
+        for d in &plan.drift {
+            findings.managed.entry(d.control).or_insert(0);
+        }
+        drift.extend(plan.drift);
+        if enforce {
+            writes.extend(plan.create.into_iter().map(Write::create));
+            writes.extend(plan.repair.into_iter().map(Write::repair));
+            writes.extend(plan.delete.into_iter().map(Write::Delete));
         }
     }
-    if let Some(pdb) = &spec.pod_disruption_budgets {
-        let workloads = ctx.caches.workloads_by_namespace();
-        let budgets = ctx.caches.budgets_by_namespace();
-        for ns in selection
-            .acting
-            .get(&ControlName::PodDisruptionBudgets)
-            .into_iter()
-            .flatten()
-        {
-            let w = workloads.get(ns).map(Vec::as_slice).unwrap_or_default();
-            let b = budgets.get(ns).map(Vec::as_slice).unwrap_or_default();
-            let outcome = desired_disruption_budgets(name, pdb, w, b);
-            desired.extend(outcome.desired);
-            findings.covered_by_user.extend(outcome.covered_by_user);
-        }
+    if spec.pod_disruption_budgets.is_some() {
         let in_scope: Vec<_> = selection
             .namespaces
             .iter()
@@ -711,12 +745,7 @@ fn desired_state(
             .collect();
         findings.drain_blocking = drain_blocking_budgets(&in_scope);
     }
-    let mut managed: BTreeMap<ControlName, usize> = BTreeMap::new();
-    for d in &desired {
-        *managed.entry(d.control).or_insert(0) += 1;
-    }
-    findings.managed = managed;
-    (desired, findings)
+    (drift, writes, findings)
 }
 
 /// One write of a plan, with the object it is about and, on success, a drift reason that
@@ -724,74 +753,125 @@ fn desired_state(
 type PendingWrite =
     futures::future::BoxFuture<'static, (controls::ObjectKey, Result<Option<DriftReason>, Error>)>;
 
-/// Carries out a plan with bounded concurrency. Every write is attempted, so one failing
-/// namespace never holds up the others; failures are returned for the status and the retry.
+/// A write a plan asks for. Desired manifests wait as compact JSON text: a first reconcile
+/// at a thousand namespaces queues ten thousand of them, and as `serde_json::Value` maps each
+/// would take several times its size.
+enum Write {
+    Create(PendingObject),
+    Repair(PendingObject),
+    Delete(controls::ObservedObject),
+}
+
+struct PendingObject {
+    key: controls::ObjectKey,
+    control: ControlName,
+    manifest: String,
+}
+
+impl PendingObject {
+    fn new(d: DesiredObject) -> Self {
+        Self {
+            // `Value`'s Display is its compact JSON and cannot fail.
+            manifest: d.manifest.to_string(),
+            key: d.key,
+            control: d.control,
+        }
+    }
+
+    fn desired(self) -> Result<DesiredObject, Error> {
+        let manifest = serde_json::from_str(&self.manifest).map_err(|source| Error::Encode {
+            what: format!("manifest of {}", self.key.name),
+            source,
+        })?;
+        Ok(DesiredObject {
+            key: self.key,
+            control: self.control,
+            manifest,
+        })
+    }
+}
+
+impl Write {
+    fn create(d: DesiredObject) -> Self {
+        Write::Create(PendingObject::new(d))
+    }
+
+    fn repair(d: DesiredObject) -> Self {
+        Write::Repair(PendingObject::new(d))
+    }
+
+    fn key(&self) -> &controls::ObjectKey {
+        match self {
+            Write::Create(p) | Write::Repair(p) => &p.key,
+            Write::Delete(o) => &o.key,
+        }
+    }
+
+    /// The write as an owned future (borrowing closures inside a buffered stream trip the
+    /// compiler's lifetime inference in the spawned reconcile).
+    fn run(
+        self,
+        client: Client,
+        metrics: Arc<Metrics>,
+        owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    ) -> PendingWrite {
+        let key = self.key().clone();
+        Box::pin(async move {
+            let r = match self {
+                Write::Create(p) => match p.desired() {
+                    Ok(d) => apply::create(&client, &metrics, &d, &owner)
+                        .await
+                        .map(|c| match c {
+                            Created::NameTaken => Some(DriftReason::NameTaken),
+                            Created::Created | Created::AlreadyOurs => None,
+                        }),
+                    Err(e) => Err(e),
+                },
+                Write::Repair(p) => match p.desired() {
+                    Ok(d) => apply::repair(&client, &metrics, &d, &owner)
+                        .await
+                        .map(|_| None),
+                    Err(e) => Err(e),
+                },
+                Write::Delete(o) => apply::delete(&client, &metrics, &owner.name, &o)
+                    .await
+                    .map(|_| None),
+            };
+            (key, r)
+        })
+    }
+}
+
+/// Runs writes with bounded concurrency, making each future only when the buffer pulls it
+/// (a boxed write future is a few kilobytes). Every write is attempted, so one failing
+/// namespace never holds up the others.
+async fn run_writes(
+    writes: Vec<Write>,
+    ctx: &Context,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Vec<(controls::ObjectKey, Result<Option<DriftReason>, Error>)> {
+    let (client, metrics, owner) = (ctx.client.clone(), ctx.metrics.clone(), owner.clone());
+    stream::iter(writes)
+        .map(move |w| w.run(client.clone(), metrics.clone(), owner.clone()))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Carries out the writes of a plan and says, for each drift, whether it was repaired.
+/// Failures are returned for the status and the retry.
 async fn execute(
-    plan: &Plan,
+    drift: Vec<controls::Drift>,
+    writes: Vec<Write>,
     profile: &HardeningProfile,
     ctx: &Context,
 ) -> Result<(Vec<(controls::Drift, DriftOutcome)>, Vec<Error>), Error> {
     let owner = apply::owner_reference(profile)?;
-    let client = &ctx.client;
-
-    // Each write is its own owned future: borrowed closures in a buffered stream trip the
-    // compiler's lifetime inference inside the spawned reconcile.
-    let mut writes: Vec<PendingWrite> = Vec::new();
-    for d in &plan.create {
-        let (client, metrics, owner, d) = (
-            client.clone(),
-            ctx.metrics.clone(),
-            owner.clone(),
-            d.clone(),
-        );
-        writes.push(Box::pin(async move {
-            let r = apply::create(&client, &metrics, &d, &owner)
-                .await
-                .map(|c| match c {
-                    Created::NameTaken => Some(DriftReason::NameTaken),
-                    Created::Created | Created::AlreadyOurs => None,
-                });
-            (d.key, r)
-        }));
-    }
-    for d in &plan.repair {
-        let (client, metrics, owner, d) = (
-            client.clone(),
-            ctx.metrics.clone(),
-            owner.clone(),
-            d.clone(),
-        );
-        writes.push(Box::pin(async move {
-            let r = apply::repair(&client, &metrics, &d, &owner)
-                .await
-                .map(|_| None);
-            (d.key, r)
-        }));
-    }
-    for o in &plan.delete {
-        let (client, metrics, o, profile) = (
-            client.clone(),
-            ctx.metrics.clone(),
-            o.clone(),
-            owner.name.clone(),
-        );
-        writes.push(Box::pin(async move {
-            let r = apply::delete(&client, &metrics, &profile, &o)
-                .await
-                .map(|_| None);
-            (o.key, r)
-        }));
-    }
-    let results: Vec<(controls::ObjectKey, Result<Option<DriftReason>, Error>)> =
-        stream::iter(writes)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
-
+    let results = run_writes(writes, ctx, &owner).await;
     let by_key: HashMap<controls::ObjectKey, &Result<Option<DriftReason>, Error>> =
         results.iter().map(|(k, r)| (k.clone(), r)).collect();
     let mut outcomes = Vec::new();
-    for d in &plan.drift {
+    for d in &drift {
         let outcome = match by_key.get(&d.key) {
             Some(Ok(None)) => {
                 ctx.metrics
@@ -1046,30 +1126,22 @@ fn next_due(profile: &HardeningProfile, now: DateTime<Utc>, name_taken: bool) ->
 async fn cleanup_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Action, Error> {
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
-    let owned = ctx.caches.owned_objects(&name, &uid);
-    let deletes: Vec<futures::future::BoxFuture<'static, Result<(), Error>>> = owned
-        .iter()
-        .map(|o| {
-            let (client, metrics, o, profile) = (
-                ctx.client.clone(),
-                ctx.metrics.clone(),
-                o.clone(),
-                name.clone(),
-            );
-            Box::pin(async move { apply::delete(&client, &metrics, &profile, &o).await })
-                as futures::future::BoxFuture<'static, _>
-        })
+    let owned: Vec<Write> = ctx
+        .caches
+        .owned(&name, &uid)
+        .observed()
+        .into_iter()
+        .map(Write::Delete)
         .collect();
-    let results: Vec<Result<(), Error>> = stream::iter(deletes)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect()
-        .await;
-    let failures: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    let total = owned.len();
+    let owner = apply::owner_reference(profile)?;
+    let results = run_writes(owned, ctx, &owner).await;
+    let failures: Vec<Error> = results.into_iter().filter_map(|(_, r)| r.err()).collect();
     if let Some(first) = failures.first() {
         return Err(Error::PartialApply {
             profile: name,
             count: failures.len(),
-            total: owned.len(),
+            total,
             first: first.to_string(),
         });
     }
@@ -1088,7 +1160,7 @@ async fn cleanup_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Ac
         };
         r?;
     }
-    info!(profile = %name, deleted = owned.len(), "profile deleted; removed what it made");
+    info!(profile = %name, deleted = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);
     Ok(Action::await_change())
 }

@@ -18,7 +18,6 @@ use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
 
 use crate::api::{
     all_managed_selector, ControlName, CONTROL_LABEL, KEEP_LABEL, MANAGED_BY_LABEL,
@@ -101,42 +100,42 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     let (namespaces, ns_stream) = feed(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::namespace
+        crate::trim::namespace,
     );
     let (deployments, dep_stream) = feed(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::deployment
+        crate::trim::deployment,
     );
     let (statefulsets, sts_stream) = feed(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::statefulset
+        crate::trim::statefulset,
     );
     let (budgets, pdb_stream) = feed(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::budget
+        crate::trim::budget,
     );
     let (policies, np_stream) = feed(
         Api::<NetworkPolicy>::all(client.clone()),
         watcher::Config::default().labels(&all_managed_selector()),
-        crate::trim::network_policy
+        crate::trim::network_policy,
     );
     let (secrets, secret_stream) = feed(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::secret
+        crate::trim::secret,
     );
     let (daemonsets, ds_stream) = feed(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::daemonset
+        crate::trim::daemonset,
     );
     let (pvcs, pvc_stream) = feed(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
-        crate::trim::pvc
+        crate::trim::pvc,
     );
     let (snapshots, snap_stream) = if snapshot_api {
         let writer = reflector::store::Writer::new(snapshot_resource());
@@ -436,51 +435,101 @@ impl Caches {
         out
     }
 
-    /// The NetworkPolicies and PodDisruptionBudgets that belong to the profile: its labels and
-    /// an owner reference to its uid. Nothing else is ever changed or deleted.
-    pub fn owned_objects(&self, profile: &str, profile_uid: &str) -> Vec<ObservedObject> {
-        let mut out = Vec::new();
-        collect_owned(
-            &self.policies.state(),
-            ManagedKind::NetworkPolicy,
-            profile,
-            profile_uid,
-            &mut out,
-        );
-        collect_owned(
-            &self.budgets.state(),
-            ManagedKind::PodDisruptionBudget,
-            profile,
-            profile_uid,
-            &mut out,
-        );
-        out
+    /// The NetworkPolicies and PodDisruptionBudgets that belong to the profile (its labels and
+    /// an owner reference to its uid), by namespace. Nothing else is ever changed or deleted.
+    pub fn owned(&self, profile: &str, profile_uid: &str) -> Owned {
+        let mut by_namespace: BTreeMap<String, Vec<OwnedRef>> = BTreeMap::new();
+        for p in self.policies.state() {
+            if belongs_to(&p.metadata, profile, profile_uid) {
+                by_namespace
+                    .entry(p.namespace().unwrap_or_default())
+                    .or_default()
+                    .push(OwnedRef::Policy(p));
+            }
+        }
+        for b in self.budgets.state() {
+            if belongs_to(&b.metadata, profile, profile_uid) {
+                by_namespace
+                    .entry(b.namespace().unwrap_or_default())
+                    .or_default()
+                    .push(OwnedRef::Budget(b));
+            }
+        }
+        Owned { by_namespace }
     }
 }
 
-fn collect_owned<K: Resource + Serialize>(
-    objs: &[Arc<K>],
-    kind: ManagedKind,
-    profile: &str,
-    uid: &str,
-    out: &mut Vec<ObservedObject>,
-) {
-    for o in objs {
-        if !belongs_to(o.meta(), profile, uid) {
-            continue;
-        }
-        let Ok(body) = serde_json::to_value(o.as_ref()) else {
-            continue;
-        };
-        out.push(ObservedObject {
-            key: ObjectKey {
-                kind,
-                namespace: o.meta().namespace.clone().unwrap_or_default(),
-                name: o.meta().name.clone().unwrap_or_default(),
-            },
-            control: control_of(o.meta()),
-            body,
-        });
+/// A profile's policies and budgets as cached, by namespace. They become [`ObservedObject`]s
+/// (JSON, what drift is judged on) one namespace at a time, so a reconcile never holds the
+/// whole estate as JSON.
+pub struct Owned {
+    by_namespace: BTreeMap<String, Vec<OwnedRef>>,
+}
+
+enum OwnedRef {
+    Policy(Arc<NetworkPolicy>),
+    Budget(Arc<PodDisruptionBudget>),
+}
+
+impl Owned {
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.by_namespace.keys().map(String::as_str)
+    }
+
+    /// The profile's objects in `namespace`.
+    pub fn observed_in(&self, namespace: &str) -> Vec<ObservedObject> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| match o {
+                OwnedRef::Policy(p) => observed(ManagedKind::NetworkPolicy, p.as_ref()),
+                OwnedRef::Budget(b) => observed(ManagedKind::PodDisruptionBudget, b.as_ref()),
+            })
+            .collect()
+    }
+
+    /// All of them.
+    pub fn observed(&self) -> Vec<ObservedObject> {
+        self.namespaces()
+            .flat_map(|ns| self.observed_in(ns))
+            .collect()
+    }
+}
+
+/// Only what drift is judged on (labels, annotations, spec) and the uid a delete is
+/// preconditioned on.
+fn observed<K: Resource + HasSpec>(kind: ManagedKind, o: &K) -> Option<ObservedObject> {
+    let spec = o.spec_json().ok()?;
+    let m = o.meta();
+    Some(ObservedObject {
+        key: ObjectKey {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+        },
+        control: control_of(m),
+        body: serde_json::json!({
+            "metadata": {"uid": m.uid, "labels": m.labels, "annotations": m.annotations},
+            "spec": spec,
+        }),
+    })
+}
+
+/// The kinds whose spec drift is judged on.
+trait HasSpec {
+    fn spec_json(&self) -> serde_json::Result<serde_json::Value>;
+}
+
+impl HasSpec for NetworkPolicy {
+    fn spec_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.spec)
+    }
+}
+
+impl HasSpec for PodDisruptionBudget {
+    fn spec_json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.spec)
     }
 }
 

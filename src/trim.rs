@@ -263,7 +263,14 @@ mod tests {
         assert_eq!(used(&trimmed), used(&full));
         assert_eq!(
             used(&trimmed).into_iter().collect::<Vec<_>>(),
-            ["api", "db", "debug-token", "init-secret", "projected", "tls"]
+            [
+                "api",
+                "db",
+                "debug-token",
+                "init-secret",
+                "projected",
+                "tls"
+            ]
         );
         assert_eq!(trimmed.metadata, full.metadata);
     }
@@ -302,7 +309,10 @@ mod tests {
         secret(&mut s);
         let a = s.metadata.annotations.expect("annotations");
         assert_eq!(a.len(), 1);
-        assert_eq!(a.get(ROTATION_ID_ANNOTATION).map(String::as_str), Some("r2"));
+        assert_eq!(
+            a.get(ROTATION_ID_ANNOTATION).map(String::as_str),
+            Some("r2")
+        );
         assert!(s.metadata.labels.is_some());
     }
 
@@ -334,7 +344,10 @@ mod tests {
         }))
         .expect("valid snapshot");
         snapshot(&mut s);
-        assert_eq!(s.data["spec"]["source"]["persistentVolumeClaimName"], "data");
+        assert_eq!(
+            s.data["spec"]["source"]["persistentVolumeClaimName"],
+            "data"
+        );
         assert_eq!(s.data["status"]["readyToUse"], true);
         assert!(s.data["status"]["error"].is_null());
         assert!(s.data["spec"].get("volumeSnapshotClassName").is_none());

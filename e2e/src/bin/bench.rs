@@ -627,7 +627,10 @@ async fn main() -> Result<()> {
         // The floor's objects carry Rampart's labels; left in place, the operator would watch
         // them too and every later footprint figure would include them.
         let gone = delete_namespaces(&c, &format!("bench.rampart.dev/floor-run={run}")).await?;
-        eprintln!("run {r}: floor namespaces deleted in {:.1}s", gone.as_secs_f64());
+        eprintln!(
+            "run {r}: floor namespaces deleted in {:.1}s",
+            gone.as_secs_f64()
+        );
 
         let op = Operator::start(&bin, &run, &format!("bench-{run}.log")).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
