@@ -542,20 +542,14 @@ async fn reconcile_backups(
         let owner = apply::owner_reference(profile)?;
         let mut created = 0u64;
         // All of a slot's snapshots go out together: the slot's lag is the slowest one's.
-        let creates: Vec<_> = plan
-            .create
-            .iter()
-            .map(|d| {
-                let (client, metrics, owner, d) = (
-                    ctx.client.clone(),
-                    ctx.metrics.clone(),
-                    owner.clone(),
-                    d.clone(),
-                );
+        let (client, metrics, create_owner) =
+            (ctx.client.clone(), ctx.metrics.clone(), owner.clone());
+        let results: Vec<Result<Created, Error>> = stream::iter(std::mem::take(&mut plan.create))
+            .map(move |d| {
+                let (client, metrics, owner) =
+                    (client.clone(), metrics.clone(), create_owner.clone());
                 async move { apply::create(&client, &metrics, &d, &owner).await }
             })
-            .collect();
-        let results: Vec<Result<Created, Error>> = stream::iter(creates)
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
@@ -570,16 +564,23 @@ async fn reconcile_backups(
             .snapshots_created
             .with_label_values(&[name.as_str()])
             .inc_by(created);
+        // Pruned after the slot's snapshots are out, and concurrently: at a thousand
+        // namespaces a slot prunes as many as it creates.
+        let mut by_key: HashMap<(String, String), controls::ObservedObject> = owned
+            .into_iter()
+            .map(|(i, o)| ((i.namespace, i.name), o))
+            .collect();
+        let prunes: Vec<Write> = plan
+            .prune
+            .iter()
+            .filter_map(|s| by_key.remove(&(s.namespace.clone(), s.name.clone())))
+            .map(Write::Delete)
+            .collect();
         let mut pruned = 0u64;
-        for s in &plan.prune {
-            if let Some((_, o)) = owned
-                .iter()
-                .find(|(i, _)| i.namespace == s.namespace && i.name == s.name)
-            {
-                match apply::delete(&ctx.client, &ctx.metrics, &name, o).await {
-                    Ok(()) => pruned += 1,
-                    Err(e) => errors.push(e),
-                }
+        for (_, r) in run_writes(prunes, ctx, &owner).await {
+            match r {
+                Ok(_) => pruned += 1,
+                Err(e) => errors.push(e),
             }
         }
         ctx.metrics
@@ -1129,7 +1130,7 @@ async fn cleanup_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Ac
     let owned: Vec<Write> = ctx
         .caches
         .owned(&name, &uid)
-        .observed()
+        .for_deletion()
         .into_iter()
         .map(Write::Delete)
         .collect();

@@ -489,10 +489,26 @@ impl Owned {
             .collect()
     }
 
-    /// All of them.
-    pub fn observed(&self) -> Vec<ObservedObject> {
-        self.namespaces()
-            .flat_map(|ns| self.observed_in(ns))
+    /// All of them, for deletion: identity and uid only, no spec.
+    pub fn for_deletion(&self) -> Vec<ObservedObject> {
+        self.by_namespace
+            .values()
+            .flatten()
+            .map(|o| {
+                let (kind, m) = match o {
+                    OwnedRef::Policy(p) => (ManagedKind::NetworkPolicy, &p.metadata),
+                    OwnedRef::Budget(b) => (ManagedKind::PodDisruptionBudget, &b.metadata),
+                };
+                ObservedObject {
+                    key: ObjectKey {
+                        kind,
+                        namespace: m.namespace.clone().unwrap_or_default(),
+                        name: m.name.clone().unwrap_or_default(),
+                    },
+                    control: control_of(m),
+                    body: serde_json::json!({"metadata": {"uid": m.uid}}),
+                }
+            })
             .collect()
     }
 }
