@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod selection;
 pub mod status;
 pub mod trim;
+pub mod workloads;
 
 /// Everything that can go wrong in a reconcile, each with a fixed [`Error::category`] used as a
 /// metric label and event reason, never a free-form string.

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DynamicObject;
@@ -24,25 +24,24 @@ use crate::api::{
     MANAGED_BY_VALUE, PROFILE_LABEL, ROTATION_ID_ANNOTATION,
 };
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
-use crate::controls::rotation::{
-    secrets_used_by, ConsumerInfo, ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION,
-};
+use crate::controls::rotation::{ConsumerInfo, ConsumerKind, ConsumerRef};
 use crate::controls::snapshots::{PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::{ManagedKind, ObjectKey, ObservedObject};
 use crate::selection::NamespaceInfo;
+use crate::workloads::{Summarize, Workload};
 
 /// The caches a reconcile reads.
 #[derive(Clone)]
 pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub deployments: Store<Deployment>,
-    pub statefulsets: Store<StatefulSet>,
+    pub deployments: Store<Workload<Deployment>>,
+    pub statefulsets: Store<Workload<StatefulSet>>,
     pub budgets: Store<PodDisruptionBudget>,
     pub policies: Store<NetworkPolicy>,
     /// Secrets as metadata only: rotation needs their labels and annotations, and a value
     /// that is never read into memory can never leak from it.
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    pub daemonsets: Store<DaemonSet>,
+    pub daemonsets: Store<Workload<DaemonSet>>,
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
     pub snapshots: Option<Store<DynamicObject>>,
@@ -54,12 +53,12 @@ type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + 
 /// the profiles it affects.
 pub struct Feeds {
     pub namespaces: Feed<PartialObjectMeta<Namespace>>,
-    pub deployments: Feed<Deployment>,
-    pub statefulsets: Feed<StatefulSet>,
+    pub deployments: Feed<Workload<Deployment>>,
+    pub statefulsets: Feed<Workload<StatefulSet>>,
     pub budgets: Feed<PodDisruptionBudget>,
     pub policies: Feed<NetworkPolicy>,
     pub secrets: Feed<PartialObjectMeta<Secret>>,
-    pub daemonsets: Feed<DaemonSet>,
+    pub daemonsets: Feed<Workload<DaemonSet>>,
     pub pvcs: Feed<PersistentVolumeClaim>,
     pub snapshots: Option<Feed<DynamicObject>>,
 }
@@ -92,6 +91,26 @@ where
     (reader, Box::pin(stream))
 }
 
+/// A reflector of [`Workload`] summaries of `api`'s objects.
+fn workload_feed<K>(api: Api<K>) -> (Store<Workload<K>>, Feed<Workload<K>>)
+where
+    K: Summarize + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(|event| match event {
+            watcher::Event::Apply(o) => watcher::Event::Apply(o.summarize()),
+            watcher::Event::Delete(o) => watcher::Event::Delete(o.summarize()),
+            watcher::Event::InitApply(o) => watcher::Event::InitApply(o.summarize()),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        })
+        .reflect(writer)
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
 /// Starts nothing by itself: the returned feeds must be polled (the controller does).
 /// `snapshot_api` says whether the cluster serves `snapshot.storage.k8s.io/v1`.
 pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
@@ -102,16 +121,8 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
         watcher::Config::default(),
         crate::trim::namespace,
     );
-    let (deployments, dep_stream) = feed(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-        crate::trim::deployment,
-    );
-    let (statefulsets, sts_stream) = feed(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-        crate::trim::statefulset,
-    );
+    let (deployments, dep_stream) = workload_feed(Api::<Deployment>::all(client.clone()));
+    let (statefulsets, sts_stream) = workload_feed(Api::<StatefulSet>::all(client.clone()));
     let (budgets, pdb_stream) = feed(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
@@ -127,11 +138,7 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
         watcher::Config::default(),
         crate::trim::secret,
     );
-    let (daemonsets, ds_stream) = feed(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-        crate::trim::daemonset,
-    );
+    let (daemonsets, ds_stream) = workload_feed(Api::<DaemonSet>::all(client.clone()));
     let (pvcs, pvc_stream) = feed(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
@@ -222,57 +229,22 @@ impl Caches {
 
     /// Deployments, StatefulSets and DaemonSets in `namespaces`, as rotation consumers.
     pub fn consumers_in(&self, namespaces: &BTreeSet<&str>) -> Vec<ConsumerInfo> {
-        let mut out = Vec::new();
-        for d in self.deployments.state() {
-            if !in_any(&d.metadata, namespaces) {
-                continue;
-            }
-            let st = d.status.clone().unwrap_or_default();
-            let want = d.spec.replicas.unwrap_or(1);
-            let complete = generation_observed(d.metadata.generation, st.observed_generation)
-                && st.updated_replicas.unwrap_or(0) == want
-                && st.available_replicas.unwrap_or(0) == want
-                && st.replicas.unwrap_or(0) == want;
-            out.push(consumer(
-                ConsumerKind::Deployment,
-                &d.metadata,
-                &d.spec.template,
-                complete,
-            ));
-        }
-        for s in self.statefulsets.state() {
-            if !in_any(&s.metadata, namespaces) {
-                continue;
-            }
-            let st = s.status.clone().unwrap_or_default();
-            let want = s.spec.replicas.unwrap_or(1);
-            let complete = generation_observed(s.metadata.generation, st.observed_generation)
-                && st.updated_replicas.unwrap_or(0) == want
-                && st.ready_replicas.unwrap_or(0) == want
-                && st.update_revision.is_some()
-                && st.current_revision == st.update_revision;
-            out.push(consumer(
-                ConsumerKind::StatefulSet,
-                &s.metadata,
-                &s.spec.template,
-                complete,
-            ));
-        }
-        for d in self.daemonsets.state() {
-            if !in_any(&d.metadata, namespaces) {
-                continue;
-            }
-            let st = d.status.clone().unwrap_or_default();
-            let complete = generation_observed(d.metadata.generation, st.observed_generation)
-                && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
-                && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
-            out.push(consumer(
-                ConsumerKind::DaemonSet,
-                &d.metadata,
-                &d.spec.template,
-                complete,
-            ));
-        }
+        let mut out: Vec<ConsumerInfo> = Vec::new();
+        out.extend(consumers(
+            &self.deployments,
+            ConsumerKind::Deployment,
+            namespaces,
+        ));
+        out.extend(consumers(
+            &self.statefulsets,
+            ConsumerKind::StatefulSet,
+            namespaces,
+        ));
+        out.extend(consumers(
+            &self.daemonsets,
+            ConsumerKind::DaemonSet,
+            namespaces,
+        ));
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -365,42 +337,8 @@ impl Caches {
     /// Deployments and StatefulSets, by namespace.
     pub fn workloads_by_namespace(&self) -> BTreeMap<String, Vec<WorkloadInfo>> {
         let mut out: BTreeMap<String, Vec<WorkloadInfo>> = BTreeMap::new();
-        for d in self.deployments.state() {
-            let spec = &d.spec;
-            out.entry(d.namespace().unwrap_or_default())
-                .or_default()
-                .push(WorkloadInfo {
-                    kind: WorkloadKind::Deployment,
-                    namespace: d.namespace().unwrap_or_default(),
-                    name: d.name_any(),
-                    replicas: spec.replicas.unwrap_or(1),
-                    selector: Some(spec.selector.clone()),
-                    pod_labels: spec
-                        .template
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.labels.clone())
-                        .unwrap_or_default(),
-                });
-        }
-        for s in self.statefulsets.state() {
-            let spec = &s.spec;
-            out.entry(s.namespace().unwrap_or_default())
-                .or_default()
-                .push(WorkloadInfo {
-                    kind: WorkloadKind::StatefulSet,
-                    namespace: s.namespace().unwrap_or_default(),
-                    name: s.name_any(),
-                    replicas: spec.replicas.unwrap_or(1),
-                    selector: Some(spec.selector.clone()),
-                    pod_labels: spec
-                        .template
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.labels.clone())
-                        .unwrap_or_default(),
-                });
-        }
+        add_workloads(&self.deployments, WorkloadKind::Deployment, &mut out);
+        add_workloads(&self.statefulsets, WorkloadKind::StatefulSet, &mut out);
         for v in out.values_mut() {
             v.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         }
@@ -594,47 +532,56 @@ pub fn to_chrono(
     )
 }
 
-fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
-    match (generation, observed) {
-        (Some(g), Some(o)) => o >= g,
-        _ => false,
-    }
-}
-
 fn in_any(meta: &kube::core::ObjectMeta, namespaces: &BTreeSet<&str>) -> bool {
     meta.namespace
         .as_deref()
         .is_some_and(|ns| namespaces.contains(ns))
 }
 
-fn consumer(
+fn consumers<K: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &Store<Workload<K>>,
     kind: ConsumerKind,
-    meta: &kube::core::ObjectMeta,
-    template: &PodTemplateSpec,
-    rollout_complete: bool,
-) -> ConsumerInfo {
-    let annotations = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    ConsumerInfo {
-        id: ConsumerRef {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            kind,
-            name: meta.name.clone().unwrap_or_default(),
-        },
-        secrets: template
-            .spec
-            .as_ref()
-            .map(secrets_used_by)
-            .unwrap_or_default(),
-        stamped_id: annotations.get(ROTATION_ID_ANNOTATION).cloned(),
-        stamped_at: annotations
-            .get(RESTARTED_AT_ANNOTATION)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc)),
-        rollout_complete,
+    namespaces: &BTreeSet<&str>,
+) -> Vec<ConsumerInfo> {
+    store
+        .state()
+        .iter()
+        .filter(|w| in_any(&w.metadata, namespaces))
+        .map(|w| ConsumerInfo {
+            id: ConsumerRef {
+                namespace: w.metadata.namespace.clone().unwrap_or_default(),
+                kind,
+                name: w.metadata.name.clone().unwrap_or_default(),
+            },
+            secrets: w.secrets.clone(),
+            stamped_id: w.stamped_id.clone(),
+            stamped_at: w
+                .stamped_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+            rollout_complete: w.rollout_complete,
+        })
+        .collect()
+}
+
+fn add_workloads<K: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &Store<Workload<K>>,
+    kind: WorkloadKind,
+    out: &mut BTreeMap<String, Vec<WorkloadInfo>>,
+) {
+    for w in store.state() {
+        let namespace = w.metadata.namespace.clone().unwrap_or_default();
+        out.entry(namespace.clone())
+            .or_default()
+            .push(WorkloadInfo {
+                kind,
+                namespace,
+                name: w.metadata.name.clone().unwrap_or_default(),
+                replicas: w.replicas,
+                selector: Some(w.selector.clone()),
+                pod_labels: w.pod_labels.clone(),
+            });
     }
 }
 
