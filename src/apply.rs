@@ -152,11 +152,8 @@ pub async fn delete(
 ) -> Result<(), Error> {
     let key = &observed.key;
     let api = api_for(client, key.kind, &key.namespace);
-    let uid = observed.body["metadata"]["uid"]
-        .as_str()
-        .map(str::to_string);
     let dp = DeleteParams {
-        preconditions: uid.map(|uid| Preconditions {
+        preconditions: observed.uid.clone().map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),

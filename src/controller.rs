@@ -119,11 +119,9 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
         .watches_stream(feeds.daemonsets, move |d| daemonsets(d.namespace()))
         .watches_stream(feeds.pvcs, move |p| pvcs(p.namespace()));
     if let Some(snapshots) = feeds.snapshots {
-        controller = controller.watches_stream_with(
-            snapshots,
-            |s: kube::api::DynamicObject| profile_of(&s.metadata).map(|p| ObjectRef::new(&p)),
-            observe::snapshot_resource(),
-        );
+        controller = controller.watches_stream(snapshots, |s| {
+            profile_of(&s.metadata).map(|p| ObjectRef::new(&p))
+        });
     }
     controller
         .watches_stream(feeds.namespaces, move |_ns| all_profiles(&all_for_ns))

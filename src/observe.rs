@@ -28,6 +28,7 @@ use crate::controls::rotation::{ConsumerInfo, ConsumerKind, ConsumerRef};
 use crate::controls::snapshots::{PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::{ManagedKind, ObjectKey, ObservedObject};
 use crate::selection::NamespaceInfo;
+use crate::trim::Snapshot;
 use crate::workloads::{Summarize, Workload};
 
 /// The caches a reconcile reads.
@@ -44,7 +45,7 @@ pub struct Caches {
     pub daemonsets: Store<Workload<DaemonSet>>,
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
-    pub snapshots: Option<Store<DynamicObject>>,
+    pub snapshots: Option<Store<Snapshot>>,
 }
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -60,7 +61,7 @@ pub struct Feeds {
     pub secrets: Feed<PartialObjectMeta<Secret>>,
     pub daemonsets: Feed<Workload<DaemonSet>>,
     pub pvcs: Feed<PersistentVolumeClaim>,
-    pub snapshots: Option<Feed<DynamicObject>>,
+    pub snapshots: Option<Feed<Snapshot>>,
 }
 
 /// The VolumeSnapshot API resource.
@@ -91,6 +92,17 @@ where
     (reader, Box::pin(stream))
 }
 
+/// A watch event with its object turned into the form the cache keeps.
+fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Event<B> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// A reflector of [`Workload`] summaries of `api`'s objects.
 fn workload_feed<K>(api: Api<K>) -> (Store<Workload<K>>, Feed<Workload<K>>)
 where
@@ -99,13 +111,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .map_ok(|event| match event {
-            watcher::Event::Apply(o) => watcher::Event::Apply(o.summarize()),
-            watcher::Event::Delete(o) => watcher::Event::Delete(o.summarize()),
-            watcher::Event::InitApply(o) => watcher::Event::InitApply(o.summarize()),
-            watcher::Event::Init => watcher::Event::Init,
-            watcher::Event::InitDone => watcher::Event::InitDone,
-        })
+        .map_ok(|event| map_event(event, K::summarize))
         .reflect(writer)
         .touched_objects();
     (reader, Box::pin(stream))
@@ -145,17 +151,16 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
         crate::trim::pvc,
     );
     let (snapshots, snap_stream) = if snapshot_api {
-        let writer = reflector::store::Writer::new(snapshot_resource());
-        let reader = writer.as_reader();
+        let (reader, writer) = reflector::store();
         let stream = watcher(
             Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
             watcher::Config::default().labels(&all_managed_selector()),
         )
         .default_backoff()
-        .modify(crate::trim::snapshot)
+        .map_ok(|event| map_event(event, crate::trim::snapshot))
         .reflect(writer)
         .touched_objects();
-        (Some(reader), Some(Box::pin(stream) as Feed<DynamicObject>))
+        (Some(reader), Some(Box::pin(stream) as Feed<Snapshot>))
     } else {
         (None, None)
     };
@@ -290,21 +295,17 @@ impl Caches {
             .iter()
             .filter(|s| belongs_to(&s.metadata, profile, uid))
             .map(|s| {
-                let status = &s.data["status"];
                 let info = SnapshotInfo {
                     namespace: s.metadata.namespace.clone().unwrap_or_default(),
                     name: s.name_any(),
-                    pvc: s.data["spec"]["source"]["persistentVolumeClaimName"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
+                    pvc: s.pvc.clone(),
                     slot: s
                         .annotations()
                         .get(SLOT_ANNOTATION)
                         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                         .map(|t| t.with_timezone(&chrono::Utc)),
-                    ready: status["readyToUse"].as_bool().unwrap_or(false),
-                    failed: !status["error"].is_null(),
+                    ready: s.ready,
+                    failed: s.failed,
                     keep: s.labels().contains_key(KEEP_LABEL),
                     created: s.metadata.creation_timestamp.as_ref().and_then(to_chrono),
                 };
@@ -315,7 +316,8 @@ impl Caches {
                         name: info.name.clone(),
                     },
                     control: Some(ControlName::Backups),
-                    body: serde_json::json!({"metadata": {"uid": s.metadata.uid}}),
+                    uid: s.metadata.uid.clone(),
+                    body: serde_json::Value::Null,
                 };
                 (info, observed)
             })
@@ -444,15 +446,15 @@ impl Owned {
                         name: m.name.clone().unwrap_or_default(),
                     },
                     control: control_of(m),
-                    body: serde_json::json!({"metadata": {"uid": m.uid}}),
+                    uid: m.uid.clone(),
+                    body: serde_json::Value::Null,
                 }
             })
             .collect()
     }
 }
 
-/// Only what drift is judged on (labels, annotations, spec) and the uid a delete is
-/// preconditioned on.
+/// Only what drift is judged on (labels, annotations, spec) and the uid.
 fn observed<K: Resource + HasSpec>(kind: ManagedKind, o: &K) -> Option<ObservedObject> {
     let spec = o.spec_json().ok()?;
     let m = o.meta();
@@ -463,8 +465,9 @@ fn observed<K: Resource + HasSpec>(kind: ManagedKind, o: &K) -> Option<ObservedO
             name: m.name.clone().unwrap_or_default(),
         },
         control: control_of(m),
+        uid: m.uid.clone(),
         body: serde_json::json!({
-            "metadata": {"uid": m.uid, "labels": m.labels, "annotations": m.annotations},
+            "metadata": {"labels": m.labels, "annotations": m.annotations},
             "spec": spec,
         }),
     })

@@ -11,8 +11,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use std::borrow::Cow;
+
 use kube::api::DynamicObject;
-use kube::core::{ObjectMeta, PartialObjectMeta};
+use kube::core::{NamespaceResourceScope, ObjectMeta, PartialObjectMeta};
+use kube::Resource;
+use serde::{Deserialize, Serialize};
 
 use crate::api::ROTATION_ID_ANNOTATION;
 
@@ -65,16 +69,58 @@ pub fn secret(s: &mut PartialObjectMeta<Secret>) {
     }
 }
 
-/// A VolumeSnapshot keeps its metadata, its source PVC and whether it is ready or failed.
-pub fn snapshot(s: &mut DynamicObject) {
+/// What Rampart keeps of a VolumeSnapshot: its metadata (labels, slot annotation, owner,
+/// creation time), its source PVC and whether it is ready or failed. A `DynamicObject` holds
+/// its spec and status as JSON maps, several kilobytes each; retention keeps a few per PVC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub metadata: ObjectMeta,
+    pub pvc: String,
+    pub ready: bool,
+    pub failed: bool,
+}
+
+impl Resource for Snapshot {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "VolumeSnapshot".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "snapshot.storage.k8s.io".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "volumesnapshots".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A VolumeSnapshot as a [`Snapshot`].
+pub fn snapshot(mut s: DynamicObject) -> Snapshot {
     meta(&mut s.metadata);
-    let pvc = s.data["spec"]["source"]["persistentVolumeClaimName"].take();
-    let ready = s.data["status"]["readyToUse"].take();
-    let error = s.data["status"]["error"].take();
-    s.data = serde_json::json!({
-        "spec": {"source": {"persistentVolumeClaimName": pvc}},
-        "status": {"readyToUse": ready, "error": error},
-    });
+    Snapshot {
+        pvc: s.data["spec"]["source"]["persistentVolumeClaimName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        ready: s.data["status"]["readyToUse"].as_bool().unwrap_or(false),
+        failed: !s.data["status"]["error"].is_null(),
+        metadata: s.metadata,
+    }
 }
 
 #[cfg(test)]
@@ -123,21 +169,26 @@ mod tests {
 
     #[test]
     fn snapshot_keeps_source_and_readiness() {
-        let mut s: DynamicObject = serde_json::from_value(json!({
+        let s: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
             "metadata": {"name": "s", "namespace": "a", "annotations": {"rampart.dev/slot": "2026-01-01T00:00:00Z"}},
             "spec": {"source": {"persistentVolumeClaimName": "data"}, "volumeSnapshotClassName": "csi"},
             "status": {"readyToUse": true, "boundVolumeSnapshotContentName": "c", "restoreSize": "1Gi"}
         }))
         .expect("valid snapshot");
-        snapshot(&mut s);
-        assert_eq!(
-            s.data["spec"]["source"]["persistentVolumeClaimName"],
-            "data"
-        );
-        assert_eq!(s.data["status"]["readyToUse"], true);
-        assert!(s.data["status"]["error"].is_null());
-        assert!(s.data["spec"].get("volumeSnapshotClassName").is_none());
+        let s = snapshot(s);
+        assert_eq!(s.pvc, "data");
+        assert!(s.ready && !s.failed);
         assert!(s.metadata.annotations.is_some());
+        let failed: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "f", "namespace": "a"},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}},
+            "status": {"readyToUse": false, "error": {"message": "driver failed"}}
+        }))
+        .expect("valid snapshot");
+        let f = snapshot(failed);
+        assert!(!f.ready && f.failed);
+        assert_eq!(Snapshot::api_version(&()), "snapshot.storage.k8s.io/v1");
     }
 }

@@ -69,6 +69,10 @@ pub struct DesiredObject {
 pub struct ObservedObject {
     pub key: ObjectKey,
     pub control: Option<ControlName>,
+    /// The uid a delete is preconditioned on, so a same-named object made since survives.
+    pub uid: Option<String>,
+    /// What drift is judged on: labels, annotations and spec (`Null` where only deletion
+    /// matters).
     pub body: Value,
 }
 
@@ -258,7 +262,8 @@ mod tests {
         ObservedObject {
             key: key(name),
             control: Some(ControlName::NetworkPolicies),
-            body: json!({"metadata": {"name": name, "labels": {"a": "b", "extra": "x"}, "uid": "1"}, "spec": spec}),
+            uid: Some("1".into()),
+            body: json!({"metadata": {"name": name, "labels": {"a": "b", "extra": "x"}}, "spec": spec}),
         }
     }
 
