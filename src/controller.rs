@@ -307,18 +307,8 @@ async fn apply_profile(profile: &HardeningProfile, ctx: &Context) -> Result<Acti
     };
     let selection = selection::select(&me, &infos, &ctx.caches.namespace_infos(), now);
 
-    let enforce = spec.mode == Mode::Enforce;
-    let (drift, writes, mut findings) = plan_profile(profile, &uid, &selection, ctx, enforce);
-    let planned_writes = writes.len();
-    let (outcomes, failures) = if enforce {
-        execute(drift, writes, profile, ctx).await?
-    } else {
-        let reported = drift
-            .into_iter()
-            .map(|d| (d, DriftOutcome::Reported))
-            .collect();
-        (reported, vec![])
-    };
+    let (outcomes, failures, planned_writes, mut findings) =
+        enforce_profile(profile, &uid, &selection, ctx).await?;
     findings.drift = outcomes;
     let mut failures = failures;
     let mut due = next_due(profile, now, false);
@@ -660,21 +650,31 @@ async fn reconcile_backups(
 
 /// Desired objects for every control and namespace the profile acts in, with the findings
 /// that do not come from the plan (budgets left to users, drain blockers, managed counts).
-/// The profile's policies and budgets, planned one namespace at a time: desired objects,
-/// the drift from what is observed, and (when `enforce`) the writes that repair it. Only the
-/// writes are kept, and as compact JSON, so a reconcile over a converged estate holds one
-/// namespace's manifests at a time rather than the estate's.
-fn plan_profile(
+/// The profile's policies and budgets, planned one namespace at a time: desired objects, the
+/// drift from what is observed and, in Enforce mode, the writes that repair it, carried out
+/// whenever a few hundred are pending. A reconcile thus holds a few namespaces' manifests at
+/// a time, never the estate's (ten thousand at a thousand namespaces). Returns each drift with
+/// its outcome, the failed writes, how many writes were attempted, and the findings.
+async fn enforce_profile(
     profile: &HardeningProfile,
     uid: &str,
     selection: &Selection,
     ctx: &Context,
-    enforce: bool,
-) -> (Vec<controls::Drift>, Vec<Write>, Findings) {
+) -> Result<
+    (
+        Vec<(controls::Drift, DriftOutcome)>,
+        Vec<Error>,
+        usize,
+        Findings,
+    ),
+    Error,
+> {
     let name = profile.name_any();
     let spec = &profile.spec;
+    let enforce = spec.mode == Mode::Enforce;
     let mut findings = Findings::default();
     let (mut drift, mut writes) = (Vec::new(), Vec::new());
+    let (mut outcomes, mut failures, mut attempted) = (Vec::new(), Vec::new(), 0);
     let acting = |c: ControlName| -> BTreeSet<&str> {
         selection
             .acting
@@ -734,7 +734,27 @@ fn plan_profile(
             writes.extend(plan.create.into_iter().map(Write::create));
             writes.extend(plan.repair.into_iter().map(Write::repair));
             writes.extend(plan.delete.into_iter().map(Write::Delete));
+            if writes.len() >= WRITE_BATCH {
+                attempted += writes.len();
+                let (o, f) = execute(
+                    std::mem::take(&mut drift),
+                    std::mem::take(&mut writes),
+                    profile,
+                    ctx,
+                )
+                .await?;
+                outcomes.extend(o);
+                failures.extend(f);
+            }
         }
+    }
+    if enforce {
+        attempted += writes.len();
+        let (o, f) = execute(drift, writes, profile, ctx).await?;
+        outcomes.extend(o);
+        failures.extend(f);
+    } else {
+        outcomes.extend(drift.into_iter().map(|d| (d, DriftOutcome::Reported)));
     }
     if spec.pod_disruption_budgets.is_some() {
         let in_scope: Vec<_> = selection
@@ -744,8 +764,12 @@ fn plan_profile(
             .collect();
         findings.drain_blocking = drain_blocking_budgets(&in_scope);
     }
-    (drift, writes, findings)
+    Ok((outcomes, failures, attempted, findings))
 }
+
+/// Pending writes that make a reconcile carry them out before planning further namespaces:
+/// enough to keep [`WRITE_CONCURRENCY`] requests in flight, few enough to hold little memory.
+const WRITE_BATCH: usize = 512;
 
 /// One write of a plan, with the object it is about and, on success, a drift reason that
 /// still stands (a name held by someone else).
