@@ -686,13 +686,7 @@ async fn enforce_profile(
     };
     let policy_namespaces = acting(ControlName::NetworkPolicies);
     let budget_namespaces = acting(ControlName::PodDisruptionBudgets);
-    let (workloads, budgets) = match &spec.pod_disruption_budgets {
-        Some(_) => (
-            ctx.caches.workloads_by_namespace(),
-            ctx.caches.budgets_by_namespace(),
-        ),
-        None => Default::default(),
-    };
+    let index = ctx.caches.budget_index();
     let owned = ctx.caches.owned(&name, uid);
     // Namespaces with objects of ours that are no longer desired are planned too: that is
     // where deletions come from.
@@ -711,9 +705,12 @@ async fn enforce_profile(
         }
         if let Some(pdb) = spec.pod_disruption_budgets.as_ref() {
             if budget_namespaces.contains(ns) {
-                let w = workloads.get(ns).map(Vec::as_slice).unwrap_or_default();
-                let b = budgets.get(ns).map(Vec::as_slice).unwrap_or_default();
-                let outcome = desired_disruption_budgets(&name, pdb, w, b);
+                let outcome = desired_disruption_budgets(
+                    &name,
+                    pdb,
+                    &index.workloads_in(ns),
+                    &index.budgets_in(ns),
+                );
                 desired.extend(outcome.desired);
                 findings.covered_by_user.extend(outcome.covered_by_user);
             }
@@ -757,12 +754,12 @@ async fn enforce_profile(
         outcomes.extend(drift.into_iter().map(|d| (d, DriftOutcome::Reported)));
     }
     if spec.pod_disruption_budgets.is_some() {
-        let in_scope: Vec<_> = selection
+        findings.drain_blocking = selection
             .namespaces
             .iter()
-            .flat_map(|ns| budgets.get(ns).cloned().unwrap_or_default())
+            .flat_map(|ns| drain_blocking_budgets(&index.budgets_in(ns)))
             .collect();
-        findings.drain_blocking = drain_blocking_budgets(&in_scope);
+        findings.drain_blocking.sort();
     }
     Ok((outcomes, failures, attempted, findings))
 }

@@ -15,13 +15,13 @@ use rampart::metrics::Metrics;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// One arena (the work is I/O-bound and a reconcile runs on one thread at a time) and freed
-/// pages handed back to the kernel within a second, by a background thread, so resident
+/// pages handed back to the kernel at once, so resident
 /// memory follows the live heap after a large reconcile instead of staying at its peak.
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] =
-    b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+    b"narenas:1,background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(

@@ -5,7 +5,7 @@
 //! namespaces as metadata only, and NetworkPolicies only where they carry Rampart's label.
 //! Every object is trimmed before caching ([`crate::trim`]) to the fields a reconcile reads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -21,14 +21,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{
     all_managed_selector, ControlName, CONTROL_LABEL, KEEP_LABEL, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE, PROFILE_LABEL, ROTATION_ID_ANNOTATION,
+    MANAGED_BY_VALUE, PROFILE_LABEL,
 };
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
 use crate::controls::rotation::{ConsumerInfo, ConsumerKind, ConsumerRef};
 use crate::controls::snapshots::{PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::{ManagedKind, ObjectKey, ObservedObject};
 use crate::selection::NamespaceInfo;
-use crate::trim::Snapshot;
+use crate::trim::{Policy, Pvc, SecretMeta, Snapshot};
 use crate::workloads::{Summarize, Workload};
 
 /// The caches a reconcile reads.
@@ -38,12 +38,12 @@ pub struct Caches {
     pub deployments: Store<Workload<Deployment>>,
     pub statefulsets: Store<Workload<StatefulSet>>,
     pub budgets: Store<PodDisruptionBudget>,
-    pub policies: Store<NetworkPolicy>,
+    pub policies: Store<Policy>,
     /// Secrets as metadata only: rotation needs their labels and annotations, and a value
     /// that is never read into memory can never leak from it.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Store<SecretMeta>,
     pub daemonsets: Store<Workload<DaemonSet>>,
-    pub pvcs: Store<PersistentVolumeClaim>,
+    pub pvcs: Store<Pvc>,
     /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
     pub snapshots: Option<Store<Snapshot>>,
 }
@@ -57,10 +57,10 @@ pub struct Feeds {
     pub deployments: Feed<Workload<Deployment>>,
     pub statefulsets: Feed<Workload<StatefulSet>>,
     pub budgets: Feed<PodDisruptionBudget>,
-    pub policies: Feed<NetworkPolicy>,
-    pub secrets: Feed<PartialObjectMeta<Secret>>,
+    pub policies: Feed<Policy>,
+    pub secrets: Feed<SecretMeta>,
     pub daemonsets: Feed<Workload<DaemonSet>>,
-    pub pvcs: Feed<PersistentVolumeClaim>,
+    pub pvcs: Feed<Pvc>,
     pub snapshots: Option<Feed<Snapshot>>,
 }
 
@@ -103,15 +103,16 @@ fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Eve
     }
 }
 
-/// A reflector of [`Workload`] summaries of `api`'s objects.
-fn workload_feed<K>(api: Api<K>) -> (Store<Workload<K>>, Feed<Workload<K>>)
+/// A reflector on `api` that caches each object in the form `f` makes of it.
+fn mapped_feed<K, C>(api: Api<K>, config: watcher::Config, f: fn(K) -> C) -> (Store<C>, Feed<C>)
 where
-    K: Summarize + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, config)
         .default_backoff()
-        .map_ok(|event| map_event(event, K::summarize))
+        .map_ok(move |event| map_event(event, f))
         .reflect(writer)
         .touched_objects();
     (reader, Box::pin(stream))
@@ -127,40 +128,48 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
         watcher::Config::default(),
         crate::trim::namespace,
     );
-    let (deployments, dep_stream) = workload_feed(Api::<Deployment>::all(client.clone()));
-    let (statefulsets, sts_stream) = workload_feed(Api::<StatefulSet>::all(client.clone()));
+    let (deployments, dep_stream) = mapped_feed(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+        Deployment::summarize,
+    );
+    let (statefulsets, sts_stream) = mapped_feed(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+        StatefulSet::summarize,
+    );
     let (budgets, pdb_stream) = feed(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
         crate::trim::budget,
     );
-    let (policies, np_stream) = feed(
+    let (policies, np_stream) = mapped_feed(
         Api::<NetworkPolicy>::all(client.clone()),
         watcher::Config::default().labels(&all_managed_selector()),
         crate::trim::network_policy,
     );
-    let (secrets, secret_stream) = feed(
+    let (secrets, secret_stream) = mapped_feed(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),
         crate::trim::secret,
     );
-    let (daemonsets, ds_stream) = workload_feed(Api::<DaemonSet>::all(client.clone()));
-    let (pvcs, pvc_stream) = feed(
+    let (daemonsets, ds_stream) = mapped_feed(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+        DaemonSet::summarize,
+    );
+    let (pvcs, pvc_stream) = mapped_feed(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
         crate::trim::pvc,
     );
     let (snapshots, snap_stream) = if snapshot_api {
-        let (reader, writer) = reflector::store();
-        let stream = watcher(
+        let (store, feed) = mapped_feed(
             Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
             watcher::Config::default().labels(&all_managed_selector()),
-        )
-        .default_backoff()
-        .map_ok(|event| map_event(event, crate::trim::snapshot))
-        .reflect(writer)
-        .touched_objects();
-        (Some(reader), Some(Box::pin(stream) as Feed<Snapshot>))
+            crate::trim::snapshot,
+        );
+        (Some(store), Some(feed))
     } else {
         (None, None)
     };
@@ -225,7 +234,7 @@ impl Caches {
             .map(|s| crate::controls::rotation::SecretInfo {
                 namespace: s.metadata.namespace.clone().unwrap_or_default(),
                 name: s.name_any(),
-                rotation_id: s.annotations().get(ROTATION_ID_ANNOTATION).cloned(),
+                rotation_id: s.rotation_id.clone(),
             })
             .collect();
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -317,7 +326,9 @@ impl Caches {
                     },
                     control: Some(ControlName::Backups),
                     uid: s.metadata.uid.clone(),
-                    body: serde_json::Value::Null,
+                    labels: BTreeMap::new(),
+                    annotations: BTreeMap::new(),
+                    fingerprint: None,
                 };
                 (info, observed)
             })
@@ -336,43 +347,14 @@ impl Caches {
             .collect()
     }
 
-    /// Deployments and StatefulSets, by namespace.
-    pub fn workloads_by_namespace(&self) -> BTreeMap<String, Vec<WorkloadInfo>> {
-        let mut out: BTreeMap<String, Vec<WorkloadInfo>> = BTreeMap::new();
-        add_workloads(&self.deployments, WorkloadKind::Deployment, &mut out);
-        add_workloads(&self.statefulsets, WorkloadKind::StatefulSet, &mut out);
-        for v in out.values_mut() {
-            v.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    /// Deployments, StatefulSets and every PodDisruptionBudget (Rampart's and users'), by
+    /// namespace.
+    pub fn budget_index(&self) -> BudgetIndex {
+        BudgetIndex {
+            deployments: ByNamespace::of(&self.deployments),
+            statefulsets: ByNamespace::of(&self.statefulsets),
+            budgets: ByNamespace::of(&self.budgets),
         }
-        out
-    }
-
-    /// Every PodDisruptionBudget, Rampart's and users', by namespace.
-    pub fn budgets_by_namespace(&self) -> BTreeMap<String, Vec<BudgetInfo>> {
-        let mut out: BTreeMap<String, Vec<BudgetInfo>> = BTreeMap::new();
-        for b in self.budgets.state() {
-            let spec = b.spec.clone().unwrap_or_default();
-            let health = b.status.as_ref().and_then(|s| {
-                let current = s.observed_generation.is_some()
-                    && s.observed_generation == b.metadata.generation;
-                current.then_some(BudgetHealth {
-                    disruptions_allowed: s.disruptions_allowed.unwrap_or(0),
-                    current_healthy: s.current_healthy.unwrap_or(0),
-                    expected_pods: s.expected_pods.unwrap_or(0),
-                })
-            });
-            let ns = b.namespace().unwrap_or_default();
-            out.entry(ns.clone()).or_default().push(BudgetInfo {
-                namespace: ns,
-                name: b.name_any(),
-                ours: is_managed(b.meta()),
-                selector: spec.selector,
-                max_unavailable: spec.max_unavailable,
-                min_available: spec.min_available,
-                health,
-            });
-        }
-        out
     }
 
     /// The NetworkPolicies and PodDisruptionBudgets that belong to the profile (its labels and
@@ -407,7 +389,7 @@ pub struct Owned {
 }
 
 enum OwnedRef {
-    Policy(Arc<NetworkPolicy>),
+    Policy(Arc<Policy>),
     Budget(Arc<PodDisruptionBudget>),
 }
 
@@ -422,9 +404,17 @@ impl Owned {
             .get(namespace)
             .into_iter()
             .flatten()
-            .filter_map(|o| match o {
-                OwnedRef::Policy(p) => observed(ManagedKind::NetworkPolicy, p.as_ref()),
-                OwnedRef::Budget(b) => observed(ManagedKind::PodDisruptionBudget, b.as_ref()),
+            .map(|o| match o {
+                OwnedRef::Policy(p) => observed(
+                    ManagedKind::NetworkPolicy,
+                    &p.metadata,
+                    Some(p.fingerprint.clone()),
+                ),
+                OwnedRef::Budget(b) => observed(
+                    ManagedKind::PodDisruptionBudget,
+                    &b.metadata,
+                    Some(crate::trim::spec_fingerprint(&b.spec)),
+                ),
             })
             .collect()
     }
@@ -434,31 +424,22 @@ impl Owned {
         self.by_namespace
             .values()
             .flatten()
-            .map(|o| {
-                let (kind, m) = match o {
-                    OwnedRef::Policy(p) => (ManagedKind::NetworkPolicy, &p.metadata),
-                    OwnedRef::Budget(b) => (ManagedKind::PodDisruptionBudget, &b.metadata),
-                };
-                ObservedObject {
-                    key: ObjectKey {
-                        kind,
-                        namespace: m.namespace.clone().unwrap_or_default(),
-                        name: m.name.clone().unwrap_or_default(),
-                    },
-                    control: control_of(m),
-                    uid: m.uid.clone(),
-                    body: serde_json::Value::Null,
+            .map(|o| match o {
+                OwnedRef::Policy(p) => observed(ManagedKind::NetworkPolicy, &p.metadata, None),
+                OwnedRef::Budget(b) => {
+                    observed(ManagedKind::PodDisruptionBudget, &b.metadata, None)
                 }
             })
             .collect()
     }
 }
 
-/// Only what drift is judged on (labels, annotations, spec) and the uid.
-fn observed<K: Resource + HasSpec>(kind: ManagedKind, o: &K) -> Option<ObservedObject> {
-    let spec = o.spec_json().ok()?;
-    let m = o.meta();
-    Some(ObservedObject {
+fn observed(
+    kind: ManagedKind,
+    m: &kube::core::ObjectMeta,
+    fingerprint: Option<String>,
+) -> ObservedObject {
+    ObservedObject {
         key: ObjectKey {
             kind,
             namespace: m.namespace.clone().unwrap_or_default(),
@@ -466,27 +447,9 @@ fn observed<K: Resource + HasSpec>(kind: ManagedKind, o: &K) -> Option<ObservedO
         },
         control: control_of(m),
         uid: m.uid.clone(),
-        body: serde_json::json!({
-            "metadata": {"labels": m.labels, "annotations": m.annotations},
-            "spec": spec,
-        }),
-    })
-}
-
-/// The kinds whose spec drift is judged on.
-trait HasSpec {
-    fn spec_json(&self) -> serde_json::Result<serde_json::Value>;
-}
-
-impl HasSpec for NetworkPolicy {
-    fn spec_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(&self.spec)
-    }
-}
-
-impl HasSpec for PodDisruptionBudget {
-    fn spec_json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(&self.spec)
+        labels: m.labels.clone().unwrap_or_default(),
+        annotations: m.annotations.clone().unwrap_or_default(),
+        fingerprint,
     }
 }
 
@@ -568,44 +531,100 @@ fn consumers<K: Resource<DynamicType = ()> + Clone + 'static>(
         .collect()
 }
 
-fn add_workloads<K: Resource<DynamicType = ()> + Clone + 'static>(
-    store: &Store<Workload<K>>,
-    kind: WorkloadKind,
-    out: &mut BTreeMap<String, Vec<WorkloadInfo>>,
-) {
-    for w in store.state() {
-        let namespace = w.metadata.namespace.clone().unwrap_or_default();
-        out.entry(namespace.clone())
-            .or_default()
-            .push(WorkloadInfo {
-                kind,
-                namespace,
-                name: w.metadata.name.clone().unwrap_or_default(),
-                replicas: w.replicas,
-                selector: Some(w.selector.clone()),
-                pod_labels: w.pod_labels.clone(),
-            });
+/// A cache's objects by namespace, as the cache's own shared pointers (a pointer each), so a
+/// reconcile turns one namespace at a time into the values the controls take.
+struct ByNamespace<K>(HashMap<String, Vec<Arc<K>>>);
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> ByNamespace<K> {
+    fn of(store: &Store<K>) -> Self {
+        let mut map: HashMap<String, Vec<Arc<K>>> = HashMap::new();
+        for o in store.state() {
+            map.entry(o.meta().namespace.clone().unwrap_or_default())
+                .or_default()
+                .push(o);
+        }
+        Self(map)
+    }
+
+    fn get(&self, namespace: &str) -> &[Arc<K>] {
+        self.0.get(namespace).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
-fn pvc_info(p: &PersistentVolumeClaim) -> PvcInfo {
-    let restored_from = p.spec.as_ref().and_then(|s| {
-        let a = s
-            .data_source
-            .as_ref()
-            .filter(|d| d.kind == "VolumeSnapshot")
-            .map(|d| d.name.clone());
-        let b = s
-            .data_source_ref
-            .as_ref()
-            .filter(|d| d.kind == "VolumeSnapshot")
-            .map(|d| d.name.clone());
-        a.or(b)
+/// What the budget control reads, by namespace.
+pub struct BudgetIndex {
+    deployments: ByNamespace<Workload<Deployment>>,
+    statefulsets: ByNamespace<Workload<StatefulSet>>,
+    budgets: ByNamespace<PodDisruptionBudget>,
+}
+
+impl BudgetIndex {
+    /// Deployments and StatefulSets in `namespace`, by kind then name.
+    pub fn workloads_in(&self, namespace: &str) -> Vec<WorkloadInfo> {
+        let mut out: Vec<WorkloadInfo> = self
+            .deployments
+            .get(namespace)
+            .iter()
+            .map(|w| workload_info(w, WorkloadKind::Deployment))
+            .chain(
+                self.statefulsets
+                    .get(namespace)
+                    .iter()
+                    .map(|w| workload_info(w, WorkloadKind::StatefulSet)),
+            )
+            .collect();
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        out
+    }
+
+    /// Every PodDisruptionBudget in `namespace`, Rampart's and users'.
+    pub fn budgets_in(&self, namespace: &str) -> Vec<BudgetInfo> {
+        self.budgets
+            .get(namespace)
+            .iter()
+            .map(|b| budget_info(b))
+            .collect()
+    }
+}
+
+fn workload_info<K>(w: &Workload<K>, kind: WorkloadKind) -> WorkloadInfo {
+    WorkloadInfo {
+        kind,
+        namespace: w.metadata.namespace.clone().unwrap_or_default(),
+        name: w.metadata.name.clone().unwrap_or_default(),
+        replicas: w.replicas,
+        selector: Some(w.selector.clone()),
+        pod_labels: w.pod_labels.clone(),
+    }
+}
+
+fn budget_info(b: &PodDisruptionBudget) -> BudgetInfo {
+    let spec = b.spec.clone().unwrap_or_default();
+    let health = b.status.as_ref().and_then(|s| {
+        let current =
+            s.observed_generation.is_some() && s.observed_generation == b.metadata.generation;
+        current.then_some(BudgetHealth {
+            disruptions_allowed: s.disruptions_allowed.unwrap_or(0),
+            current_healthy: s.current_healthy.unwrap_or(0),
+            expected_pods: s.expected_pods.unwrap_or(0),
+        })
     });
+    BudgetInfo {
+        namespace: b.metadata.namespace.clone().unwrap_or_default(),
+        name: b.metadata.name.clone().unwrap_or_default(),
+        ours: is_managed(&b.metadata),
+        selector: spec.selector,
+        max_unavailable: spec.max_unavailable,
+        min_available: spec.min_available,
+        health,
+    }
+}
+
+fn pvc_info(p: &Pvc) -> PvcInfo {
     PvcInfo {
         namespace: p.metadata.namespace.clone().unwrap_or_default(),
         name: p.name_any(),
         created: p.metadata.creation_timestamp.as_ref().and_then(to_chrono),
-        restored_from,
+        restored_from: p.restored_from.clone(),
     }
 }

@@ -6,9 +6,7 @@
 //! [`crate::workloads`]). Everything a control reads is kept exactly: budget specs and health,
 //! PVC data sources, namespace labels, rotation stamps, snapshot sources and readiness.
 
-use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, Secret,
-};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use std::borrow::Cow;
@@ -40,32 +38,172 @@ pub fn budget(b: &mut PodDisruptionBudget) {
     }
 }
 
-pub fn network_policy(np: &mut NetworkPolicy) {
-    meta(&mut np.metadata);
+/// What Rampart keeps of one of its own NetworkPolicies: its metadata and the
+/// [`fingerprint`](crate::controls::fingerprint) of its spec, all that drift is judged on.
+/// Kept whole, five policies per namespace were the largest cache at a thousand namespaces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Policy {
+    pub metadata: ObjectMeta,
+    pub fingerprint: String,
 }
 
-/// A PVC's identity, labels, creation time and data source: all that backups read.
-pub fn pvc(p: &mut PersistentVolumeClaim) {
+impl Resource for Policy {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "NetworkPolicy".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "networking.k8s.io".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "networkpolicies".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A NetworkPolicy as a [`Policy`].
+pub fn network_policy(mut np: NetworkPolicy) -> Policy {
+    meta(&mut np.metadata);
+    Policy {
+        fingerprint: spec_fingerprint(&np.spec),
+        metadata: np.metadata,
+    }
+}
+
+/// The fingerprint of a typed spec, as [`crate::controls::fingerprint`] computes it for a
+/// desired manifest.
+pub fn spec_fingerprint<S: Serialize>(spec: &S) -> String {
+    let mut object = serde_json::Map::new();
+    // A spec that does not serialise cannot match any desired one; its fingerprint says so.
+    object.insert(
+        "spec".into(),
+        serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+    );
+    crate::controls::fingerprint(&object)
+}
+
+/// What Rampart keeps of a PersistentVolumeClaim: identity, labels and creation time (backups
+/// select and order by them) and the snapshot it was restored from, if any (retention never
+/// prunes that one). A typed PVC is over a kilobyte before any of its strings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pvc {
+    pub metadata: ObjectMeta,
+    pub restored_from: Option<String>,
+}
+
+impl Resource for Pvc {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "PersistentVolumeClaim".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "persistentvolumeclaims".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A PVC as a [`Pvc`]: `dataSource`, or else `dataSourceRef`, when it names a VolumeSnapshot.
+pub fn pvc(mut p: PersistentVolumeClaim) -> Pvc {
     meta_without_annotations(&mut p.metadata);
-    p.status = None;
-    p.spec = p.spec.take().map(|s| PersistentVolumeClaimSpec {
-        data_source: s.data_source,
-        data_source_ref: s.data_source_ref,
-        ..Default::default()
+    let restored_from = p.spec.and_then(|s| {
+        let snapshot = |kind: &str, name: String| (kind == "VolumeSnapshot").then_some(name);
+        s.data_source
+            .and_then(|d| snapshot(&d.kind, d.name))
+            .or_else(|| s.data_source_ref.and_then(|d| snapshot(&d.kind, d.name)))
     });
+    Pvc {
+        metadata: p.metadata,
+        restored_from,
+    }
 }
 
 pub fn namespace(n: &mut PartialObjectMeta<Namespace>) {
     meta_without_annotations(&mut n.metadata);
 }
 
-/// Of a Secret's annotations only the rotation stamp is read. The others can be large and
-/// one of them, kubectl's last-applied configuration, can hold the Secret's data: it must
-/// never sit in the operator's memory.
-pub fn secret(s: &mut PartialObjectMeta<Secret>) {
+/// What Rampart keeps of a Secret: identity, labels (the rotation selector) and the rotation
+/// stamp, from a metadata-only watch. Its other annotations can be large, and one of them,
+/// kubectl's last-applied configuration, can hold the Secret's data: it must never sit in the
+/// operator's memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretMeta {
+    pub metadata: ObjectMeta,
+    pub rotation_id: Option<String>,
+}
+
+impl Resource for SecretMeta {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Secret".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "secrets".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A Secret's metadata as a [`SecretMeta`].
+pub fn secret(mut s: PartialObjectMeta<Secret>) -> SecretMeta {
     meta(&mut s.metadata);
-    if let Some(a) = &mut s.metadata.annotations {
-        a.retain(|k, _| k == ROTATION_ID_ANNOTATION);
+    let rotation_id = s
+        .metadata
+        .annotations
+        .take()
+        .and_then(|mut a| a.remove(ROTATION_ID_ANNOTATION));
+    SecretMeta {
+        metadata: s.metadata,
+        rotation_id,
     }
 }
 
@@ -130,7 +268,7 @@ mod tests {
 
     #[test]
     fn secret_metadata_keeps_only_the_rotation_stamp() {
-        let mut s: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+        let s: PartialObjectMeta<Secret> = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "db", "namespace": "a", "labels": {"rotate": "true"},
                          "annotations": {
@@ -139,19 +277,16 @@ mod tests {
                          }}
         }))
         .expect("valid metadata");
-        secret(&mut s);
-        let a = s.metadata.annotations.expect("annotations");
-        assert_eq!(a.len(), 1);
-        assert_eq!(
-            a.get(ROTATION_ID_ANNOTATION).map(String::as_str),
-            Some("r2")
-        );
+        let s = secret(s);
+        assert!(s.metadata.annotations.is_none());
+        assert_eq!(s.rotation_id.as_deref(), Some("r2"));
         assert!(s.metadata.labels.is_some());
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
     }
 
     #[test]
     fn pvc_keeps_its_data_source() {
-        let mut p: PersistentVolumeClaim = serde_json::from_value(json!({
+        let p: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": "data", "namespace": "a", "labels": {"backup": "true"},
                          "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
@@ -159,12 +294,17 @@ mod tests {
             "status": {"phase": "Bound"}
         }))
         .expect("valid pvc");
-        pvc(&mut p);
-        let spec = p.spec.expect("spec");
-        assert_eq!(spec.data_source.map(|d| d.name).as_deref(), Some("snap-1"));
-        assert!(spec.access_modes.is_none() && p.status.is_none());
+        let p = pvc(p);
+        assert_eq!(p.restored_from.as_deref(), Some("snap-1"));
         assert!(p.metadata.annotations.is_none());
         assert_eq!(p.metadata.labels.map(|l| l.len()), Some(1));
+        let plain: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "fresh", "namespace": "a"},
+            "spec": {"dataSourceRef": {"kind": "PersistentVolumeClaim", "name": "other"}}
+        }))
+        .expect("valid pvc");
+        assert_eq!(pvc(plain).restored_from, None);
+        assert_eq!(Pvc::api_version(&()), "v1");
     }
 
     #[test]

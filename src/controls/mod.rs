@@ -71,9 +71,11 @@ pub struct ObservedObject {
     pub control: Option<ControlName>,
     /// The uid a delete is preconditioned on, so a same-named object made since survives.
     pub uid: Option<String>,
-    /// What drift is judged on: labels, annotations and spec (`Null` where only deletion
-    /// matters).
-    pub body: Value,
+    /// Labels and annotations as observed: others may add theirs, ours must be there.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The [`fingerprint`] of its spec; `None` where only deletion matters.
+    pub fingerprint: Option<String>,
 }
 
 /// Why an object departs from the profile.
@@ -148,7 +150,7 @@ pub fn plan(
                 });
                 out.create.push(d);
             }
-            Some(o) if !matches_desired(&o.body, &d.manifest) => {
+            Some(o) if !matches_desired(o, &d.manifest) => {
                 out.drift.push(Drift {
                     key: d.key.clone(),
                     control: d.control,
@@ -175,25 +177,44 @@ pub fn plan(
 }
 
 /// Whether an observed object matches a desired manifest. Metadata may carry more (other
-/// managers' labels, the server's uid and timestamps); every other top-level field Rampart
-/// sets, such as `spec`, must be equal, because a selector that gained a label or a list that
-/// gained an entry is exactly the drift we look for. Nulls and empty lists or maps count as
-/// absent, as the API server drops them.
-pub fn matches_desired(observed: &Value, desired: &Value) -> bool {
-    let (Some(obs), Some(want)) = (observed.as_object(), desired.as_object()) else {
+/// managers' labels, the server's uid and timestamps); every other field Rampart sets, such
+/// as `spec`, must be equal, because a selector that gained a label or a list that gained an
+/// entry is exactly the drift we look for. They are compared by [`fingerprint`].
+pub fn matches_desired(observed: &ObservedObject, desired: &Value) -> bool {
+    let Some(want) = desired.as_object() else {
         return false;
     };
-    want.iter().all(|(k, wv)| match k.as_str() {
-        "apiVersion" | "kind" => true,
-        "metadata" => {
-            let obs_meta = obs.get("metadata").cloned().unwrap_or(Value::Null);
-            let labels = |v: &Value| v.get("labels").cloned().unwrap_or(Value::Null);
-            let annotations = |v: &Value| v.get("annotations").cloned().unwrap_or(Value::Null);
-            contains(&labels(&obs_meta), &labels(wv))
-                && contains(&annotations(&obs_meta), &annotations(wv))
-        }
-        _ => normalized(obs.get(k).unwrap_or(&Value::Null)) == normalized(wv),
-    })
+    let meta = want.get("metadata");
+    let contained = |wanted: Option<&Value>, actual: &BTreeMap<String, String>| match wanted {
+        Some(Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| actual.get(k).map(String::as_str) == v.as_str()),
+        Some(other) => is_empty_value(other),
+        None => true,
+    };
+    contained(meta.and_then(|m| m.get("labels")), &observed.labels)
+        && contained(
+            meta.and_then(|m| m.get("annotations")),
+            &observed.annotations,
+        )
+        && observed.fingerprint.as_deref() == Some(fingerprint(want).as_str())
+}
+
+/// A digest (SHA-256, hex) of an object's fields other than `apiVersion`, `kind`, `metadata`
+/// and `status`, with nulls and empty lists or maps dropped, as the API server drops them.
+/// Equal fingerprints mean equal specs; the caches keep the digest of each managed object
+/// rather than its spec, which at ten thousand objects is most of their size.
+pub fn fingerprint(object: &serde_json::Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let fields: serde_json::Map<String, Value> = object
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // serde_json's maps are ordered by key, so the text is canonical.
+    hex::encode(Sha256::digest(
+        normalized(&Value::Object(fields)).to_string(),
+    ))
 }
 
 /// Drops nulls and empty lists or maps, recursively.
@@ -207,15 +228,6 @@ fn normalized(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(normalized).collect()),
         other => other.clone(),
-    }
-}
-
-/// Whether `actual` holds every key of `wanted` with the same value (maps of labels and
-/// annotations: others may add their own).
-fn contains(actual: &Value, wanted: &Value) -> bool {
-    match (actual, wanted) {
-        (Value::Object(a), Value::Object(w)) => w.iter().all(|(k, wv)| a.get(k) == Some(wv)),
-        (_, w) => is_empty_value(w),
     }
 }
 
@@ -259,11 +271,14 @@ mod tests {
     }
 
     fn observed(name: &str, spec: Value) -> ObservedObject {
+        let object = json!({"metadata": {"name": name}, "spec": spec});
         ObservedObject {
             key: key(name),
             control: Some(ControlName::NetworkPolicies),
             uid: Some("1".into()),
-            body: json!({"metadata": {"name": name, "labels": {"a": "b", "extra": "x"}}, "spec": spec}),
+            labels: BTreeMap::from([("a".into(), "b".into()), ("extra".into(), "x".into())]),
+            annotations: BTreeMap::new(),
+            fingerprint: object.as_object().map(fingerprint),
         }
     }
 
@@ -322,7 +337,7 @@ mod tests {
                 vec![desired("p", spec.clone())],
                 vec![{
                     let mut o = observed("p", spec.clone());
-                    o.body["metadata"]["labels"] = json!({"extra": "x"});
+                    o.labels = BTreeMap::from([("extra".into(), "x".into())]);
                     o
                 }],
                 vec![DriftReason::Modified],
