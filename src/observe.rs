@@ -434,11 +434,14 @@ impl Owned {
     }
 }
 
+/// An object of ours as the plan sees it: with its labels, annotations and `fingerprint` when
+/// it is to be judged for drift, with identity and uid only (`None`) when it is to be deleted.
 fn observed(
     kind: ManagedKind,
     m: &kube::core::ObjectMeta,
     fingerprint: Option<String>,
 ) -> ObservedObject {
+    let judged = fingerprint.is_some();
     ObservedObject {
         key: ObjectKey {
             kind,
@@ -447,8 +450,14 @@ fn observed(
         },
         control: control_of(m),
         uid: m.uid.clone(),
-        labels: m.labels.clone().unwrap_or_default(),
-        annotations: m.annotations.clone().unwrap_or_default(),
+        labels: judged
+            .then(|| m.labels.clone())
+            .flatten()
+            .unwrap_or_default(),
+        annotations: judged
+            .then(|| m.annotations.clone())
+            .flatten()
+            .unwrap_or_default(),
         fingerprint,
     }
 }

@@ -27,7 +27,7 @@ use crate::controls::rotation::{secrets_used_by, RESTARTED_AT_ANNOTATION};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Workload<K> {
-    /// Identity, generation and labels; annotations and managed fields dropped.
+    /// Identity and generation.
     pub metadata: ObjectMeta,
     /// `spec.replicas`, or 1 when unset; 0 for a DaemonSet (it has no replica count).
     pub replicas: i32,
@@ -94,8 +94,12 @@ fn summary<K>(
     template: &PodTemplateSpec,
     rollout_complete: bool,
 ) -> Workload<K> {
+    // Identity and generation are all the metadata read; labels, annotations (the
+    // last-applied configuration among them), owner references and managed fields are not.
     metadata.managed_fields = None;
     metadata.annotations = None;
+    metadata.labels = None;
+    metadata.owner_references = None;
     let template_meta = template.metadata.as_ref();
     let annotation = |key: &str| {
         template_meta
