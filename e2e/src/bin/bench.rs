@@ -803,11 +803,7 @@ async fn main() -> Result<()> {
             eprintln!(
                 "run {r}: restart over the converged estate: ready in {to_ready:.2}s, {w} writes"
             );
-            let watched = n * (1 + 2 + 1 + 2 + 3)
-                + expected_np
-                + expected_pdb
-                + n / 10 * 2
-                + expected_snap * 2;
+            let watched = watched_objects(&c).await?;
             let (_, rss, _) = proc_stats(op.pid());
             extra["memory_per_1000_watched_objects_mib"] =
                 json!(rss as f64 / 1048576.0 / (watched as f64 / 1000.0));
@@ -914,6 +910,40 @@ async fn main() -> Result<()> {
         delete_namespaces(&c, &format!("{ESTATE_LABEL}={estate}")).await?;
     }
     Ok(())
+}
+
+/// Every object the operator watches, counted from the API server: all namespaces, workloads,
+/// budgets, Secrets and PVCs, and the NetworkPolicies and snapshots that carry Rampart's label.
+async fn watched_objects(c: &Client) -> Result<usize> {
+    let managed = format!(
+        "{}={}",
+        rampart::api::MANAGED_BY_LABEL,
+        rampart::api::MANAGED_BY_VALUE
+    );
+    let kinds = [
+        (ar("", "v1", "Namespace", "namespaces"), None),
+        (ar("apps", "v1", "Deployment", "deployments"), None),
+        (ar("apps", "v1", "StatefulSet", "statefulsets"), None),
+        (ar("apps", "v1", "DaemonSet", "daemonsets"), None),
+        (ar("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"), None),
+        (ar("", "v1", "Secret", "secrets"), None),
+        (ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"), None),
+        (ar("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"), Some(&managed)),
+        (snapshot_ar(), Some(&managed)),
+    ];
+    let mut total = 0;
+    for (r, selector) in kinds {
+        let mut lp = ListParams::default();
+        if let Some(s) = selector {
+            lp = lp.labels(s.as_str());
+        }
+        total += Api::<DynamicObject>::all_with(c.clone(), &r)
+            .list_metadata(&lp)
+            .await?
+            .items
+            .len();
+    }
+    Ok(total)
 }
 
 /// Deletes the namespaces matching `label` and waits until they are gone; returns how long
