@@ -306,7 +306,8 @@ impl Operator {
     async fn writes(&self, profile: &str) -> f64 {
         scrape(&self.addr)
             .await
-            .map(|m| metric_sum(&m, "rampart_api_writes_total", &[("profile", profile)]))
+            // `+ 0.0` turns the empty sum's -0 (no series yet) into 0 for the report.
+            .map(|m| metric_sum(&m, "rampart_api_writes_total", &[("profile", profile)]) + 0.0)
             .unwrap_or(f64::NAN)
     }
 
@@ -925,10 +926,29 @@ async fn watched_objects(c: &Client) -> Result<usize> {
         (ar("apps", "v1", "Deployment", "deployments"), None),
         (ar("apps", "v1", "StatefulSet", "statefulsets"), None),
         (ar("apps", "v1", "DaemonSet", "daemonsets"), None),
-        (ar("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"), None),
+        (
+            ar(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+            ),
+            None,
+        ),
         (ar("", "v1", "Secret", "secrets"), None),
-        (ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"), None),
-        (ar("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"), Some(&managed)),
+        (
+            ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+            None,
+        ),
+        (
+            ar(
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+                "networkpolicies",
+            ),
+            Some(&managed),
+        ),
         (snapshot_ar(), Some(&managed)),
     ];
     let mut total = 0;
