@@ -312,7 +312,11 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
         Some("True".into())
     );
 
-    // Deleting the profile (default deletionPolicy Retain) keeps the snapshots, unowned.
+    // Deleting the profile (default deletionPolicy Retain) keeps the snapshots, unowned. The
+    // schedule is first moved to once a year so that no slot (and no retention pruning, which
+    // is correct but would race the list below) happens between the list and the delete.
+    f.apply(f.profile(&name, "0 0 1 1 *", 30, 2)).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let before: BTreeSet<String> = f.taken().await?.into_iter().map(|(_, _, n)| n).collect();
     f.delete_profile(&name).await?;
     drop((first, second));
