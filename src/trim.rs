@@ -18,6 +18,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ROTATION_ID_ANNOTATION;
 
+/// A summary type is a namespaced `Resource` of the kind it summarises, so it feeds a
+/// reflector and the controller's triggers like the object itself.
+macro_rules! summary_resource {
+    ($type:ty, $kind:literal, $group:literal, $version:literal, $plural:literal) => {
+        impl Resource for $type {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                $kind.into()
+            }
+
+            fn group(_: &()) -> Cow<'_, str> {
+                $group.into()
+            }
+
+            fn version(_: &()) -> Cow<'_, str> {
+                $version.into()
+            }
+
+            fn plural(_: &()) -> Cow<'_, str> {
+                $plural.into()
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 /// Managed fields are often most of an object's size and nothing reads them.
 fn meta(m: &mut ObjectMeta) {
     m.managed_fields = None;
@@ -47,34 +82,13 @@ pub struct Policy {
     pub fingerprint: String,
 }
 
-impl Resource for Policy {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "NetworkPolicy".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "networking.k8s.io".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "networkpolicies".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+summary_resource!(
+    Policy,
+    "NetworkPolicy",
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies"
+);
 
 /// A NetworkPolicy as a [`Policy`].
 pub fn network_policy(mut np: NetworkPolicy) -> Policy {
@@ -106,34 +120,13 @@ pub struct Pvc {
     pub restored_from: Option<String>,
 }
 
-impl Resource for Pvc {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "PersistentVolumeClaim".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "persistentvolumeclaims".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+summary_resource!(
+    Pvc,
+    "PersistentVolumeClaim",
+    "",
+    "v1",
+    "persistentvolumeclaims"
+);
 
 /// A PVC as a [`Pvc`]: `dataSource`, or else `dataSourceRef`, when it names a VolumeSnapshot.
 pub fn pvc(mut p: PersistentVolumeClaim) -> Pvc {
@@ -164,34 +157,7 @@ pub struct SecretMeta {
     pub rotation_id: Option<String>,
 }
 
-impl Resource for SecretMeta {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Secret".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "secrets".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+summary_resource!(SecretMeta, "Secret", "", "v1", "secrets");
 
 /// A Secret's metadata as a [`SecretMeta`].
 pub fn secret(mut s: PartialObjectMeta<Secret>) -> SecretMeta {
@@ -218,34 +184,13 @@ pub struct Snapshot {
     pub failed: bool,
 }
 
-impl Resource for Snapshot {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "VolumeSnapshot".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "snapshot.storage.k8s.io".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "volumesnapshots".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+summary_resource!(
+    Snapshot,
+    "VolumeSnapshot",
+    "snapshot.storage.k8s.io",
+    "v1",
+    "volumesnapshots"
+);
 
 /// A VolumeSnapshot as a [`Snapshot`].
 pub fn snapshot(mut s: DynamicObject) -> Snapshot {
@@ -265,6 +210,15 @@ pub fn snapshot(mut s: DynamicObject) -> Snapshot {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn summaries_are_resources_of_their_kinds() {
+        assert_eq!(Policy::api_version(&()), "networking.k8s.io/v1");
+        assert_eq!(Policy::plural(&()), "networkpolicies");
+        assert_eq!(SecretMeta::kind(&()), "Secret");
+        assert_eq!(Pvc::plural(&()), "persistentvolumeclaims");
+        assert_eq!(Snapshot::group(&()), "snapshot.storage.k8s.io");
+    }
 
     #[test]
     fn secret_metadata_keeps_only_the_rotation_stamp() {
