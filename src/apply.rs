@@ -216,14 +216,16 @@ pub async fn rotate_secret(
     }
     // Keys the user wrote as stringData are already folded into data by the API server.
     secret.string_data = None;
-    secret
+    let annotations = secret
         .metadata
         .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            crate::api::ROTATION_ID_ANNOTATION.to_string(),
-            id.to_string(),
-        );
+        .get_or_insert_with(Default::default);
+    annotations.insert(
+        crate::api::ROTATION_ID_ANNOTATION.to_string(),
+        id.to_string(),
+    );
+    // Its values are Rampart's from now on, no longer the ones it was adopted with.
+    annotations.remove(crate::api::ROTATION_ADOPTED_ANNOTATION);
     secret.metadata.managed_fields = None;
     metrics.write(profile, "Secret", "update");
     let pp = PostParams {
@@ -233,6 +235,64 @@ pub async fn rotate_secret(
     api.replace(name, &pp, &secret)
         .await
         .map_err(|e| secret_error("update", e))?;
+    Ok(true)
+}
+
+/// Adopts a Secret that never carried a rotation id: stamps it with the current id and the
+/// adoption mark, and nothing else. Its data is neither read nor written. Ok(false) when it
+/// already carries an id (another pass got there first).
+pub async fn adopt_secret(
+    client: &Client,
+    metrics: &Metrics,
+    profile: &str,
+    namespace: &str,
+    name: &str,
+    id: &str,
+) -> Result<bool, Error> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    let api = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), namespace);
+    let secret_error = |verb: &'static str, source: kube::Error| Error::Write {
+        verb,
+        kind: "Secret",
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    };
+    let current = api
+        .get_metadata(name)
+        .await
+        .map_err(|e| secret_error("get", e))?;
+    if current
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::api::ROTATION_ID_ANNOTATION))
+    {
+        return Ok(false);
+    }
+    // The resourceVersion just read makes the patch a compare-and-swap: had a rotation (or
+    // anyone) written the Secret in between, the API server refuses it and the next pass
+    // decides again from what is there.
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": current.metadata.resource_version,
+        "annotations": {
+            crate::api::ROTATION_ID_ANNOTATION: id,
+            crate::api::ROTATION_ADOPTED_ANNOTATION: "true",
+        },
+    }});
+    metrics.write(profile, "Secret", "patch");
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch_metadata(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| secret_error("patch", e))?;
     Ok(true)
 }
 

@@ -408,6 +408,41 @@ async fn reconcile_rotation(
             )
             .await;
         }
+        let mut adopted = 0;
+        for s in &plan.adopt {
+            match apply::adopt_secret(
+                &ctx.client,
+                &ctx.metrics,
+                &name,
+                &s.namespace,
+                &s.name,
+                &spec.rotation_id,
+            )
+            .await
+            {
+                Ok(true) => adopted += 1,
+                Ok(false) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if adopted > 0 {
+            ctx.metrics
+                .secrets_adopted
+                .with_label_values(&[name.as_str()])
+                .inc_by(adopted);
+            publish(
+                ctx,
+                profile,
+                EventType::Normal,
+                "SecretsAdopted",
+                "Adopt",
+                format!(
+                    "Adopted {adopted} Secrets at rotation id {} without changing their values; they rotate when the id next changes",
+                    spec.rotation_id
+                ),
+            )
+            .await;
+        }
         let mut restarted = Vec::new();
         for c in &plan.restart {
             match apply::stamp_workload(&ctx.client, &ctx.metrics, &name, c, &spec.rotation_id, now)

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub drain_blocked: IntGaugeVec,
     pub profile_ready: IntGaugeVec,
     pub secrets_rotated: IntCounterVec,
+    pub secrets_adopted: IntCounterVec,
     pub workloads_restarted: IntCounterVec,
     pub rotation_stalled: IntGaugeVec,
     pub snapshots_created: IntCounterVec,
@@ -110,6 +111,13 @@ impl Metrics {
             Opts::new("rampart_secrets_rotated_total", "Secrets given new values."),
             &["profile"],
         )?;
+        let secrets_adopted = IntCounterVec::new(
+            Opts::new(
+                "rampart_secrets_adopted_total",
+                "Secrets that had never carried a rotation id, stamped with the current one and left unchanged.",
+            ),
+            &["profile"],
+        )?;
         let workloads_restarted = IntCounterVec::new(
             Opts::new(
                 "rampart_workloads_restarted_total",
@@ -165,6 +173,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(secrets_rotated.clone()))?;
+        registry.register(Box::new(secrets_adopted.clone()))?;
         registry.register(Box::new(workloads_restarted.clone()))?;
         registry.register(Box::new(rotation_stalled.clone()))?;
         registry.register(Box::new(snapshots_created.clone()))?;
@@ -195,6 +204,7 @@ impl Metrics {
             drain_blocked,
             profile_ready,
             secrets_rotated,
+            secrets_adopted,
             workloads_restarted,
             rotation_stalled,
             snapshots_created,
@@ -233,6 +243,7 @@ impl Metrics {
         let _ = self.snapshots_failed.remove_label_values(&[profile]);
         for m in [
             &self.secrets_rotated,
+            &self.secrets_adopted,
             &self.workloads_restarted,
             &self.snapshots_created,
             &self.snapshots_pruned,

@@ -235,6 +235,7 @@ impl Caches {
                 namespace: s.metadata.namespace.clone().unwrap_or_default(),
                 name: s.name_any(),
                 rotation_id: s.rotation_id.clone(),
+                adopted: s.adopted,
             })
             .collect();
         out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

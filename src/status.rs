@@ -80,6 +80,7 @@ pub fn rotation_status(
         phase: plan.phase.as_str().to_string(),
         secrets_selected: plan.secrets_selected as i64,
         secrets_rotated: plan.secrets_rotated as i64,
+        secrets_adopted: plan.secrets_adopted as i64,
         workloads_total: plan.consumers_total as i64,
         workloads_restarted: plan.consumers_restarted as i64,
         in_progress: plan

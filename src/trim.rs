@@ -16,7 +16,7 @@ use kube::core::{NamespaceResourceScope, ObjectMeta, PartialObjectMeta};
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-use crate::api::ROTATION_ID_ANNOTATION;
+use crate::api::{ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION};
 
 /// A summary type is a namespaced `Resource` of the kind it summarises, so it feeds a
 /// reflector and the controller's triggers like the object itself.
@@ -155,6 +155,8 @@ pub fn namespace(n: &mut PartialObjectMeta<Namespace>) {
 pub struct SecretMeta {
     pub metadata: ObjectMeta,
     pub rotation_id: Option<String>,
+    /// Carries [`ROTATION_ADOPTED_ANNOTATION`]: at its id by adoption, not by rotation.
+    pub adopted: bool,
 }
 
 summary_resource!(SecretMeta, "Secret", "", "v1", "secrets");
@@ -162,14 +164,13 @@ summary_resource!(SecretMeta, "Secret", "", "v1", "secrets");
 /// A Secret's metadata as a [`SecretMeta`].
 pub fn secret(mut s: PartialObjectMeta<Secret>) -> SecretMeta {
     meta(&mut s.metadata);
-    let rotation_id = s
-        .metadata
-        .annotations
-        .take()
-        .and_then(|mut a| a.remove(ROTATION_ID_ANNOTATION));
+    let mut annotations = s.metadata.annotations.take().unwrap_or_default();
+    let rotation_id = annotations.remove(ROTATION_ID_ANNOTATION);
+    let adopted = annotations.contains_key(ROTATION_ADOPTED_ANNOTATION);
     SecretMeta {
         metadata: s.metadata,
         rotation_id,
+        adopted,
     }
 }
 

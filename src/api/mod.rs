@@ -19,6 +19,10 @@ pub const PROFILE_LABEL: &str = "rampart.dev/profile";
 pub const CONTROL_LABEL: &str = "rampart.dev/control";
 /// Annotation on rotated Secrets and restarted pod templates.
 pub const ROTATION_ID_ANNOTATION: &str = "rampart.dev/rotation-id";
+/// Annotation on a Secret that was adopted at its rotation id rather than rotated to it: it had
+/// never carried an id, so its values were left alone and its consumers were not restarted.
+/// The next rotation removes it.
+pub const ROTATION_ADOPTED_ANNOTATION: &str = "rampart.dev/rotation-adopted";
 /// Label a user puts on a snapshot that retention must never prune.
 pub const KEEP_LABEL: &str = "rampart.dev/keep";
 /// Server-side apply field manager.

@@ -152,6 +152,10 @@ pub struct RotationStatus {
     pub phase: String,
     pub secrets_selected: i64,
     pub secrets_rotated: i64,
+    /// Selected Secrets that had never carried a rotation id and were adopted at this one:
+    /// stamped with the id, their values left as they were and their consumers not restarted.
+    #[serde(default)]
+    pub secrets_adopted: i64,
     pub workloads_total: i64,
     pub workloads_restarted: i64,
     /// Workloads of the batch being rolled out (bounded).

@@ -6,6 +6,11 @@
 //! was rotated and is never regenerated again; a pod template carrying it was restarted and is
 //! never stamped again. So a crash at any point resumes where the cluster says, with no value
 //! regenerated twice and no workload skipped or restarted twice.
+//!
+//! Adoption: a Secret that has never carried a rotation id predates Rampart (or was just
+//! labelled in). Its values are what the running systems use, a database password among them,
+//! so it is adopted: stamped with the current id and `rampart.dev/rotation-adopted`, values
+//! untouched, consumers not restarted. Only a Secret carrying an older id is rotated.
 
 use std::collections::BTreeSet;
 
@@ -23,6 +28,8 @@ pub struct SecretInfo {
     pub namespace: String,
     pub name: String,
     pub rotation_id: Option<String>,
+    /// At its id by adoption (values untouched), not by rotation.
+    pub adopted: bool,
 }
 
 /// The workload kinds restarted after a rotation.
@@ -99,6 +106,9 @@ pub struct RotationPlan {
     pub phase: RotationPhase,
     /// Secrets to regenerate now.
     pub rotate: Vec<SecretInfo>,
+    /// Secrets that never carried a rotation id: to stamp with the current id, values and
+    /// consumers left alone.
+    pub adopt: Vec<SecretInfo>,
     /// Consumers to stamp now: the next batch.
     pub restart: Vec<ConsumerRef>,
     /// Stamped consumers whose rollout has not finished.
@@ -106,7 +116,10 @@ pub struct RotationPlan {
     /// The consumer whose rollout overran the timeout.
     pub stalled: Option<ConsumerRef>,
     pub secrets_selected: usize,
+    /// Selected Secrets rotated to the current id.
     pub secrets_rotated: usize,
+    /// Selected Secrets at the current id by adoption.
+    pub secrets_adopted: usize,
     pub consumers_total: usize,
     pub consumers_restarted: usize,
     /// When an in-progress rollout times out, so the reconcile can be scheduled for it.
@@ -178,14 +191,30 @@ pub fn plan_rotation(
     now: DateTime<Utc>,
 ) -> RotationPlan {
     let id = spec.rotation_id.as_str();
-    let selected: BTreeSet<(&str, &str)> = secrets
+    let adopt: Vec<SecretInfo> = secrets
         .iter()
-        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .filter(|s| s.rotation_id.is_none())
+        .cloned()
         .collect();
     let rotate: Vec<SecretInfo> = secrets
         .iter()
-        .filter(|s| s.rotation_id.as_deref() != Some(id))
+        .filter(|s| s.rotation_id.as_deref().is_some_and(|r| r != id))
         .cloned()
+        .collect();
+    let adopted_at_id = secrets
+        .iter()
+        .filter(|s| s.adopted && s.rotation_id.as_deref() == Some(id))
+        .count();
+    // Consumers restart only for Secrets whose values change (or changed) for this id;
+    // an adopted Secret kept its values, so its consumers have nothing new to read.
+    let changing: BTreeSet<(&str, &str)> = secrets
+        .iter()
+        .filter(|s| match s.rotation_id.as_deref() {
+            None => false,
+            Some(r) if r == id => !s.adopted,
+            Some(_) => true,
+        })
+        .map(|s| (s.namespace.as_str(), s.name.as_str()))
         .collect();
 
     let mut users: Vec<&ConsumerInfo> = consumers
@@ -193,7 +222,7 @@ pub fn plan_rotation(
         .filter(|c| {
             c.secrets
                 .iter()
-                .any(|s| selected.contains(&(c.id.namespace.as_str(), s.as_str())))
+                .any(|s| changing.contains(&(c.id.namespace.as_str(), s.as_str())))
         })
         .collect();
     users.sort_by(|a, b| a.id.cmp(&b.id));
@@ -211,11 +240,14 @@ pub fn plan_rotation(
     let mut plan = RotationPlan {
         phase: RotationPhase::Complete,
         rotate: vec![],
+        adopt: vec![],
         restart: vec![],
         in_progress: in_progress.iter().map(|c| c.id.clone()).collect(),
         stalled: None,
         secrets_selected: secrets.len(),
-        secrets_rotated: secrets.len() - rotate.len(),
+        secrets_rotated: secrets.len() - rotate.len() - adopt.len() - adopted_at_id,
+        // In Audit mode nothing is stamped, so only what was adopted before counts.
+        secrets_adopted: adopted_at_id + if audit { 0 } else { adopt.len() },
         consumers_total: users.len(),
         consumers_restarted: restarted,
         next_deadline: None,
@@ -228,6 +260,7 @@ pub fn plan_rotation(
             RotationPhase::Pending
         };
         plan.rotate = rotate;
+        plan.adopt = adopt;
         plan.restart = users
             .iter()
             .filter(|c| !stamped(c))
@@ -235,6 +268,8 @@ pub fn plan_rotation(
             .collect();
         return plan;
     }
+    // Adoption is a stamp, not a change: it goes out whatever phase the rotation is in.
+    plan.adopt = adopt;
     if !rotate.is_empty() {
         // Secrets first, all of them: restarting a consumer before its Secret holds the new
         // value would need a second restart.
@@ -326,6 +361,14 @@ mod tests {
             namespace: "app".into(),
             name: name.into(),
             rotation_id: id.map(String::from),
+            adopted: false,
+        }
+    }
+
+    fn adopted(name: &str, id: &str) -> SecretInfo {
+        SecretInfo {
+            adopted: true,
+            ..secret(name, Some(id))
         }
     }
 
@@ -366,6 +409,76 @@ mod tests {
             p.restart.is_empty(),
             "no restart before every Secret holds its new value"
         );
+    }
+
+    #[test]
+    fn secret_that_never_carried_an_id_is_adopted_not_rotated() {
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", None)],
+            &[consumer("web", "db", None, true)],
+            false,
+            now(),
+        );
+        assert_eq!(
+            p.adopt.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["db"]
+        );
+        assert!(p.rotate.is_empty(), "an adopted Secret keeps its values");
+        assert!(p.restart.is_empty(), "its consumers are not restarted");
+        assert_eq!(p.phase, RotationPhase::Complete);
+        assert_eq!(
+            (p.secrets_adopted, p.secrets_rotated, p.consumers_total),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn adopted_secret_stays_put_until_the_id_changes_then_rotates() {
+        let consumers = [consumer("web", "db", None, true)];
+        let settled = plan_rotation(&spec(2), &[adopted("db", "r2")], &consumers, false, now());
+        assert!(settled.adopt.is_empty() && settled.rotate.is_empty());
+        assert!(settled.restart.is_empty());
+        assert_eq!(settled.phase, RotationPhase::Complete);
+        assert_eq!(settled.secrets_adopted, 1);
+
+        let mut bumped = spec(2);
+        bumped.rotation_id = "r3".into();
+        let p = plan_rotation(&bumped, &[adopted("db", "r2")], &consumers, false, now());
+        assert_eq!(p.rotate.len(), 1, "an older id rotates, adopted or not");
+        assert_eq!(p.phase, RotationPhase::Rotating);
+        assert_eq!(p.consumers_total, 1, "and then its consumers restart");
+    }
+
+    #[test]
+    fn only_consumers_of_rotated_secrets_restart_beside_adopted_ones() {
+        let p = plan_rotation(
+            &spec(5),
+            &[adopted("legacy", "r2"), secret("api", Some("r2"))],
+            &[
+                consumer("uses-legacy", "legacy", None, true),
+                consumer("uses-api", "api", None, true),
+            ],
+            false,
+            now(),
+        );
+        assert_eq!(names(&p.restart), vec!["uses-api"]);
+        assert_eq!((p.secrets_rotated, p.secrets_adopted), (1, 1));
+    }
+
+    #[test]
+    fn audit_neither_adopts_nor_counts_pending_adoptions() {
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", None)],
+            &[consumer("web", "db", None, true)],
+            true,
+            now(),
+        );
+        assert_eq!(p.adopt.len(), 1, "reported as what would be adopted");
+        assert_eq!(p.secrets_adopted, 0, "nothing was stamped");
+        assert_eq!(p.phase, RotationPhase::Complete, "adoption changes no value");
+        assert!(p.restart.is_empty());
     }
 
     #[test]
