@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
     cleanup_from_drop, client, delete_profile_and_wait, kubeconfig_path, repo_root, unique_id,
@@ -116,7 +116,10 @@ async fn estate(c: &Client, run: &str) -> Result<TestNamespace> {
             anyhow::Ok(())
         }
     };
-    apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "labels": {"rampart.dev/rotate": "true"}}, "stringData": {"password": "orig"}})).await?;
+    // One Secret rotated before (an older id: rotated, an update) and one that never was
+    // (adopted, a metadata patch), so both writes are exercised under the role.
+    apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "labels": {"rampart.dev/rotate": "true"}, "annotations": {"rampart.dev/rotation-id": "r0"}}, "stringData": {"password": "orig"}})).await?;
+    apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "legacy", "labels": {"rampart.dev/rotate": "true"}}, "stringData": {"password": "orig"}})).await?;
     apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
         "replicas": 3, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "example.com/web:1", "envFrom": [{"secretRef": {"name": "db"}}]}]}}}}))
@@ -179,6 +182,18 @@ async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
         )
     })
     .await?;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns.name);
+    let db = secrets.get("db").await?;
+    assert_eq!(
+        db.annotations().get("rampart.dev/rotation-id").map(String::as_str),
+        Some("r1"),
+        "the Secret at an older id was rotated"
+    );
+    let legacy = secrets.get("legacy").await?;
+    assert!(
+        legacy.annotations().contains_key("rampart.dev/rotation-adopted"),
+        "the Secret with no id was adopted"
+    );
     assert!(!Api::<NetworkPolicy>::namespaced(c.clone(), &ns.name)
         .list(&ListParams::default())
         .await?

@@ -1,6 +1,7 @@
 //! Secret rotation end to end: values change once, consumers restart in bounded batches,
-//! a crash at any point resumes from the cluster's state, and a stuck rollout stalls the
-//! rotation instead of barrelling on.
+//! a crash at any point resumes from the cluster's state, a stuck rollout stalls the
+//! rotation instead of barrelling on, and a Secret that never carried a rotation id is
+//! adopted (stamped, values and consumers untouched) rather than rotated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,6 +19,10 @@ use rampart_e2e::{
 use serde_json::{json, Value};
 
 const ROTATION_ID: &str = "rampart.dev/rotation-id";
+const ADOPTED: &str = "rampart.dev/rotation-adopted";
+/// The id the selected Secrets of most tests carry before the profile arrives: they were
+/// rotated before, so a new id rotates them (a Secret with no id would be adopted).
+const EARLIER_ID: &str = "r0";
 const RESTARTED_AT: &str = "rampart.dev/restarted-at";
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -40,14 +45,30 @@ impl Fixture {
         Ok(Self { client, run, ns })
     }
 
+    /// A Secret; a selected one (`rotate`) carries [`EARLIER_ID`].
     async fn secret(&self, name: &str, rotate: bool, data: &[(&str, &str)]) -> Result<()> {
+        self.secret_with_id(name, rotate, rotate.then_some(EARLIER_ID), data)
+            .await
+    }
+
+    async fn secret_with_id(
+        &self,
+        name: &str,
+        rotate: bool,
+        id: Option<&str>,
+        data: &[(&str, &str)],
+    ) -> Result<()> {
         let labels: BTreeMap<String, String> = if rotate {
             BTreeMap::from([("rampart.dev/rotate".into(), "true".into())])
         } else {
             BTreeMap::new()
         };
+        let annotations: BTreeMap<String, String> = id
+            .map(|id| (ROTATION_ID.to_string(), id.to_string()))
+            .into_iter()
+            .collect();
         let s: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
             "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
         }))?;
         Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
@@ -245,6 +266,29 @@ impl Fixture {
             .and_then(|s| s.rotation)
             .map(|r| r.phase)
             .unwrap_or_default())
+    }
+
+    /// Waits for `phase` of the rotation to `id` (a status left from an earlier id does not
+    /// count).
+    async fn wait_phase_for(&self, profile: &str, id: &str, phase: &str) -> Result<()> {
+        let api = Api::<HardeningProfile>::all(self.client.clone());
+        wait_until(&format!("rotation to {id} {phase}"), TIMEOUT, || {
+            let api = api.clone();
+            async move {
+                let r = api
+                    .get(profile)
+                    .await
+                    .ok()
+                    .and_then(|p| p.status.and_then(|s| s.rotation));
+                (
+                    r.as_ref().is_some_and(|r| {
+                        r.phase == phase && r.observed_rotation_id.as_deref() == Some(id)
+                    }),
+                    format!("{r:?}"),
+                )
+            }
+        })
+        .await
     }
 
     async fn wait_phase(&self, profile: &str, phase: &str) -> Result<HardeningProfile> {
@@ -608,10 +652,112 @@ async fn audit_rotation_reports_and_writes_nothing() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (data, id) = f.secret_data("db").await?;
     assert_eq!(
-        (data.get("password").map(String::as_str), id),
-        (Some("orig"), None)
+        (data.get("password").map(String::as_str), id.as_deref()),
+        (Some("orig"), Some(EARLIER_ID))
     );
     assert_eq!(f.revision("web").await?, "1");
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+/// Whether a Secret carries the adoption mark.
+async fn adopted_mark(f: &Fixture, name: &str) -> Result<bool> {
+    let s = Api::<Secret>::namespaced(f.client.clone(), &f.ns.name)
+        .get(name)
+        .await?;
+    Ok(s.annotations().contains_key(ADOPTED))
+}
+
+#[tokio::test]
+async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_id() -> Result<()> {
+    let f = Fixture::new("adopt").await?;
+    // A running estate before Rampart: Secrets with no rotation id, in use.
+    f.secret_with_id("db", true, None, &[("password", "prod-db")])
+        .await?;
+    f.secret_with_id("cache", true, None, &[("password", "prod-cache")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    f.consumer("worker", "cache", "env", json!({})).await?;
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        (matches!(n, Ok(0)), format!("{n:?} still rolling out"))
+    })
+    .await?;
+
+    let name = f
+        .apply(f.profile(
+            &format!("adopt-{}", unique_id()),
+            "r1",
+            2,
+            60,
+            "Enforce",
+            None,
+        ))
+        .await?;
+    let api = Api::<HardeningProfile>::all(f.client.clone());
+    wait_until("both Secrets adopted", TIMEOUT, || async {
+        let r = api
+            .get(&name)
+            .await
+            .ok()
+            .and_then(|p| p.status.and_then(|s| s.rotation));
+        (
+            r.as_ref()
+                .is_some_and(|r| r.phase == "Complete" && r.secrets_adopted == 2),
+            format!("{r:?}"),
+        )
+    })
+    .await?;
+    // Watch a while: adoption must not turn into a rotation or a restart on a later pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (secret, value) in [("db", "prod-db"), ("cache", "prod-cache")] {
+        let (data, id) = f.secret_data(secret).await?;
+        assert_eq!(
+            data.get("password").map(String::as_str),
+            Some(value),
+            "{secret}: an adopted Secret keeps its values"
+        );
+        assert!(
+            !data.contains_key("password.previous"),
+            "{secret}: nothing was regenerated"
+        );
+        assert_eq!(id.as_deref(), Some("r1"), "{secret} carries the current id");
+        assert!(adopted_mark(&f, secret).await?, "{secret} is marked adopted");
+    }
+    for d in ["web", "worker"] {
+        assert_eq!(f.revision(d).await?, "1", "{d} must not restart on adoption");
+    }
+    let r = api
+        .get(&name)
+        .await?
+        .status
+        .and_then(|s| s.rotation)
+        .context("rotation")?;
+    assert_eq!(
+        (r.secrets_selected, r.secrets_rotated, r.secrets_adopted, r.workloads_total),
+        (2, 0, 2, 0)
+    );
+
+    // The next id rotates them like any other Secret and restarts their consumers once.
+    f.apply(f.profile(&name, "r2", 2, 60, "Enforce", None))
+        .await?;
+    f.wait_phase_for(&name, "r2", "Complete").await?;
+    for (secret, value) in [("db", "prod-db"), ("cache", "prod-cache")] {
+        let (data, id) = f.secret_data(secret).await?;
+        assert_ne!(data.get("password").map(String::as_str), Some(value));
+        assert_eq!(
+            data.get("password.previous").map(String::as_str),
+            Some(value)
+        );
+        assert_eq!(id.as_deref(), Some("r2"));
+        assert!(
+            !adopted_mark(&f, secret).await?,
+            "{secret}: a rotation removes the adoption mark"
+        );
+    }
+    for d in ["web", "worker"] {
+        assert_eq!(f.revision(d).await?, "2", "{d} restarts once, at r2");
+    }
     f.delete_profile(&name).await?;
     Ok(())
 }
