@@ -28,6 +28,7 @@ use crate::apply::{self, Created};
 use crate::controls::disruption_budgets::{desired_disruption_budgets, drain_blocking_budgets};
 use crate::controls::network_policies::desired_network_policies;
 use crate::controls::{self, DesiredObject, DriftReason, ManagedKind};
+use crate::fence::Fence;
 use crate::metrics::Metrics;
 use crate::observe::{self, profile_of, Caches};
 use crate::selection::{self, NamespaceInfo, ProfileInfo, Selection};
@@ -49,7 +50,12 @@ pub struct Context {
     pub profiles: Store<HardeningProfile>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub ready: Arc<AtomicBool>,
+    /// True once every cache holds its first list; a reconcile waits for it. A watch channel
+    /// because any number of reconciles may wait at once (a store's own readiness future
+    /// wakes only the last of several waiters, which left a second profile never reconciled).
+    synced: tokio::sync::watch::Receiver<bool>,
+    /// Open while this replica may write (always, without leader election).
+    fence: Fence,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -62,8 +68,22 @@ pub struct Options {
     pub profile_selector: Option<String>,
 }
 
+/// What leadership means to the controller: a fence every reconcile checks first (a standby
+/// keeps its caches warm and does nothing else), and a signal to reconcile every profile the
+/// moment this replica becomes the leader.
+pub struct Leadership {
+    pub fence: Fence,
+    pub became_leader: futures::stream::BoxStream<'static, ()>,
+}
+
 /// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, options: Options) {
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    options: Options,
+    leadership: Leadership,
+) {
     let instance = options.instance;
     let profiles_api = Api::<HardeningProfile>::all(client.clone());
     let profile_watch = match &options.profile_selector {
@@ -82,6 +102,21 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
     let controller = Controller::new(profiles_api.clone(), profile_watch.clone());
     let profiles = controller.store();
 
+    // Ready means "caches synced, able to serve", on a leader and a standby alike, with or
+    // without any profile: one task waits for the stores and tells everyone else.
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    {
+        let (caches, profiles, ready) = (caches.clone(), profiles.clone(), ready.clone());
+        tokio::spawn(async move {
+            if caches.wait_until_ready().await.is_ok() && profiles.wait_until_ready().await.is_ok()
+            {
+                ready.store(true, Ordering::Relaxed);
+                info!("caches synced; ready");
+                let _ = synced_tx.send(true);
+            }
+        });
+    }
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         caches: caches.clone(),
@@ -94,7 +129,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
                 instance: Some(instance),
             },
         ),
-        ready,
+        synced,
+        fence: leadership.fence,
         failures: Mutex::new(HashMap::new()),
     });
 
@@ -142,7 +178,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, ready: Arc<AtomicBool>, 
                 .into_iter()
                 .filter(move |r| r.name != name)
         })
-        .shutdown_on_signal()
+        .reconcile_all_on(leadership.became_leader)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -190,10 +226,15 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
     let name = profile.name_any();
     let span = info_span!("reconcile", profile = %name);
     async move {
-        if ctx.caches.wait_until_ready().await.is_err() {
+        // A standby (or a leader past its fence) does nothing; becoming the leader
+        // reconciles every profile.
+        if !ctx.fence.may_write() {
+            return Ok(Action::await_change());
+        }
+        let mut synced = ctx.synced.clone();
+        if synced.wait_for(|s| *s).await.is_err() {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
-        ctx.ready.store(true, Ordering::Relaxed);
         let started = Instant::now();
         let api = Api::<HardeningProfile>::all(ctx.client.clone());
         let result = finalizer(&api, FINALIZER, profile, |event| async {

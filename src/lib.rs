@@ -12,6 +12,7 @@ pub mod api;
 pub mod apply;
 pub mod controller;
 pub mod controls;
+pub mod fence;
 pub mod http;
 pub mod labels;
 pub mod leader;

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
 use rampart::metrics::Metrics;
 
 /// jemalloc rather than the system allocator: a reconcile at a thousand namespaces allocates
@@ -102,7 +103,18 @@ fn crd_yaml() -> anyhow::Result<String> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let fence = if args.leader_elect {
+        rampart::fence::Fence::closed()
+    } else {
+        rampart::fence::Fence::always_open()
+    };
+    // Every write the operator makes goes through the fence; the lease has its own client,
+    // since renewing it is how the fence opens.
+    let client = kube::client::ClientBuilder::try_from(config.clone())?
+        .with_layer(&rampart::fence::FenceLayer(fence.clone()))
+        .build();
+    let lease_client = kube::Client::try_from(config)?;
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
     let instance = args
@@ -124,32 +136,77 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: instance.clone(),
         profile_selector: args.profile_selector,
     };
+    let (became_leader_tx, became_leader_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let became_leader = futures::stream::unfold(became_leader_rx, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    })
+    .boxed();
+    let leadership = rampart::controller::Leadership {
+        fence: fence.clone(),
+        became_leader,
+    };
+    // The controller runs on every replica: a standby keeps its caches warm (and so is ready)
+    // but its reconciles do nothing until it leads.
+    let controller =
+        rampart::controller::run(client, metrics.clone(), ready, options, leadership);
     if args.leader_elect {
         let elector = rampart::leader::LeaderElector::new(
-            client.clone(),
+            lease_client,
             &args.leader_elect_namespace,
             &args.leader_elect_lease,
             // Unique per process: two replicas on one host (or a restarted container under the
             // same pod name racing its predecessor) must never share an identity.
             &format!("{instance}_{}", std::process::id()),
             rampart::leader::Timings::default(),
+            fence.clone(),
         );
-        tracing::info!(lease = %args.leader_elect_lease, namespace = %args.leader_elect_namespace, "waiting to become the leader");
-        elector.acquire().await;
-        metrics.leader.set(1);
+        let leading = async {
+            tracing::info!(lease = %args.leader_elect_lease, namespace = %args.leader_elect_namespace, identity = %elector.identity(), "waiting to become the leader");
+            elector.acquire().await;
+            metrics.leader.set(1);
+            let _ = became_leader_tx.send(());
+            elector.hold().await;
+        };
         tokio::select! {
-            _ = rampart::controller::run(client, metrics.clone(), ready, options) => {}
-            _ = elector.hold() => {
-                // Stop writing at once: exiting is the only way to be sure no reconcile in
-                // flight writes after another replica may have taken over.
+            _ = controller => {}
+            _ = leading => {
+                // The fence is already closed: nothing this process still has in flight can
+                // write. Exit so the pod restarts as a clean standby.
                 tracing::error!("lost the leader lease; exiting");
                 std::process::exit(1);
+            }
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down: closing the write fence and releasing the lease");
+                elector.release().await;
             }
         }
     } else {
         metrics.leader.set(1);
-        rampart::controller::run(client, metrics, ready, options).await;
+        tokio::select! {
+            _ = controller => {}
+            _ = shutdown_signal() => {
+                fence.close();
+                tracing::info!("shutting down");
+            }
+        }
     }
     http.abort();
     Ok(())
+}
+
+/// SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
