@@ -21,16 +21,27 @@ kubectl apply --server-side --force-conflicts -f e2e/demo/estate.yaml
 
 step "the operator"
 mkdir -p .local/logs .local/pids
+# Always the binary just built: an operator left from an earlier run is stopped first
+# (SIGTERM: it closes its write fence and exits; SIGKILL if it has not after 10 s).
 if [ -f .local/pids/operator.pid ] && kill -0 "$(cat .local/pids/operator.pid)" 2>/dev/null; then
-  echo "already running (pid $(cat .local/pids/operator.pid))"
-  port=$(cat .local/operator-port)
-else
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  setsid nohup ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" >.local/logs/operator.log 2>&1 < /dev/null &
-  echo $! > .local/pids/operator.pid
-  echo "$port" > .local/operator-port
-  echo "started (pid $!, log .local/logs/operator.log)"
+  old=$(cat .local/pids/operator.pid)
+  kill "$old" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$old" 2>/dev/null || true
+  echo "stopped the operator from an earlier run (pid $old)"
 fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+setsid nohup ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" >.local/logs/operator.log 2>&1 < /dev/null &
+echo $! > .local/pids/operator.pid
+echo "$port" > .local/operator-port
+echo "started (pid $!, log .local/logs/operator.log)"
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$(cat .local/pids/operator.pid)" 2>/dev/null || { echo "the operator exited; see .local/logs/operator.log"; tail -20 .local/logs/operator.log; exit 1; }
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "the operator is not ready after 30 s; see .local/logs/operator.log"; exit 1; }
+echo "ready (caches synced): http://127.0.0.1:$port/readyz"
 
 step "the samples (config/samples/)"
 kubectl apply --server-side --force-conflicts -f config/samples/

@@ -103,13 +103,15 @@ pub async fn run(
     let profiles = controller.store();
 
     // Ready means "caches synced, able to serve", on a leader and a standby alike, with or
-    // without any profile: one task waits for the stores and tells everyone else.
+    // without any profile: one task waits for the stores and tells everyone else. A store's
+    // readiness future wakes only the last of several waiters, so this task is the only one
+    // that ever waits on the caches; the profile store is left alone, since kube's Controller
+    // waits on it before its first reconcile.
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     {
-        let (caches, profiles, ready) = (caches.clone(), profiles.clone(), ready.clone());
+        let (caches, ready) = (caches.clone(), ready.clone());
         tokio::spawn(async move {
-            if caches.wait_until_ready().await.is_ok() && profiles.wait_until_ready().await.is_ok()
-            {
+            if caches.wait_until_ready().await.is_ok() {
                 ready.store(true, Ordering::Relaxed);
                 info!("caches synced; ready");
                 let _ = synced_tx.send(true);

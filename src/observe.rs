@@ -201,7 +201,8 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
 
 impl Caches {
     /// Waits until every cache has its first full list, so a reconcile never mistakes an
-    /// empty cache for an empty cluster.
+    /// empty cache for an empty cluster. Call it from one task only: kube's store readiness
+    /// wakes just the last of several concurrent waiters and leaves the others hanging.
     pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.namespaces.wait_until_ready().await?;
         self.deployments.wait_until_ready().await?;
