@@ -104,7 +104,9 @@ start kube-apiserver "$L/logs/kube-apiserver.log" kube-apiserver \
   --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --authorization-mode RBAC --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
-  --endpoint-reconciler-type none --profiling=false --v=1
+  --endpoint-reconciler-type none --profiling=false --v=1 \
+  --audit-policy-file "$root/e2e/controlplane/audit-policy.yaml" --audit-log-path "$L/logs/audit.log" \
+  --audit-log-format json --audit-log-mode blocking
 # The kubeconfig embeds its certificates so it works from any directory.
 b64() { base64 -w0 <"$1"; }
 cat >"$KUBECONFIG_PATH" <<KC

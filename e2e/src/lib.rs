@@ -199,24 +199,42 @@ pub async fn scrape_metrics() -> Result<String> {
     .await
 }
 
-/// Fetches `/metrics` from an operator at `addr` (host:port) over plain HTTP on loopback.
-pub async fn scrape(addr: &str) -> Result<String> {
-    let addr = addr.to_string();
-    let body = tokio::task::spawn_blocking(move || -> Result<String> {
+/// GETs `path` from an operator at `addr` (host:port) over plain HTTP on loopback: the
+/// status code and the body.
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    let response = tokio::task::spawn_blocking(move || -> Result<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr)
             .with_context(|| format!("connecting to the operator at {addr}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
     })
     .await??;
-    let (_, body) = body
+    let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("malformed HTTP response from the operator"))?;
-    Ok(body.to_string())
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no status code in {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// Fetches `/metrics` from an operator at `addr` (host:port).
+pub async fn scrape(addr: &str) -> Result<String> {
+    let (code, body) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    Ok(body)
+}
+
+/// Whether the operator at `addr` answers /readyz with 200.
+pub async fn is_ready(addr: &str) -> bool {
+    matches!(http_get(addr, "/readyz").await, Ok((200, _)))
 }
 
 /// Sums every sample of `metric` whose labels include all of `labels`.
@@ -345,6 +363,34 @@ impl OperatorProcess {
         Ok(op)
     }
 
+    /// Sends `signal` (by name, for example `STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit status, if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: no graceful shutdown, as in a crash or an OOM kill.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -355,6 +401,162 @@ impl OperatorProcess {
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A client identity of its own for an operator process: a certificate signed by the local
+/// plane's CA, in `system:masters` and in `rampart:audited`, whose writes the API server's
+/// audit log records (see `e2e/controlplane/audit-policy.yaml`). The kubeconfig is removed on
+/// drop.
+pub struct AuditedIdentity {
+    pub user: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl AuditedIdentity {
+    pub fn new(user: &str) -> Result<Self> {
+        let root = repo_root();
+        let pki = root.join(".local/pki");
+        let dir = root.join(format!(".local/audited-{user}"));
+        std::fs::create_dir_all(&dir)?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .context("running openssl")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        let subject = format!("/O=system:masters/O=rampart:audited/CN={user}");
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+        ])?;
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        let ca = pki.join("ca.crt");
+        let ca_key = pki.join("ca.key");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            &ca.to_string_lossy(),
+            "-CAkey",
+            &ca_key.to_string_lossy(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.crt",
+        ])?;
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut kc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path())?)?;
+        let user_entry = kc
+            .get_mut("users")
+            .and_then(|u| u.get_mut(0))
+            .and_then(|u| u.get_mut("user"))
+            .context("kubeconfig user")?;
+        *user_entry = serde_yaml::to_value(BTreeMap::from([
+            (
+                "client-certificate-data",
+                b64(&std::fs::read(dir.join("client.crt"))?),
+            ),
+            (
+                "client-key-data",
+                b64(&std::fs::read(dir.join("client.key"))?),
+            ),
+        ]))?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, serde_yaml::to_string(&kc)?)?;
+        Ok(Self {
+            user: user.to_string(),
+            kubeconfig,
+        })
+    }
+
+    /// Every write the API server recorded for this identity, oldest first.
+    pub fn writes(&self) -> Result<Vec<AuditedWrite>> {
+        let log = repo_root().join(".local/logs/audit.log");
+        let text = std::fs::read_to_string(&log).with_context(|| {
+            format!(
+                "reading {} (started by e2e/controlplane/up.sh)",
+                log.display()
+            )
+        })?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if e["user"]["username"].as_str() != Some(self.user.as_str()) {
+                continue;
+            }
+            let Some(at) = e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            out.push(AuditedWrite {
+                at: at.with_timezone(&chrono::Utc),
+                verb: e["verb"].as_str().unwrap_or_default().to_string(),
+                resource: e["objectRef"]["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: e["objectRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                code: e["responseStatus"]["code"].as_i64().unwrap_or(0),
+            });
+        }
+        out.sort_by_key(|w| w.at);
+        Ok(out)
+    }
+}
+
+impl Drop for AuditedIdentity {
+    fn drop(&mut self) {
+        if let Some(dir) = self.kubeconfig.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// One write as the API server's audit log recorded it.
+#[derive(Clone, Debug)]
+pub struct AuditedWrite {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub verb: String,
+    pub resource: String,
+    pub name: String,
+    /// The HTTP status the API server answered with.
+    pub code: i64,
+}
+
+impl AuditedWrite {
+    /// The API server carried it out (a refused compare-and-swap is not a write).
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
     }
 }
 
