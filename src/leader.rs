@@ -227,11 +227,8 @@ impl LeaderElector {
                 // The resourceVersion from our read makes this a compare-and-swap: if another
                 // replica wrote in between, the API server refuses ours.
                 lease.spec = Some(spec(lease.spec.as_ref(), d == Decision::Acquire));
-                self.call(
-                    self.api
-                        .replace(&self.name, &PostParams::default(), &lease),
-                )
-                .await?;
+                self.call(self.api.replace(&self.name, &PostParams::default(), &lease))
+                    .await?;
             }
         }
         // Others count the lease's life from when they see this write, which is after we
@@ -302,12 +299,9 @@ impl LeaderElector {
             spec.holder_identity = None;
             spec.lease_duration_seconds = Some(1);
             spec.renew_time = micro(Utc::now());
-            self.call(
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease),
-            )
-            .await
-            .map(|_| ())
+            self.call(self.api.replace(&self.name, &PostParams::default(), &lease))
+                .await
+                .map(|_| ())
         }
         .await;
         match result {

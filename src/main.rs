@@ -147,8 +147,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // The controller runs on every replica: a standby keeps its caches warm (and so is ready)
     // but its reconciles do nothing until it leads.
-    let controller =
-        rampart::controller::run(client, metrics.clone(), ready, options, leadership);
+    let controller = rampart::controller::run(client, metrics.clone(), ready, options, leadership);
     if args.leader_elect {
         let elector = rampart::leader::LeaderElector::new(
             lease_client,

@@ -185,13 +185,17 @@ async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns.name);
     let db = secrets.get("db").await?;
     assert_eq!(
-        db.annotations().get("rampart.dev/rotation-id").map(String::as_str),
+        db.annotations()
+            .get("rampart.dev/rotation-id")
+            .map(String::as_str),
         Some("r1"),
         "the Secret at an older id was rotated"
     );
     let legacy = secrets.get("legacy").await?;
     assert!(
-        legacy.annotations().contains_key("rampart.dev/rotation-adopted"),
+        legacy
+            .annotations()
+            .contains_key("rampart.dev/rotation-adopted"),
         "the Secret with no id was adopted"
     );
     assert!(!Api::<NetworkPolicy>::namespaced(c.clone(), &ns.name)

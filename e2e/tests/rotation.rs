@@ -722,10 +722,17 @@ async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_i
             "{secret}: nothing was regenerated"
         );
         assert_eq!(id.as_deref(), Some("r1"), "{secret} carries the current id");
-        assert!(adopted_mark(&f, secret).await?, "{secret} is marked adopted");
+        assert!(
+            adopted_mark(&f, secret).await?,
+            "{secret} is marked adopted"
+        );
     }
     for d in ["web", "worker"] {
-        assert_eq!(f.revision(d).await?, "1", "{d} must not restart on adoption");
+        assert_eq!(
+            f.revision(d).await?,
+            "1",
+            "{d} must not restart on adoption"
+        );
     }
     let r = api
         .get(&name)
@@ -734,7 +741,12 @@ async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_i
         .and_then(|s| s.rotation)
         .context("rotation")?;
     assert_eq!(
-        (r.secrets_selected, r.secrets_rotated, r.secrets_adopted, r.workloads_total),
+        (
+            r.secrets_selected,
+            r.secrets_rotated,
+            r.secrets_adopted,
+            r.workloads_total
+        ),
         (2, 0, 2, 0)
     );
 

@@ -477,7 +477,11 @@ mod tests {
         );
         assert_eq!(p.adopt.len(), 1, "reported as what would be adopted");
         assert_eq!(p.secrets_adopted, 0, "nothing was stamped");
-        assert_eq!(p.phase, RotationPhase::Complete, "adoption changes no value");
+        assert_eq!(
+            p.phase,
+            RotationPhase::Complete,
+            "adoption changes no value"
+        );
         assert!(p.restart.is_empty());
     }
 
