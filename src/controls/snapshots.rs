@@ -349,7 +349,7 @@ mod tests {
         last: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> SnapshotPlan {
-        let schedule = Schedule::parse(&s.schedule, None).expect("schedule");
+        let schedule = Schedule::parse(&s.schedule, s.time_zone.as_deref()).expect("schedule");
         plan_snapshots("p", s, &schedule, pvcs, snaps, last, now)
     }
 
@@ -518,6 +518,142 @@ mod tests {
         assert!(plan(&s, &[pvc("data")], &[], None, t(2, 0, 5))
             .create
             .is_empty());
+    }
+
+    /// An instant written as local wall time with its offset.
+    fn at(local: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(local)
+            .expect("RFC 3339")
+            .with_timezone(&Utc)
+    }
+
+    /// The day of each change of the clocks, local midnight to local midnight.
+    const DST_DAYS: [(&str, &str, &str); 4] = [
+        (
+            "Europe/Berlin",
+            "2026-03-29T00:00:00+01:00",
+            "2026-03-30T00:00:00+02:00",
+        ),
+        (
+            "Europe/Berlin",
+            "2026-10-25T00:00:00+02:00",
+            "2026-10-26T00:00:00+01:00",
+        ),
+        (
+            "America/New_York",
+            "2026-03-08T00:00:00-05:00",
+            "2026-03-09T00:00:00-04:00",
+        ),
+        (
+            "America/New_York",
+            "2026-11-01T00:00:00-04:00",
+            "2026-11-02T00:00:00-05:00",
+        ),
+    ];
+    // Fixed times in and just before each gap and repeat, hourly, and steps across both.
+    const DST_SCHEDULES: [&str; 4] = ["30 2 * * *", "30 1 * * *", "0 * * * *", "*/15 1-3 * * *"];
+
+    fn backups_in(schedule: &str, tz: &str) -> BackupControl {
+        BackupControl {
+            time_zone: Some(tz.into()),
+            ..spec(schedule)
+        }
+    }
+
+    /// The slots strictly between `from` and `to`, each found from the one before.
+    fn slots_between(
+        s: &BackupControl,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let schedule = Schedule::parse(&s.schedule, s.time_zone.as_deref()).expect("schedule");
+        std::iter::successors(schedule.next_after(from), |t| schedule.next_after(*t))
+            .take_while(|t| *t < to)
+            .collect()
+    }
+
+    #[test]
+    fn reconciles_across_a_dst_change_take_one_snapshot_per_slot_with_unique_names() {
+        // Reconciles more often than the deadline, as the requeue at each slot ensures; the
+        // slot is recorded as the status records it and every snapshot asked for is kept.
+        let step = Duration::seconds(250);
+        for (tz, from, to) in DST_DAYS {
+            for schedule in DST_SCHEDULES {
+                let s = backups_in(schedule, tz);
+                let (from, to) = (at(from), at(to));
+                let mut data = pvc("data");
+                data.created = Some(from - Duration::days(1));
+                let mut snaps: Vec<SnapshotInfo> = Vec::new();
+                let mut names: Vec<String> = Vec::new();
+                let mut last = None;
+                let mut now = from;
+                let mut last_now = from;
+                while now < to {
+                    let p = plan(&s, std::slice::from_ref(&data), &snaps, last, now);
+                    assert!(p.missed_slots.is_empty(), "{schedule} in {tz} at {now}");
+                    assert_eq!(
+                        p.next_slot,
+                        slots_between(&s, now, now + Duration::days(2))
+                            .first()
+                            .copied(),
+                        "requeue: {schedule} in {tz} at {now}"
+                    );
+                    for d in &p.create {
+                        let slot = p.slot.expect("a creation has a slot");
+                        assert_eq!(d.key.name, snapshot_name("data", slot));
+                        names.push(d.key.name.clone());
+                        snaps.push(snap("data", slot, true));
+                    }
+                    last = p.slot.into_iter().chain(p.missed_slots).max().or(last);
+                    last_now = now;
+                    now += step;
+                }
+                let expected: Vec<String> = slots_between(
+                    &s,
+                    from - Duration::seconds(1),
+                    last_now + Duration::seconds(1),
+                )
+                .into_iter()
+                .map(|slot| snapshot_name("data", slot))
+                .collect();
+                assert_eq!(names, expected, "{schedule} in {tz}");
+                let day_hours = (to - from).num_hours();
+                let per_day = match schedule {
+                    "0 * * * *" => day_hours,
+                    // Eight wall times exist on a 23-hour day, sixteen on a 25-hour one.
+                    "*/15 1-3 * * *" => 12 + 4 * (day_hours - 24),
+                    _ => 1,
+                };
+                assert_eq!(names.len() as i64, per_day, "{schedule} in {tz}: {names:?}");
+                let unique: BTreeSet<&String> = names.iter().collect();
+                assert_eq!(unique.len(), names.len(), "{schedule} in {tz}: {names:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_outage_across_a_dst_change_reports_each_missed_slot_once() {
+        for (tz, from, to) in DST_DAYS {
+            for schedule in DST_SCHEDULES {
+                let s = backups_in(schedule, tz);
+                let (from, to) = (at(from), at(to));
+                let last = Schedule::parse(schedule, Some(tz))
+                    .expect("schedule")
+                    .latest_at_or_before(from)
+                    .expect("a slot before the day");
+                // Past the deadline of any slot, including an hourly one at midnight.
+                let now = to + Duration::minutes(10);
+                let mut data = pvc("data");
+                data.created = Some(from - Duration::days(1));
+                let p = plan(&s, &[data], &[], Some(last), now);
+                assert!(p.create.is_empty(), "{schedule} in {tz}");
+                assert_eq!(
+                    p.missed_slots,
+                    slots_between(&s, last, now),
+                    "{schedule} in {tz}"
+                );
+            }
+        }
     }
 
     #[test]
