@@ -29,7 +29,15 @@ pub struct Metrics {
     pub snapshot_slots_missed: IntCounterVec,
     pub snapshot_last_success: prometheus::GaugeVec,
     pub leader: prometheus::IntGauge,
+    pub build_info: IntGaugeVec,
 }
+
+/// The commit the binary was built from, when the build passed `RAMPART_GIT_COMMIT` (the image
+/// build does; a plain `cargo build` outside git need not).
+const GIT_COMMIT: &str = match option_env!("RAMPART_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
 
 /// The states an exception is counted in.
 const EXCEPTION_STATES: [&str; 2] = ["Active", "Expired"];
@@ -171,6 +179,23 @@ impl Metrics {
             "rampart_leader",
             "1 while this replica holds the leader lease (or runs without leader election).",
         )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "rampart_build_info",
+                "Always 1; the labels say which build of the operator is running.",
+            ),
+            &["version", "git_commit"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_COMMIT])
+            .set(1);
+        registry.register(Box::new(build_info.clone()))?;
+        // CPU, resident memory, open file descriptors and start time of this process, under
+        // the standard process_* names every Prometheus dashboard expects.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(secrets_rotated.clone()))?;
         registry.register(Box::new(secrets_adopted.clone()))?;
@@ -213,6 +238,7 @@ impl Metrics {
             snapshot_slots_missed,
             snapshot_last_success,
             leader,
+            build_info,
         })
     }
 
@@ -280,5 +306,48 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_names_the_crate_version() {
+        let text = Metrics::new()
+            .expect("metrics register")
+            .render()
+            .expect("render");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rampart_build_info{"))
+            .unwrap_or_else(|| panic!("no rampart_build_info in:\n{text}"));
+        assert!(
+            line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        assert!(line.contains("git_commit=\""), "{line}");
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_exported() {
+        let text = Metrics::new()
+            .expect("metrics register")
+            .render()
+            .expect("render");
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing from:\n{text}"
+            );
+        }
     }
 }

@@ -57,7 +57,22 @@ use super::status::HardeningProfileStatus;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        description = "Why the Ready condition has its status",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        description = "The Ready condition's message",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    ),
+    doc = "HardeningProfile keeps the namespaces it selects hardened: default-deny NetworkPolicies with allow-lists, drain-friendly PodDisruptionBudgets, Secret rotation with bounded restarts and scheduled VolumeSnapshots with retention. Cluster-scoped. Drift from the profile is reported in status and, in Enforce mode, repaired."
 )]
 #[x_kube(
     validation = Rule::new("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)")

@@ -70,7 +70,8 @@ pub struct Condition {
     /// The generation the condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// When the status last changed (RFC 3339).
+    /// When the status last changed (RFC 3339). Kept while only the reason or message change.
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
 }
 
@@ -97,12 +98,16 @@ pub struct Summary {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftEntry {
+    /// Namespace of the drifted object.
     pub namespace: String,
+    /// Kind of the drifted object, such as NetworkPolicy or PodDisruptionBudget.
     pub kind: String,
+    /// Name of the drifted object.
     pub name: String,
     /// Missing, Modified, Unexpected or NameTaken.
     pub reason: String,
     /// When this drift was first seen (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub since: String,
 }
 
@@ -110,8 +115,11 @@ pub struct DriftEntry {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRefStatus {
+    /// Namespace of the object.
     pub namespace: String,
+    /// Kind of the object.
     pub kind: String,
+    /// Name of the object.
     pub name: String,
     /// Why it is listed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -122,12 +130,17 @@ pub struct ObjectRefStatus {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExceptionStatus {
+    /// The namespace the exception exempts.
     pub namespace: String,
+    /// The control it exempts the namespace from.
     pub control: String,
+    /// The reason given in the spec.
     pub reason: String,
     /// Active, or Expired (the control applies again).
     pub state: String,
+    /// When the exception stops applying (RFC 3339); absent when it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub expires: Option<String>,
 }
 
@@ -135,7 +148,9 @@ pub struct ExceptionStatus {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct ConflictEntry {
+    /// The namespace both profiles select.
     pub namespace: String,
+    /// The control held by the other profile.
     pub control: String,
     /// The profile that holds it.
     pub held_by: String,
@@ -150,22 +165,31 @@ pub struct RotationStatus {
     pub observed_rotation_id: Option<String>,
     /// Pending, Rotating, Restarting, Complete or Stalled.
     pub phase: String,
+    /// Secrets the selector matches in the selected namespaces.
     pub secrets_selected: i64,
+    /// Selected Secrets given new values for this rotation id.
     pub secrets_rotated: i64,
     /// Selected Secrets that had never carried a rotation id and were adopted at this one:
     /// stamped with the id, their values left as they were and their consumers not restarted.
     #[serde(default)]
     pub secrets_adopted: i64,
+    /// Workloads that use a rotated Secret and must be restarted.
     pub workloads_total: i64,
+    /// Workloads restarted for this rotation id so far.
     pub workloads_restarted: i64,
     /// Workloads of the batch being rolled out (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub in_progress: Vec<String>,
+    /// What the rotation waits on, such as the rollout that overran its timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the rotation to this id started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub started_at: Option<String>,
+    /// When every selected Secret was rotated and every consumer restarted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub completed_at: Option<String>,
 }
 
@@ -173,13 +197,21 @@ pub struct RotationStatus {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
+    /// The newest schedule slot taken or recorded as missed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_schedule_time: Option<String>,
+    /// The next schedule slot, when the next reconcile is due (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub next_schedule_time: Option<String>,
+    /// Selected PersistentVolumeClaims.
     pub pvcs: i64,
+    /// Rampart's snapshots of this profile that are ready to use.
     pub ready_snapshots: i64,
+    /// Rampart's snapshots of this profile that report an error.
     pub failed_snapshots: i64,
+    /// Schedule slots neither taken nor caught up within the deadline.
     pub missed_slots: i64,
     /// The newest ready snapshot of each PVC (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
