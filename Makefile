@@ -28,9 +28,13 @@ build: ## build the operator
 	$(CARGO) build --workspace
 
 .PHONY: crds
-crds: build ## regenerate crds/ (and the chart's copy) from the Rust types
+crds: build ## regenerate crds/ (and the chart's copy, which templates/crds.yaml prints) from the Rust types
 	./target/debug/rampart crd > crds/rampart.dev_hardeningprofiles.yaml
-	cp crds/rampart.dev_hardeningprofiles.yaml charts/rampart/crds/rampart.dev_hardeningprofiles.yaml
+	cp crds/rampart.dev_hardeningprofiles.yaml charts/rampart/crd/rampart.dev_hardeningprofiles.yaml
+
+.PHONY: chart-readme
+chart-readme: ## rewrite the values table in charts/rampart/README.md from values.yaml
+	@python3 e2e/tools/chart-readme.py
 
 .PHONY: unit
 unit: ## unit tests and CRD freshness (no cluster needed)

@@ -1,10 +1,84 @@
-{{- define "rampart.labels" -}}
-app.kubernetes.io/name: rampart
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{/*
+The chart's short name: nameOverride, else the chart name. It is the
+app.kubernetes.io/name label, so changing it after install changes the Deployment selector.
+*/}}
+{{- define "rampart.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+The name of every object the chart makes: fullnameOverride, else the release name when it
+already says rampart (release "rampart" gives "rampart", not "rampart-rampart"), else
+<release>-<name>. Truncated to 63 characters, the longest DNS label.
+*/}}
+{{- define "rampart.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "rampart.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The metrics Service: a Service name must itself fit in 63 characters. */}}
+{{- define "rampart.metricsService" -}}
+{{- printf "%s-metrics" (include "rampart.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* chart name and version, as the helm.sh/chart label allows */}}
+{{- define "rampart.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object the chart makes. */}}
+{{- define "rampart.labels" -}}
+helm.sh/chart: {{ include "rampart.chart" . }}
+{{ include "rampart.selector" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* What the Deployment, Service, PDB and NetworkPolicy select the operator's pods by. */}}
 {{- define "rampart.selector" -}}
-app.kubernetes.io/name: rampart
+app.kubernetes.io/name: {{ include "rampart.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The helm test Pod's labels. Its name label differs from the operator's so that neither the
+Service, the PDB nor the operator's NetworkPolicy select it.
+*/}}
+{{- define "rampart.testSelector" -}}
+app.kubernetes.io/name: {{ include "rampart.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's image: by digest when one is given, else by tag. */}}
+{{- define "rampart.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+PromQL label matchers that select the operator's own series: by default the job and namespace
+the chart's ServiceMonitor gives them (the Prometheus Operator names the job after the Service).
+*/}}
+{{- define "rampart.scrapeSelector" -}}
+{{- if .Values.prometheusRule.scrapeSelector }}
+{{- .Values.prometheusRule.scrapeSelector }}
+{{- else }}
+{{- printf "job=%q,namespace=%q" (include "rampart.metricsService" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* The runbook of one alert, as a link into docs/runbooks.md (or the configured copy). */}}
+{{- define "rampart.runbook" -}}
+{{- printf "%s#%s" (trimSuffix "/" .root.Values.prometheusRule.runbookBaseURL) (lower .alert) }}
 {{- end }}
