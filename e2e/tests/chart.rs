@@ -1,22 +1,40 @@
-//! The Helm chart on the real control plane: it installs, its values schema refuses bad
-//! values with its own message, and its ClusterRole is exactly the one in config/.
+//! The Helm chart on the real control plane: it installs hardened, `helm upgrade --wait`
+//! rolls it out with one and with two replicas, it installs, upgrades and keeps the CRD, its
+//! values schema refuses bad values with its own message and accepts a parent chart's
+//! `global`, every alert has a `for:` and a runbook, and its ClusterRole is exactly the one in
+//! config/.
+//!
+//! Every test but the CRD one installs with `crds.install=false`: the CRD is cluster-wide and
+//! only one release can own it, while the suites share the one `make test` applies.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
-use rampart_e2e::{client, kubeconfig_path, repo_root, unique_id, TestNamespace};
+use rampart_e2e::{
+    client, kubeconfig_path, repo_root, unique_id, wait_until, TestNamespace, DEDICATED_LABEL,
+};
 
-fn helm_bin() -> PathBuf {
+const CRD_NAME: &str = "hardeningprofiles.rampart.dev";
+
+fn bin_dir() -> PathBuf {
     let cache = std::env::var_os("RAMPART_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/rampart")
         });
-    cache.join("k8s-v1.37.2/bin/helm")
+    cache.join("k8s-v1.37.2/bin")
+}
+
+fn helm_bin() -> PathBuf {
+    bin_dir().join("helm")
 }
 
 /// Runs helm against the local control plane; (success, stdout + stderr).
@@ -42,24 +60,76 @@ fn helm(args: &[&str]) -> Result<(bool, String)> {
     ))
 }
 
+/// A release that is uninstalled when dropped, so a failing test leaves no cluster-scoped
+/// ClusterRole behind (its namespace goes with the test's `TestNamespace`).
+struct Release {
+    name: String,
+    namespace: String,
+}
+
+impl Release {
+    fn new(namespace: &str) -> Self {
+        Self {
+            // No "rampart" in it: the chart then names its objects `<release>-rampart`.
+            name: format!("chart-{}", unique_id()),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// What the chart names its objects.
+    fn fullname(&self) -> String {
+        format!("{}-rampart", self.name)
+    }
+
+    /// `helm <verb> <release> charts/rampart -n <namespace> <args>`.
+    fn run(&self, verb: &str, args: &[&str]) -> Result<(bool, String)> {
+        let mut all = vec![verb, &self.name, "charts/rampart", "-n", &self.namespace];
+        all.extend_from_slice(args);
+        helm(&all)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = helm(&[
+            "uninstall",
+            &self.name,
+            "-n",
+            &self.namespace,
+            "--wait=false",
+        ]);
+    }
+}
+
+/// The chart's version, as its `helm.sh/chart` label carries it.
+fn chart_label() -> Result<String> {
+    let chart: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        repo_root().join("charts/rampart/Chart.yaml"),
+    )?)?;
+    let version = chart["version"]
+        .as_str()
+        .context("Chart.yaml has no version")?;
+    Ok(format!("rampart-{version}"))
+}
+
 #[tokio::test]
 async fn chart_installs_hardened_on_the_control_plane() -> Result<()> {
     let c = client().await?;
     let ns = TestNamespace::create(&c, "chart", &[]).await?;
-    let release = format!("chart-{}", unique_id());
-    let (ok, out) = helm(&[
+    let release = Release::new(&ns.name);
+    let (ok, out) = release.run(
         "install",
-        &release,
-        "charts/rampart",
-        "-n",
-        &ns.name,
-        "--set",
-        "replicaCount=2",
-        "--wait=false",
-    ])?;
+        &[
+            "--set",
+            "crds.install=false",
+            "--set",
+            "replicaCount=2",
+            "--wait=false",
+        ],
+    )?;
     assert!(ok, "helm install failed: {out}");
     let d = Api::<Deployment>::namespaced(c.clone(), &ns.name)
-        .get(&release)
+        .get(&release.fullname())
         .await?;
     let pod = d.spec.template.spec.context("pod spec")?;
     let sc = pod.security_context.context("pod securityContext")?;
@@ -95,7 +165,8 @@ async fn chart_installs_hardened_on_the_control_plane() -> Result<()> {
             .any(|a| a == "--leader-elect"),
         "two replicas need leader election"
     );
-    let (ok, out) = helm(&["uninstall", &release, "-n", &ns.name])?;
+    assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let (ok, out) = helm(&["uninstall", &release.name, "-n", &ns.name])?;
     assert!(ok, "helm uninstall failed: {out}");
     Ok(())
 }
@@ -109,6 +180,9 @@ async fn bad_values_fail_with_the_schemas_message() -> Result<()> {
             "securityContext.readOnlyRootFilesystem=false",
             "readOnlyRootFilesystem",
         ),
+        ("podSecurityContext.runAsUser=0", "runAsUser"),
+        ("crds.install=maybe", "install"),
+        ("unknownValue=1", "unknownValue"),
     ] {
         let release = format!("chart-bad-{}", unique_id());
         let (ok, out) = helm(&[
@@ -118,6 +192,8 @@ async fn bad_values_fail_with_the_schemas_message() -> Result<()> {
             "-n",
             "default",
             "--dry-run=server",
+            "--set",
+            "crds.install=false",
             "--set",
             set,
         ])?;
@@ -163,5 +239,394 @@ async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
             "{rule:?}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_parent_charts_global_values_are_accepted() -> Result<()> {
+    let release = format!("chart-global-{}", unique_id());
+    let (ok, out) = helm(&[
+        "install",
+        &release,
+        "charts/rampart",
+        "-n",
+        "default",
+        "--dry-run=server",
+        "--set",
+        "crds.install=false",
+        "--set",
+        "global.foo=bar",
+        "--set",
+        "global.imageRegistry=registry.example.com",
+    ])?;
+    assert!(ok, "a subchart's global values were refused: {out}");
+    Ok(())
+}
+
+/// `helm install --wait` then `helm upgrade --wait` with a change to the pod template, so the
+/// upgrade is a real rollout. kwok runs the pods as fakes and marks them Ready, so this proves
+/// the Deployment's rollout and the chart's objects, not the operator's probes.
+async fn install_then_upgrade_rolls_out(replicas: i32) -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "chart-up", &[]).await?;
+    let release = Release::new(&ns.name);
+    let count = format!("replicaCount={replicas}");
+    let (ok, out) = release.run(
+        "install",
+        &[
+            "--set",
+            "crds.install=false",
+            "--set",
+            &count,
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    )?;
+    assert!(ok, "helm install --wait with {count} failed: {out}");
+    let deployments = Api::<Deployment>::namespaced(c.clone(), &ns.name);
+    let before = deployments.get(&release.fullname()).await?;
+
+    let (ok, out) = release.run(
+        "upgrade",
+        &[
+            "--set",
+            "crds.install=false",
+            "--set",
+            &count,
+            "--set-string",
+            "podAnnotations.e2e\\.rampart\\.dev/rollout=2",
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    )?;
+    assert!(ok, "helm upgrade --wait with {count} failed: {out}");
+    let after = deployments.get(&release.fullname()).await?;
+    assert!(
+        after.metadata.generation > before.metadata.generation,
+        "the upgrade changed the pod template"
+    );
+    let status = after.status.clone().context("Deployment status")?;
+    assert_eq!(
+        status.observed_generation, after.metadata.generation,
+        "{status:?}"
+    );
+    assert_eq!(status.updated_replicas, Some(replicas), "{status:?}");
+    assert_eq!(status.ready_replicas, Some(replicas), "{status:?}");
+    let annotations = after
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("e2e.rampart.dev/rollout")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    let (ok, history) = helm(&["history", &release.name, "-n", &ns.name, "-o", "json"])?;
+    assert!(ok, "{history}");
+    let history: serde_json::Value = serde_json::from_str(history.trim())?;
+    let statuses: Vec<&str> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["superseded", "deployed"], "{history}");
+    let pdb_expected = replicas > 1;
+    let (ok, manifest) = helm(&["get", "manifest", &release.name, "-n", &ns.name])?;
+    assert!(ok, "{manifest}");
+    assert_eq!(
+        manifest.contains("kind: PodDisruptionBudget"),
+        pdb_expected,
+        "a PDB exactly when replicaCount > 1"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn upgrade_with_one_replica_rolls_out() -> Result<()> {
+    install_then_upgrade_rolls_out(1).await
+}
+
+#[tokio::test]
+async fn upgrade_with_two_replicas_rolls_out() -> Result<()> {
+    install_then_upgrade_rolls_out(2).await
+}
+
+/// The CRD is a template: the first install refuses a CRD it does not own (as the chart README
+/// says an upgrade from 0.1.0 does), takes it once labelled and annotated as the README shows,
+/// `helm upgrade` brings a stale served schema back to the chart's and adds new metadata, and
+/// `helm uninstall` leaves it (crds.keep). The CRD is the one every suite uses: the test only
+/// ever leaves it as crds/ defines it.
+#[tokio::test]
+async fn crd_is_upgraded_with_the_release_and_kept_on_uninstall() -> Result<()> {
+    let c = client().await?;
+    let crds = Api::<CustomResourceDefinition>::all(c.clone());
+    let ns = TestNamespace::create(&c, "chart-crd", &[]).await?;
+    let release = Release::new(&ns.name);
+
+    if crds.get_opt(CRD_NAME).await?.is_some() {
+        let (ok, out) = release.run("install", &["--wait=false"])?;
+        assert!(
+            !ok && out.contains("cannot be imported"),
+            "a CRD the release does not own must be refused, not taken over: {out}"
+        );
+        let adopt = serde_json::json!({"metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": release.name,
+                "meta.helm.sh/release-namespace": ns.name,
+            },
+        }});
+        crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(&adopt))
+            .await?;
+    }
+    let (ok, out) = release.run("install", &["--wait=false"])?;
+    assert!(ok, "helm install with the CRD failed: {out}");
+    let crd = crds.get(CRD_NAME).await?;
+    let labels = crd.metadata.labels.clone().unwrap_or_default();
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(labels.get("helm.sh/chart"), Some(&chart_label()?));
+    assert_eq!(
+        labels.get("app.kubernetes.io/instance"),
+        Some(&release.name)
+    );
+    assert_eq!(
+        annotations
+            .get("helm.sh/resource-policy")
+            .map(String::as_str),
+        Some("keep")
+    );
+
+    // A cluster still serving an older schema: printer columns as chart 0.1.0 had them.
+    let wide_columns = |crd: &CustomResourceDefinition| -> Vec<String> {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority == Some(1))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let mut stale = crds.get(CRD_NAME).await?;
+    assert_eq!(wide_columns(&stale), ["Reason", "Message"]);
+    if let Some(columns) = stale.spec.versions[0].additional_printer_columns.as_mut() {
+        columns.retain(|c| c.priority != Some(1));
+    }
+    crds.replace(CRD_NAME, &PostParams::default(), &stale)
+        .await?;
+    assert!(wide_columns(&crds.get(CRD_NAME).await?).is_empty());
+
+    let marker = unique_id();
+    let set_marker = format!("crds.annotations.e2e\\.rampart\\.dev/upgraded={marker}");
+    let (ok, out) = release.run("upgrade", &["--wait=false", "--set-string", &set_marker])?;
+    assert!(ok, "helm upgrade failed: {out}");
+    let upgraded = crds.get(CRD_NAME).await?;
+    assert_eq!(
+        wide_columns(&upgraded),
+        ["Reason", "Message"],
+        "helm upgrade restores the chart's schema"
+    );
+    let annotations = upgraded.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("e2e.rampart.dev/upgraded"), Some(&marker));
+    let on_disk: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(
+        repo_root().join("crds/rampart.dev_hardeningprofiles.yaml"),
+    )?)?;
+    assert_eq!(
+        upgraded.spec.versions[0].additional_printer_columns,
+        on_disk.spec.versions[0].additional_printer_columns
+    );
+    assert_eq!(
+        upgraded.spec.versions[0].schema, on_disk.spec.versions[0].schema,
+        "the served schema is crds/'s"
+    );
+
+    let (ok, out) = helm(&["uninstall", &release.name, "-n", &ns.name, "--wait"])?;
+    assert!(ok, "helm uninstall failed: {out}");
+    assert!(
+        out.contains("kept due to the resource policy") || out.contains(CRD_NAME),
+        "helm says it kept the CRD: {out}"
+    );
+    // Give a deletion, if one were (wrongly) issued, time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = crds.get_opt(CRD_NAME).await?.context("the CRD is gone")?;
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the CRD is being deleted"
+    );
+    // Back to crds/'s metadata, so the release no longer looks like the CRD's owner.
+    let release_metadata = serde_json::json!({"metadata": {
+        "labels": {
+            "app.kubernetes.io/managed-by": null, "app.kubernetes.io/instance": null,
+            "app.kubernetes.io/name": null, "app.kubernetes.io/version": null,
+            "helm.sh/chart": null,
+        },
+        "annotations": {
+            "meta.helm.sh/release-name": null, "meta.helm.sh/release-namespace": null,
+            "helm.sh/resource-policy": null, "e2e.rampart.dev/upgraded": null,
+        },
+    }});
+    crds.patch(
+        CRD_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(&release_metadata),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `kubectl get hp -o wide` shows the Ready condition's reason and message, and the API server
+/// refuses a status timestamp that is not RFC 3339 (`format: date-time`).
+#[tokio::test]
+async fn crd_shows_ready_reason_wide_and_refuses_bad_timestamps() -> Result<()> {
+    use rampart::api::HardeningProfile;
+    let c = client().await?;
+    let name = format!("e2e-chart-wide-{}", unique_id());
+    let profiles = Api::<HardeningProfile>::all(c.clone());
+    // Labelled so the shared operator leaves it alone: the test writes the status itself.
+    let profile: HardeningProfile = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rampart.dev/v1alpha1",
+        "kind": "HardeningProfile",
+        "metadata": {"name": name, "labels": {DEDICATED_LABEL: "chart-wide"}},
+        "spec": {"mode": "Audit", "namespaces": ["e2e-none"], "networkPolicies": {}},
+    }))?;
+    profiles.create(&PostParams::default(), &profile).await?;
+    let cleanup = ProfileCleanup(name.clone());
+
+    let status = |time: &str| {
+        serde_json::json!({"status": {"conditions": [{
+            "type": "Ready", "status": "False", "reason": "ControlsPending",
+            "message": "secret rotation is Restarting", "lastTransitionTime": time,
+        }]}})
+    };
+    let refused = profiles
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&status("yesterday")),
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(e)) => assert!(
+            e.message.contains("lastTransitionTime") && e.message.contains("date-time"),
+            "{e:?}"
+        ),
+        other => bail!("a non-RFC 3339 lastTransitionTime was accepted: {other:?}"),
+    }
+    profiles
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&status("2026-01-01T00:00:00Z")),
+        )
+        .await?;
+
+    let kubectl = bin_dir().join("kubectl");
+    wait_until("kubectl get hp -o wide", Duration::from_secs(30), || {
+        let out = Command::new(&kubectl)
+            .args(["get", "hp", &name, "-o", "wide", "--no-headers=false"])
+            .env("KUBECONFIG", kubeconfig_path())
+            .output();
+        async move {
+            match out {
+                Ok(o) => {
+                    let text = String::from_utf8_lossy(&o.stdout).to_string();
+                    let header: Vec<&str> = text
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .collect();
+                    let ok = header.ends_with(&["REASON", "MESSAGE"])
+                        && text.contains("ControlsPending")
+                        && text.contains("secret rotation is Restarting");
+                    (ok, text)
+                }
+                Err(e) => (false, e.to_string()),
+            }
+        }
+    })
+    .await?;
+    drop(cleanup);
+    Ok(())
+}
+
+/// Deletes a test's profile when dropped.
+struct ProfileCleanup(String);
+
+impl Drop for ProfileCleanup {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        rampart_e2e::cleanup_from_drop(move |client| async move {
+            let _ = Api::<rampart::api::HardeningProfile>::all(client)
+                .delete(&name, &Default::default())
+                .await;
+        });
+    }
+}
+
+/// Every alert waits (`for:`) before firing and links to its own section of docs/runbooks.md,
+/// and every section there is an alert; the operator-down alert selects the chart's scrape
+/// job. Rendering only: no cluster needed.
+#[test]
+fn every_alert_has_a_for_and_a_runbook_section() -> Result<()> {
+    let base = "https://runbooks.example/rampart.md";
+    let set_base = format!("prometheusRule.runbookBaseURL={base}");
+    let (ok, out) = helm(&[
+        "template",
+        "ops",
+        "charts/rampart",
+        "--kube-version",
+        "1.37.2",
+        "-n",
+        "rampart-system",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        &set_base,
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ])?;
+    assert!(ok, "{out}");
+    let rule: serde_yaml::Value = serde_yaml::from_str(&out)?;
+    let runbooks = std::fs::read_to_string(repo_root().join("docs/runbooks.md"))?;
+    let sections: Vec<&str> = runbooks
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .collect();
+    let mut alerts = Vec::new();
+    let mut exprs = BTreeMap::new();
+    for group in rule["spec"]["groups"].as_sequence().into_iter().flatten() {
+        for r in group["rules"].as_sequence().into_iter().flatten() {
+            let alert = r["alert"].as_str().context("a rule without alert")?;
+            assert!(r["for"].as_str().is_some(), "{alert} has no for:");
+            assert_eq!(
+                r["annotations"]["runbook_url"].as_str(),
+                Some(format!("{base}#{}", alert.to_lowercase()).as_str()),
+                "{alert}'s runbook_url"
+            );
+            assert!(
+                sections.contains(&alert),
+                "docs/runbooks.md has no `## {alert}` section"
+            );
+            exprs.insert(alert.to_string(), r["expr"].as_str().unwrap_or_default());
+            alerts.push(alert.to_string());
+        }
+    }
+    for s in &sections {
+        assert!(
+            alerts.iter().any(|a| a == s),
+            "docs/runbooks.md has a section for {s}, which is no alert"
+        );
+    }
+    assert_eq!(
+        exprs.get("RampartOperatorDown").copied(),
+        Some(r#"absent(up{job="ops-rampart-metrics",namespace="rampart-system"} == 1)"#)
+    );
     Ok(())
 }
