@@ -6,7 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
 COPY crds ./crds
-COPY charts/rampart/crds ./charts/rampart/crds
+COPY charts/rampart/crd ./charts/rampart/crd
 COPY e2e/Cargo.toml ./e2e/Cargo.toml
 COPY e2e/src ./e2e/src
 RUN cargo build --release --locked -p rampart && strip target/release/rampart

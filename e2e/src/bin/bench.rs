@@ -115,7 +115,7 @@ async fn estate_namespace(c: &Client, estate: &str, ns: &str, i: usize) -> Resul
             "metadata": {"name": format!("data-{p}"), "labels": {"backup": "true"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}));
     }
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         objs.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "team-own"},
             "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}], "policyTypes": ["Ingress"]}}));
         objs.push(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "team-web-0"},
