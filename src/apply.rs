@@ -184,13 +184,7 @@ pub async fn rotate_secret(
     use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::ByteString;
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
-    let secret_error = |verb: &'static str, source: kube::Error| Error::Write {
-        verb,
-        kind: "Secret",
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    };
+    let secret_error = |verb, source| secret_write_error(verb, namespace, name, source);
     let mut secret = api.get(name).await.map_err(|e| secret_error("get", e))?;
     let id = spec.rotation_id.as_str();
     if secret
@@ -238,6 +232,22 @@ pub async fn rotate_secret(
     Ok(true)
 }
 
+/// A failed read or write of the Secret `namespace/name` during rotation or adoption.
+fn secret_write_error(
+    verb: &'static str,
+    namespace: &str,
+    name: &str,
+    source: kube::Error,
+) -> Error {
+    Error::Write {
+        verb,
+        kind: "Secret",
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    }
+}
+
 /// Adopts a Secret that never carried a rotation id: stamps it with the current id and the
 /// adoption mark, and nothing else. Its data is neither read nor written. Ok(false) when it
 /// already carries an id (another pass got there first).
@@ -252,13 +262,7 @@ pub async fn adopt_secret(
     use k8s_openapi::api::core::v1::Secret;
     use kube::core::PartialObjectMeta;
     let api = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), namespace);
-    let secret_error = |verb: &'static str, source: kube::Error| Error::Write {
-        verb,
-        kind: "Secret",
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    };
+    let secret_error = |verb, source| secret_write_error(verb, namespace, name, source);
     let current = api
         .get_metadata(name)
         .await

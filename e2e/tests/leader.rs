@@ -42,13 +42,8 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     let ns =
         TestNamespace::create_named(&c, &format!("e2e-{run}"), &[("e2e.rampart.dev/run", &run)])
             .await?;
-    let flags = [
-        "--leader-elect",
-        "--leader-elect-namespace",
-        "default",
-        "--leader-elect-lease",
-        lease.as_str(),
-    ];
+    let flags = leader_flags(&lease);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
 
     let mut first = OperatorProcess::start_with(&tag, &flags).await?;
     wait_until(
@@ -111,23 +106,7 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     // Kill the leader, then drift: only the standby can repair it, once it holds the lease.
     first.kill();
     let killed = Instant::now();
-    let old_uid = nps.get("rampart-allow-dns").await?.uid();
-    nps.delete("rampart-allow-dns", &DeleteParams::default())
-        .await?;
-    wait_until(
-        "the standby to take over and repair",
-        LEASE_DURATION + Duration::from_secs(15),
-        || async {
-            let back = nps
-                .get_opt("rampart-allow-dns")
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|p| p.uid() != old_uid);
-            (back, format!("leader: {}", is_leader(&second).await))
-        },
-    )
-    .await?;
+    delete_and_await_repair(&nps, "rampart-allow-dns", &second).await?;
     let took = killed.elapsed();
     assert!(is_leader(&second).await);
     assert!(
@@ -139,6 +118,31 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     delete_profile_and_wait(&c, &name).await?;
     drop(second);
     Ok(())
+}
+
+/// Deletes the policy `name` and waits until `standby` (once it leads) has re-created it: a
+/// repair only a leader can make.
+async fn delete_and_await_repair(
+    nps: &Api<NetworkPolicy>,
+    name: &str,
+    standby: &OperatorProcess,
+) -> Result<()> {
+    let old_uid = nps.get(name).await?.uid();
+    nps.delete(name, &DeleteParams::default()).await?;
+    wait_until(
+        "the standby to take over and repair",
+        LEASE_DURATION + Duration::from_secs(15),
+        || async {
+            let back = nps
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.uid() != old_uid);
+            (back, format!("standby leads: {}", is_leader(standby).await))
+        },
+    )
+    .await
 }
 
 fn leader_flags(lease: &str) -> Vec<String> {
@@ -222,23 +226,7 @@ async fn a_frozen_leader_writes_nothing_after_its_lease_and_the_standby_takes_ov
     let lease_ran_out = last_renewal + chrono::Duration::from_std(LEASE_DURATION)?;
 
     // Drift that only a leader can repair.
-    let old_uid = nps.get("rampart-allow-dns").await?.uid();
-    nps.delete("rampart-allow-dns", &DeleteParams::default())
-        .await?;
-    wait_until(
-        "the standby to take over and repair",
-        LEASE_DURATION + Duration::from_secs(15),
-        || async {
-            let back = nps
-                .get_opt("rampart-allow-dns")
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|p| p.uid() != old_uid);
-            (back, format!("standby leads: {}", is_leader(&second).await))
-        },
-    )
-    .await?;
+    delete_and_await_repair(&nps, "rampart-allow-dns", &second).await?;
     let takeover = frozen.elapsed();
     assert!(is_leader(&second).await);
 

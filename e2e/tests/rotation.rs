@@ -268,39 +268,32 @@ impl Fixture {
             .unwrap_or_default())
     }
 
-    /// Waits for `phase` of the rotation to `id` (a status left from an earlier id does not
-    /// count).
-    async fn wait_phase_for(&self, profile: &str, id: &str, phase: &str) -> Result<()> {
+    /// Waits for the rotation to reach `phase` (of the rotation to `id`, when given: a status
+    /// left from an earlier id does not count) and returns the profile.
+    async fn wait_rotation(
+        &self,
+        profile: &str,
+        id: Option<&str>,
+        phase: &str,
+    ) -> Result<HardeningProfile> {
         let api = Api::<HardeningProfile>::all(self.client.clone());
-        wait_until(&format!("rotation to {id} {phase}"), TIMEOUT, || {
-            let api = api.clone();
-            async move {
-                let r = api
-                    .get(profile)
-                    .await
-                    .ok()
-                    .and_then(|p| p.status.and_then(|s| s.rotation));
-                (
-                    r.as_ref().is_some_and(|r| {
-                        r.phase == phase && r.observed_rotation_id.as_deref() == Some(id)
-                    }),
-                    format!("{r:?}"),
-                )
-            }
-        })
-        .await
-    }
-
-    async fn wait_phase(&self, profile: &str, phase: &str) -> Result<HardeningProfile> {
-        let api = Api::<HardeningProfile>::all(self.client.clone());
-        wait_until(&format!("rotation phase {phase}"), TIMEOUT, || {
+        let what = match id {
+            Some(id) => format!("rotation to {id} {phase}"),
+            None => format!("rotation phase {phase}"),
+        };
+        wait_until(&what, TIMEOUT, || {
             let api = api.clone();
             async move {
                 match api.get(profile).await {
                     Ok(p) => {
                         let r = p.status.as_ref().and_then(|s| s.rotation.clone());
                         (
-                            r.as_ref().is_some_and(|r| r.phase == phase),
+                            r.as_ref().is_some_and(|r| {
+                                r.phase == phase
+                                    && id.is_none_or(|id| {
+                                        r.observed_rotation_id.as_deref() == Some(id)
+                                    })
+                            }),
                             format!("{r:?}"),
                         )
                     }
@@ -310,6 +303,10 @@ impl Fixture {
         })
         .await?;
         Ok(api.get(profile).await?)
+    }
+
+    async fn wait_phase(&self, profile: &str, phase: &str) -> Result<HardeningProfile> {
+        self.wait_rotation(profile, None, phase).await
     }
 
     async fn delete_profile(&self, name: &str) -> Result<()> {
@@ -753,7 +750,7 @@ async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_i
     // The next id rotates them like any other Secret and restarts their consumers once.
     f.apply(f.profile(&name, "r2", 2, 60, "Enforce", None))
         .await?;
-    f.wait_phase_for(&name, "r2", "Complete").await?;
+    f.wait_rotation(&name, Some("r2"), "Complete").await?;
     for (secret, value) in [("db", "prod-db"), ("cache", "prod-cache")] {
         let (data, id) = f.secret_data(secret).await?;
         assert_ne!(data.get("password").map(String::as_str), Some(value));
