@@ -34,16 +34,6 @@ pub const DRIFT_LIST_LIMIT: usize = 50;
 /// Longest list of other per-object findings kept in the status.
 pub const STATUS_LIST_LIMIT: usize = 50;
 
-/// The label selector string that finds everything a profile made.
-pub fn managed_selector(profile: &str) -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PROFILE_LABEL}={profile}")
-}
-
-/// The label selector string that finds everything Rampart made.
-pub fn all_managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-}
-
 /// The CustomResourceDefinition as YAML, as `rampart crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
