@@ -23,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod ownership;
+pub mod pass;
 pub mod schedule;
 pub mod selection;
 pub mod status;

@@ -219,6 +219,42 @@ impl Caches {
     }
 }
 
+/// The profiles whose spec, labels, finalizers or deletion changed (and every deleted one):
+/// a status write, the operator's own most frequent write, passes no further.
+pub fn spec_changes<S>(
+    events: S,
+) -> impl Stream<Item = Result<crate::api::HardeningProfile, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<crate::api::HardeningProfile>, watcher::Error>> + Send,
+{
+    use std::hash::{Hash, Hasher};
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let out = match event {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (p.metadata.uid.as_deref(), p.metadata.generation).hash(&mut h);
+                (
+                    p.metadata.deletion_timestamp.is_some(),
+                    &p.metadata.finalizers,
+                )
+                    .hash(&mut h);
+                p.metadata.labels.hash(&mut h);
+                let changed =
+                    seen.insert(kube::ResourceExt::name_any(&p), h.finish()) != Some(h.finish());
+                changed.then_some(Ok(p))
+            }
+            Ok(watcher::Event::Delete(p)) => {
+                seen.remove(&kube::ResourceExt::name_any(&p));
+                Some(Ok(p))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
 /// A Kubernetes timestamp as a chrono time.
 pub fn to_chrono(
     t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
