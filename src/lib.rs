@@ -88,6 +88,24 @@ impl Error {
         }
     }
 
+    /// A [`Error::PartialApply`] when any of a pass's writes failed: every write was
+    /// attempted, and the first failure says what and where.
+    pub fn if_any_failed(profile: &str, applied: &[apply::Applied]) -> Result<(), Error> {
+        let failures: Vec<&Error> = applied
+            .iter()
+            .filter_map(|a| a.effect.as_ref().err())
+            .collect();
+        match failures.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::PartialApply {
+                profile: profile.to_string(),
+                count: failures.len(),
+                total: applied.len(),
+                first: first.to_string(),
+            }),
+        }
+    }
+
     /// The category of what failed inside the finalizer's apply or cleanup, or this one's.
     pub fn root_category(&self) -> &'static str {
         match self {

@@ -108,18 +108,7 @@ pub(crate) async fn apply_profile(
     events.extend(events::after_writes(&findings.drift, &applied, caught_up));
     report(profile, ctx, &writer, &findings, events, now).await?;
 
-    let failures: Vec<&Error> = applied
-        .iter()
-        .filter_map(|a| a.effect.as_ref().err())
-        .collect();
-    if let Some(first) = failures.first() {
-        return Err(Error::PartialApply {
-            profile: name,
-            count: failures.len(),
-            total: applied.len(),
-            first: first.to_string(),
-        });
-    }
+    Error::if_any_failed(&name, &applied)?;
     let name_taken = findings
         .unresolved()
         .any(|d| d.reason == DriftReason::NameTaken);
@@ -327,18 +316,7 @@ pub(crate) async fn cleanup_profile(
     ));
     let total = writes.len();
     let applied = writer.execute(writes).await;
-    let failures: Vec<&Error> = applied
-        .iter()
-        .filter_map(|a| a.effect.as_ref().err())
-        .collect();
-    if let Some(first) = failures.first() {
-        return Err(Error::PartialApply {
-            profile: name,
-            count: failures.len(),
-            total,
-            first: first.to_string(),
-        });
-    }
+    Error::if_any_failed(&name, &applied)?;
     info!(profile = %name, written = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);
     ctx.ledger.forget(&name);

@@ -161,9 +161,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        DisruptionBudgetControl, Exception, LabelSelector, MaxUnavailable, NamespaceName,
-    };
+    use crate::api::{Exception, LabelSelector, NamespaceName};
     use chrono::TimeZone;
 
     fn ns(name: &str, pairs: &[(&str, &str)]) -> NamespaceInfo {
@@ -179,20 +177,11 @@ mod tests {
 
     fn pdb_spec_selecting(label: (&str, &str)) -> HardeningProfileSpec {
         HardeningProfileSpec {
-            mode: Default::default(),
             namespace_selector: Some(LabelSelector {
                 match_labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
                 match_expressions: vec![],
             }),
-            namespaces: vec![],
-            network_policies: None,
-            pod_disruption_budgets: Some(DisruptionBudgetControl {
-                min_replicas: 2,
-                max_unavailable: MaxUnavailable::Count(1),
-            }),
-            secret_rotation: None,
-            backups: None,
-            exceptions: vec![],
+            ..crate::api::fixtures::budgets_only(Default::default())
         }
     }
 

@@ -563,35 +563,16 @@ pub fn changed(previous: Option<&HardeningProfileStatus>, next: &HardeningProfil
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConditionStatus, DisruptionBudgetControl, MaxUnavailable, ObjectRefStatus};
+    use crate::api::{ConditionStatus, ObjectRefStatus};
     use crate::controls::{DriftReason, ManagedKind, ObjectKey};
     use chrono::TimeZone;
 
     fn spec(mode: Mode) -> HardeningProfileSpec {
-        HardeningProfileSpec {
-            mode,
-            namespace_selector: None,
-            namespaces: vec![],
-            network_policies: None,
-            pod_disruption_budgets: Some(DisruptionBudgetControl {
-                min_replicas: 2,
-                max_unavailable: MaxUnavailable::Count(1),
-            }),
-            secret_rotation: None,
-            backups: None,
-            exceptions: vec![],
-        }
+        crate::api::fixtures::budgets_only(mode)
     }
 
     fn rotation_spec() -> crate::api::SecretRotationControl {
-        crate::api::SecretRotationControl {
-            rotation_id: "r1".into(),
-            selector: crate::api::LabelSelector::default(),
-            regenerate: vec![],
-            keep_previous: false,
-            max_concurrent_restarts: 1,
-            rollout_timeout_seconds: 60,
-        }
+        crate::api::fixtures::rotation("r1", 1)
     }
 
     fn at(s: i64) -> DateTime<Utc> {

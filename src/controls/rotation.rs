@@ -346,7 +346,7 @@ pub fn plan_rotation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::LabelSelector;
+
     use chrono::TimeZone;
     use k8s_openapi::api::core::v1::{
         Container, EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
@@ -359,14 +359,7 @@ mod tests {
     }
 
     fn spec(max: i32) -> SecretRotationControl {
-        SecretRotationControl {
-            rotation_id: "r2".into(),
-            selector: LabelSelector::default(),
-            regenerate: vec![],
-            keep_previous: false,
-            max_concurrent_restarts: max,
-            rollout_timeout_seconds: 60,
-        }
+        crate::api::fixtures::rotation("r2", max)
     }
 
     fn secret(name: &str, id: Option<&str>) -> SecretInfo {

@@ -127,32 +127,16 @@ pub fn plan(
     let previous = observed.previous.as_ref();
     let last = previous.and_then(|b| b.last_schedule_time);
     let infos: Vec<SnapshotInfo> = observed.snapshots.iter().map(|(i, _)| i.clone()).collect();
-    // Retention sees the restoring PVCs too, selected or not.
-    let mut with_restoring = observed.pvcs.clone();
-    with_restoring.extend(
-        observed
-            .restoring
-            .iter()
-            .filter(|r| {
-                !observed
-                    .pvcs
-                    .iter()
-                    .any(|p| p.namespace == r.namespace && p.name == r.name)
-            })
-            .cloned(),
+    let mut p = plan_snapshots(
+        profile,
+        spec,
+        &schedule,
+        &observed.pvcs,
+        &observed.restoring,
+        &infos,
+        last,
+        now,
     );
-    let mut p = plan_snapshots(profile, spec, &schedule, &observed.pvcs, &infos, last, now);
-    let in_use: BTreeSet<(&str, &str)> = with_restoring
-        .iter()
-        .filter_map(|p| {
-            p.restored_from
-                .as_deref()
-                .map(|s| (p.namespace.as_str(), s))
-        })
-        .collect();
-    p.prune
-        .retain(|s| !in_use.contains(&(s.namespace.as_str(), s.name.as_str())));
-
     let mut writes: Vec<Write> = p.create.drain(..).map(Write::Create).collect();
     let pruned: BTreeSet<(&str, &str)> = p
         .prune
@@ -263,12 +247,16 @@ pub fn pvc_label_value(pvc: &str) -> String {
 }
 
 /// Decides creations, prunes and misses for the PVCs of the namespaces the profile acts in.
-/// `last_scheduled` is the slot recorded in the status by the previous reconcile.
+/// `restoring` are the PVCs there restored from a snapshot, selected or not: retention keeps
+/// what they restore from. `last_scheduled` is the slot recorded in the status by the
+/// previous reconcile.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_snapshots(
     profile: &str,
     spec: &BackupControl,
     schedule: &Schedule,
     pvcs: &[PvcInfo],
+    restoring: &[PvcInfo],
     snapshots: &[SnapshotInfo],
     last_scheduled: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -336,6 +324,7 @@ pub fn plan_snapshots(
     let period = schedule.period_around(now);
     let in_use: BTreeSet<(&str, &str)> = pvcs
         .iter()
+        .chain(restoring)
         .filter_map(|p| {
             p.restored_from
                 .as_deref()
@@ -525,7 +514,7 @@ mod tests {
         now: DateTime<Utc>,
     ) -> SnapshotPlan {
         let schedule = Schedule::parse(&s.schedule, s.time_zone.as_deref()).expect("schedule");
-        plan_snapshots("p", s, &schedule, pvcs, snaps, last, now)
+        plan_snapshots("p", s, &schedule, pvcs, &[], snaps, last, now)
     }
 
     #[test]
