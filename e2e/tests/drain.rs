@@ -390,10 +390,10 @@ async fn watch_unavailability(
                         o.evicted += 1;
                     }
                 }
+                // Gone without being seen terminating: still one eviction.
                 WatchEvent::Deleted(p) => {
-                    if o.pods.remove(&p.name_any()) == Some(true) {
-                        o.evicted += 1;
-                    }
+                    let was = o.pods.remove(&p.name_any());
+                    o.evicted += usize::from(was == Some(true));
                 }
                 _ => {}
             }
