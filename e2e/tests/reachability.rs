@@ -386,16 +386,24 @@ fn cyclonus_bin() -> PathBuf {
     cache.join("k8s-v1.37.2/bin/cyclonus")
 }
 
+/// A pod as the probe file describes it: where it is, its IP, and the ports it declares as
+/// (number, name, protocol).
+struct ProbedPod {
+    endpoint: Endpoint,
+    ip: String,
+    ports: Vec<(i32, String, String)>,
+}
+
 /// The probe file: the estate's namespaces with their labels and its pods with their labels,
 /// IPs and declared ports, all as the API server holds them.
-fn probe_file(endpoints: &[(Endpoint, String, Vec<(i32, String, String)>)]) -> Value {
+fn probe_file(endpoints: &[ProbedPod]) -> Value {
     let namespaces: BTreeMap<&str, &BTreeMap<String, String>> = endpoints
         .iter()
-        .map(|(e, _, _)| (e.namespace.as_str(), &e.namespace_labels))
+        .map(|p| (p.endpoint.namespace.as_str(), &p.endpoint.namespace_labels))
         .collect();
     let pods: Vec<Value> = endpoints
         .iter()
-        .map(|(e, ip, ports)| {
+        .map(|ProbedPod { endpoint: e, ip, ports }| {
             let containers: Vec<Value> = ports
                 .iter()
                 .map(|(port, name, protocol)| {
@@ -434,9 +442,13 @@ const POD_PORTS: [(i32, &str, &str); 6] = [
     (53, "dns", "UDP"),
 ];
 
+/// A pod to create: its name and its one label (key, value).
+type PodDef = (&'static str, &'static str, &'static str);
+/// A namespace by role: the role, whether the profile selects it, its pods.
+type Role<'a> = (&'a str, bool, &'a [PodDef]);
+
 impl Estate {
-    /// `roles`: (role, selected by the profile, pods as (name, app label key, value)).
-    async fn create(prefix: &str, roles: &[(&str, bool, &[(&str, &str, &str)])]) -> Result<Self> {
+    async fn create(prefix: &str, roles: &[Role<'_>]) -> Result<Self> {
         let client = client().await?;
         let id = unique_id();
         let run = format!("{prefix}-{id}");
@@ -540,7 +552,7 @@ impl Estate {
     }
 
     /// Every pod of the estate, once each is scheduled and has an IP, with its declared ports.
-    async fn endpoints(&self) -> Result<Vec<(Endpoint, String, Vec<(i32, String, String)>)>> {
+    async fn endpoints(&self) -> Result<Vec<ProbedPod>> {
         let mut out = Vec::new();
         for ns in &self.namespaces {
             let labels = Api::<Namespace>::all(self.client.clone())
@@ -598,8 +610,8 @@ impl Estate {
                             .collect()
                     })
                     .unwrap_or_default();
-                out.push((
-                    Endpoint {
+                out.push(ProbedPod {
+                    endpoint: Endpoint {
                         namespace: ns.name.clone(),
                         namespace_labels: labels.clone(),
                         name: p.name_any(),
@@ -607,7 +619,7 @@ impl Estate {
                     },
                     ip,
                     ports,
-                ));
+                });
             }
         }
         Ok(out)
@@ -659,7 +671,7 @@ impl Estate {
             out.status
         );
         let run = parse_cyclonus(&stdout, PROBES.len())?;
-        let want: BTreeSet<String> = endpoints.iter().map(|(e, _, _)| e.key()).collect();
+        let want: BTreeSet<String> = endpoints.iter().map(|p| p.endpoint.key()).collect();
         for (t, probe) in run.combined.iter().zip(PROBES) {
             let got: BTreeSet<String> = t.pods.iter().cloned().collect();
             ensure!(
@@ -667,7 +679,7 @@ impl Estate {
                 "{probe:?}: table over {got:?}, estate is {want:?}"
             );
         }
-        Ok((endpoints.into_iter().map(|(e, _, _)| e).collect(), run))
+        Ok((endpoints.into_iter().map(|p| p.endpoint).collect(), run))
     }
 }
 
@@ -734,7 +746,7 @@ async fn check(e: &Estate, profile: &Value) -> Result<(Vec<Endpoint>, CyclonusRu
     Ok((endpoints, run))
 }
 
-const WEB: (&str, &str, &str) = ("web", "app", "web");
+const WEB: PodDef = ("web", "app", "web");
 
 // ---------------------------------------------------------------------------------------------
 // The tests.
