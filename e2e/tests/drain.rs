@@ -63,7 +63,8 @@ struct OwnNodes {
 }
 
 impl OwnNodes {
-    /// Nodes `<prefix>-<suffix>`; the first `cordoned` of them start unschedulable.
+    /// Nodes `e2e-<run>-<suffix>`, labelled and tainted with `run`; those named in `cordoned`
+    /// start unschedulable.
     async fn create(
         client: &Client,
         run: &str,

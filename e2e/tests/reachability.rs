@@ -103,21 +103,13 @@ impl UserAllow {
     fn manifest(&self) -> Value {
         let peer = json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.peer_namespace}}}]);
         let ports = json!([{"port": self.probe.port, "protocol": self.probe.protocol}]);
-        let (types, rules) = match self.direction {
-            Direction::Ingress => (
-                json!(["Ingress"]),
-                json!({"ingress": [{"from": peer, "ports": ports}]}),
-            ),
-            Direction::Egress => (
-                json!(["Egress"]),
-                json!({"egress": [{"to": peer, "ports": ports}]}),
-            ),
+        let selector = json!({"matchLabels": {"app": self.pod_app}});
+        let spec = match self.direction {
+            Direction::Ingress => json!({"podSelector": selector, "policyTypes": ["Ingress"],
+                "ingress": [{"from": peer, "ports": ports}]}),
+            Direction::Egress => json!({"podSelector": selector, "policyTypes": ["Egress"],
+                "egress": [{"to": peer, "ports": ports}]}),
         };
-        let mut spec =
-            json!({"podSelector": {"matchLabels": {"app": self.pod_app}}, "policyTypes": types});
-        if let (Some(spec), Some(rules)) = (spec.as_object_mut(), rules.as_object()) {
-            spec.extend(rules.clone());
-        }
         json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
