@@ -487,65 +487,9 @@ async fn drain_blocked_by_a_zero_budget_and_drain_blocked_names_it() -> Result<(
     f.budgets().create(&PostParams::default(), &budget).await?;
     let name = format!("drainb-{}", unique_id());
     f.apply_profile(&name).await?;
-    let p = f.wait_condition(&name, "DrainBlocked", "True").await?;
-    let cond = p
-        .status
-        .as_ref()
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "DrainBlocked")
-                .cloned()
-        })
-        .context("DrainBlocked")?;
-    let qualified = format!("{}/team-ledger-frozen", f.ns.name);
-    assert!(
-        cond.message.contains(&qualified),
-        "DrainBlocked must name {qualified}: {cond:?}"
-    );
-    assert_eq!(cond.reason, "BudgetAllowsNoDisruption");
-    // Rampart steps aside (two budgets on a pod break eviction), so the drain meets the team's
-    // budget alone.
-    wait_for("only the team's budget", CONVERGE, || async {
-        let names = f.budget_names().await.map_err(|e| e.to_string())?;
-        if names == ["team-ledger-frozen"] {
-            Ok(Some(()))
-        } else {
-            Err(format!("{names:?}"))
-        }
-    })
-    .await?;
-    f.wait_budget("team-ledger-frozen", REPLICAS as i32, 0)
-        .await?;
     let (ok, out) = kubectl(&["uncordon", &b])?;
     ensure!(ok, "uncordon {b}: {out}");
-
-    let (observed, watch) = watch_unavailability(f.pods(), "ledger", REPLICAS).await?;
-    let (ok, out) = kubectl(&[
-        "drain",
-        &a,
-        "--ignore-daemonsets",
-        "--delete-emptydir-data",
-        "--timeout=20s",
-    ])?;
-    watch.abort();
-    assert!(
-        !ok,
-        "the drain must not complete past a zero budget:\n{out}"
-    );
-    assert!(
-        out.contains("disruption budget"),
-        "the drain must fail on eviction:\n{out}"
-    );
-    {
-        let o = observed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        assert_eq!(
-            (o.evicted, o.max_unavailable),
-            (0, 0),
-            "no pod may go: {o:?}"
-        );
-    }
-    f.wait_pods_on("ledger", REPLICAS, &a).await?;
+    assert_drain_blocked_by(&f, &name, "team-ledger-frozen", "ledger", REPLICAS, &a).await?;
 
     // The team lifts its budget: Rampart's returns and drains are allowed again.
     f.budgets()
@@ -566,6 +510,104 @@ async fn drain_blocked_by_a_zero_budget_and_drain_blocked_names_it() -> Result<(
         "once unblocked, kubectl drain {a} must complete:\n{out}"
     );
     f.wait_pods_on("ledger", REPLICAS, &b).await?;
+    delete_profile_and_wait(&f.client, &name).await?;
+    delete_pods_then_nodes(&f, nodes).await
+}
+
+/// A team's budget that allows no disruption of `app`: DrainBlocked names it, Rampart's own
+/// budget steps aside (two budgets on a pod break eviction), and `kubectl drain` of `node`
+/// fails on eviction without taking a single pod.
+async fn assert_drain_blocked_by(
+    f: &Fixture,
+    profile: &str,
+    budget: &str,
+    app: &str,
+    replicas: usize,
+    node: &str,
+) -> Result<()> {
+    let p = f.wait_condition(profile, "DrainBlocked", "True").await?;
+    let cond = p
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "DrainBlocked")
+                .cloned()
+        })
+        .context("DrainBlocked")?;
+    let qualified = format!("{}/{budget}", f.ns.name);
+    assert!(
+        cond.message.contains(&qualified),
+        "DrainBlocked must name {qualified}: {cond:?}"
+    );
+    assert_eq!(cond.reason, "BudgetAllowsNoDisruption");
+    let listed = p
+        .status
+        .as_ref()
+        .map(|s| s.drain_blocking_budgets.clone())
+        .unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.namespace == f.ns.name && r.name == budget),
+        "status.drainBlockingBudgets must list {qualified}: {listed:?}"
+    );
+    wait_for("only the team's budget", CONVERGE, || async {
+        let names = f.budget_names().await.map_err(|e| e.to_string())?;
+        if names == [budget] {
+            Ok(Some(()))
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    f.wait_budget(budget, replicas as i32, 0).await?;
+
+    let (observed, watch) = watch_unavailability(f.pods(), app, replicas).await?;
+    let (ok, out) = kubectl(&[
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=20s",
+    ])?;
+    watch.abort();
+    assert!(!ok, "the drain must not complete past {qualified}:\n{out}");
+    assert!(
+        out.contains("disruption budget"),
+        "the drain must fail on eviction:\n{out}"
+    );
+    {
+        let o = observed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        assert_eq!(
+            (o.evicted, o.max_unavailable),
+            (0, 0),
+            "no pod may go: {o:?}"
+        );
+    }
+    f.wait_pods_on(app, replicas, node).await
+}
+
+/// The budget most teams get wrong: `minAvailable` equal to the replica count. Only the
+/// disruption controller's status shows it allows nothing, and DrainBlocked must still name it.
+#[tokio::test]
+async fn drain_blocked_by_min_available_equal_to_replicas_is_named_too() -> Result<()> {
+    const REPLICAS: usize = 2;
+    let f = Fixture::new("drnm").await?;
+    let nodes = OwnNodes::create(&f.client, &f.run, &["a"], &[]).await?;
+    let a = nodes.name(0).to_string();
+    let _op = OperatorProcess::start(&f.tag).await?;
+    f.deployment("cache", REPLICAS as i32).await?;
+    f.wait_pods_on("cache", REPLICAS, &a).await?;
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "team-cache-all"},
+        "spec": {"minAvailable": REPLICAS, "selector": {"matchLabels": {"app": "cache"}}}
+    }))?;
+    f.budgets().create(&PostParams::default(), &budget).await?;
+    let name = format!("drainm-{}", unique_id());
+    f.apply_profile(&name).await?;
+    assert_drain_blocked_by(&f, &name, "team-cache-all", "cache", REPLICAS, &a).await?;
     delete_profile_and_wait(&f.client, &name).await?;
     delete_pods_then_nodes(&f, nodes).await
 }
