@@ -434,7 +434,7 @@ async fn drain_with_rampart_budget_completes_one_pod_at_a_time() -> Result<()> {
     ])?;
     ensure!(ok, "kubectl drain {a} failed:\n{out}");
     f.wait_pods_on("web", REPLICAS, &b).await?;
-    // The watch saw every event up to the pods being back; give it the last ones.
+    // The watch may trail the list just read; wait until it too has seen every pod back.
     let o = wait_for("the watch to see every pod back", CONVERGE, || {
         let o = observed.clone();
         async move {
