@@ -112,6 +112,18 @@ tools_go "$helm_dir" helm.sh/helm/v3/cmd/helm
 if [ ! -f "$helm_dir/go.sum" ]; then (cd "$helm_dir" && go mod tidy) || die "go mod tidy failed in $helm_dir"; fi
 build "$helm_dir" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
+# --- cyclonus ---------------------------------------------------------------
+# An independent NetworkPolicy engine: the reachability suite lets it read Rampart's
+# policies from the API server and simulate a probe (no traffic; kwok has no pod network).
+# Its own module: it pins k8s.io libraries at v0.30, older than everything above. It builds
+# with Go 1.26 as its module graph resolves (no pins needed).
+CYCLONUS_VERSION=${CYCLONUS_VERSION:-v0.5.6}
+cyclonus_dir="$here/cyclonus"
+write_module "$cyclonus_dir" rampart.dev/e2e/tools/cyclonus "github.com/mattfenwick/cyclonus@$CYCLONUS_VERSION"
+tools_go "$cyclonus_dir" github.com/mattfenwick/cyclonus/cmd/cyclonus
+if [ ! -f "$cyclonus_dir/go.sum" ]; then (cd "$cyclonus_dir" && go mod tidy) || die "go mod tidy failed in $cyclonus_dir"; fi
+build "$cyclonus_dir" cyclonus github.com/mattfenwick/cyclonus/cmd/cyclonus "-X github.com/mattfenwick/cyclonus/pkg/cli.version=$CYCLONUS_VERSION"
+
 # --- kwok stages --------------------------------------------------------------
 # kwok needs Stage objects to move fake nodes and pods through their lifecycle. Its module
 # ships the upstream "fast" set (node initialize, lease heartbeat, pod ready/complete/delete);
