@@ -172,6 +172,7 @@ async fn plan_namespaces(
             .collect(),
         Scope::Namespaces(set) => set.clone(),
     };
+    let held = controls::network_policies::HeldNamespaces::of(spec);
     let plan_one = |observed: &NamespaceObserved| {
         let ns = observed.namespace.as_str();
         let np = spec
@@ -184,7 +185,7 @@ async fn plan_namespaces(
             .filter(|_| budget_ns.contains(ns));
         let judge_drains =
             spec.pod_disruption_budgets.is_some() && selection.namespaces.contains(ns);
-        let a = controls::network_policies::plan(&name, np, observed);
+        let a = controls::network_policies::plan(&name, np, &held, observed);
         let b = controls::disruption_budgets::plan(&name, pdb, judge_drains, observed);
         Outcome {
             writes: [a.writes, b.writes].concat(),

@@ -926,7 +926,6 @@ async fn cyclonus_table_is_what_the_profile_says_and_follows_changes() -> Result
 /// sender is hardened too (as in the sample profile, where countly, kafka, clickhouse and
 /// mongodb are all selected and all name each other).
 #[tokio::test]
-#[ignore = "operator: allowedNamespaces only adds an ingress rule; with egress default-deny the named, hardened sender cannot send (needs an egress allow to the namespaces that name it)"]
 async fn a_hardened_namespace_named_by_another_can_connect_to_it() -> Result<()> {
     let e = Estate::create("rchn", &[("a", true, &[WEB]), ("b", true, &[WEB])]).await?;
     let _op = OperatorProcess::start(&e.tag).await?;

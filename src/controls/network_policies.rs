@@ -20,7 +20,7 @@ use super::{
     namespace_outcome, DesiredObject, ManagedKind, NamespaceFindings, NamespaceObserved, ObjectKey,
     Outcome,
 };
-use crate::api::{ControlName, NetworkPolicyControl};
+use crate::api::{ControlName, HardeningProfileSpec, NetworkPolicyControl, SelectorOperator};
 use crate::ownership::managed_labels;
 
 pub const DEFAULT_DENY: &str = "rampart-default-deny";
@@ -38,10 +38,11 @@ const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub fn plan(
     profile: &str,
     spec: Option<&NetworkPolicyControl>,
+    held: &HeldNamespaces,
     observed: &NamespaceObserved,
 ) -> Outcome<NamespaceFindings> {
     let desired = spec
-        .map(|s| desired_network_policies(profile, s, &observed.namespace))
+        .map(|s| desired_network_policies(profile, s, held, &observed.namespace))
         .unwrap_or_default();
     namespace_outcome(
         ControlName::NetworkPolicies,
@@ -51,10 +52,57 @@ pub fn plan(
     )
 }
 
-/// The NetworkPolicies `spec` asks for in `namespace`.
+/// The namespaces a profile selects, as NetworkPolicy peers: its namespace selector and its
+/// named namespaces. A superset of what it acts in (exclusions and conflicts are not
+/// expressible in a peer), which is safe where it is used: to let a namespace named in
+/// `allowedNamespaces` send to the namespaces that admit it, whose own ingress still decides.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeldNamespaces {
+    peers: Vec<NetworkPolicyPeer>,
+}
+
+impl HeldNamespaces {
+    pub fn of(spec: &HardeningProfileSpec) -> Self {
+        let mut peers = Vec::new();
+        if let Some(sel) = &spec.namespace_selector {
+            peers.push(namespace_peer(LabelSelector {
+                match_labels: (!sel.match_labels.is_empty()).then(|| sel.match_labels.clone()),
+                match_expressions: (!sel.match_expressions.is_empty()).then(|| {
+                    sel.match_expressions
+                        .iter()
+                        .map(|e| LabelSelectorRequirement {
+                            key: e.key.clone(),
+                            operator: match e.operator {
+                                SelectorOperator::In => "In",
+                                SelectorOperator::NotIn => "NotIn",
+                                SelectorOperator::Exists => "Exists",
+                                SelectorOperator::DoesNotExist => "DoesNotExist",
+                            }
+                            .into(),
+                            values: (!e.values.is_empty()).then(|| e.values.clone()),
+                        })
+                        .collect()
+                }),
+            }));
+        }
+        if !spec.namespaces.is_empty() {
+            let mut names: Vec<String> = spec
+                .namespaces
+                .iter()
+                .map(|n| n.as_str().to_string())
+                .collect();
+            names.sort();
+            peers.push(namespace_peer(names_in(names)));
+        }
+        Self { peers }
+    }
+}
+
+/// The NetworkPolicies `spec` asks for in `namespace` of a profile holding `held`.
 pub fn desired_network_policies(
     profile: &str,
     spec: &NetworkPolicyControl,
+    held: &HeldNamespaces,
     namespace: &str,
 ) -> Vec<DesiredObject> {
     let deny_in = spec.default_deny.ingress;
@@ -119,27 +167,40 @@ pub fn desired_network_policies(
             },
         );
     }
-    if !spec.allowed_namespaces.is_empty() && deny_in {
+    // A namespace named in allowedNamespaces may connect into the profile's namespaces; when
+    // it is hardened itself, its egress to them must be open too, or the profile's own
+    // default-deny would undo what it grants.
+    let named = spec
+        .allowed_namespaces
+        .iter()
+        .any(|n| n.as_str() == namespace);
+    let admit = !spec.allowed_namespaces.is_empty() && deny_in;
+    let reach = named && deny_out && !held.peers.is_empty();
+    if admit || reach {
         let mut names: Vec<String> = spec
             .allowed_namespaces
             .iter()
             .map(|n| n.as_str().to_string())
             .collect();
         names.sort();
-        let selector = LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: NAMESPACE_NAME_LABEL.into(),
-                operator: "In".into(),
-                values: Some(names),
-            }]),
-        };
         push(
             ALLOW_NAMESPACES,
-            ingress_only(vec![NetworkPolicyIngressRule {
-                from: Some(vec![namespace_peer(selector)]),
-                ports: None,
-            }]),
+            NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(policy_types(admit, reach)),
+                ingress: admit.then(|| {
+                    vec![NetworkPolicyIngressRule {
+                        from: Some(vec![namespace_peer(names_in(names))]),
+                        ports: None,
+                    }]
+                }),
+                egress: reach.then(|| {
+                    vec![NetworkPolicyEgressRule {
+                        to: Some(held.peers.clone()),
+                        ports: None,
+                    }]
+                }),
+            },
         );
     }
     if let (Some(mon), true) = (&spec.monitoring, deny_in) {
@@ -241,6 +302,18 @@ fn namespace_named(name: &str) -> LabelSelector {
     }
 }
 
+/// Namespaces by name, through the label the API server puts on each.
+fn names_in(names: Vec<String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: None,
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: NAMESPACE_NAME_LABEL.into(),
+            operator: "In".into(),
+            values: Some(names),
+        }]),
+    }
+}
+
 fn namespace_peer(selector: LabelSelector) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(selector),
@@ -303,7 +376,12 @@ mod tests {
 
     #[test]
     fn full_profile_gives_six_stable_policies() {
-        let objs = desired_network_policies("regulated", &control(), "countly");
+        let objs = desired_network_policies(
+            "regulated",
+            &control(),
+            &HeldNamespaces::default(),
+            "countly",
+        );
         assert_eq!(
             names(&objs),
             vec![
@@ -329,7 +407,7 @@ mod tests {
 
     #[test]
     fn dns_peer_ands_namespace_and_pods_on_both_protocols() {
-        let objs = desired_network_policies("p", &control(), "countly");
+        let objs = desired_network_policies("p", &control(), &HeldNamespaces::default(), "countly");
         let rule = &find(&objs, ALLOW_DNS)["spec"]["egress"][0];
         assert_eq!(
             rule["to"].as_array().map(Vec::len),
@@ -352,7 +430,7 @@ mod tests {
 
     #[test]
     fn allowed_namespaces_are_matched_by_name_sorted() {
-        let objs = desired_network_policies("p", &control(), "countly");
+        let objs = desired_network_policies("p", &control(), &HeldNamespaces::default(), "countly");
         let expr = &find(&objs, ALLOW_NAMESPACES)["spec"]["ingress"][0]["from"][0]
             ["namespaceSelector"]["matchExpressions"][0];
         assert_eq!(expr["key"], "kubernetes.io/metadata.name");
@@ -360,8 +438,45 @@ mod tests {
     }
 
     #[test]
+    fn a_named_hardened_namespace_may_send_to_the_profiles_namespaces() {
+        let spec = HardeningProfileSpec {
+            namespace_selector: Some(crate::api::LabelSelector {
+                match_labels: BTreeMap::from([("tier".into(), "production".into())]),
+                match_expressions: vec![],
+            }),
+            namespaces: vec![NamespaceName("extra".into())],
+            ..crate::api::fixtures::budgets_only(Default::default())
+        };
+        let held = HeldNamespaces::of(&spec);
+        let objs = desired_network_policies("p", &control(), &held, "kafka");
+        let allow = objs
+            .iter()
+            .find(|o| o.key.name == ALLOW_NAMESPACES)
+            .expect("allow-namespaces policy");
+        let s = &allow.manifest["spec"];
+        assert_eq!(s["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+        assert_eq!(
+            s["egress"][0]["to"],
+            serde_json::json!([
+                {"namespaceSelector": {"matchLabels": {"tier": "production"}}},
+                {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["extra"]}]}}
+            ])
+        );
+        // A namespace nobody named only admits; it sends nowhere new.
+        let other = desired_network_policies("p", &control(), &held, "clickhouse");
+        let allow = other
+            .iter()
+            .find(|o| o.key.name == ALLOW_NAMESPACES)
+            .expect("allow-namespaces policy");
+        assert_eq!(
+            allow.manifest["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"])
+        );
+    }
+
+    #[test]
     fn monitoring_gets_only_its_ports() {
-        let objs = desired_network_policies("p", &control(), "countly");
+        let objs = desired_network_policies("p", &control(), &HeldNamespaces::default(), "countly");
         let rule = &find(&objs, ALLOW_MONITORING)["spec"]["ingress"][0];
         assert_eq!(
             rule["ports"],
@@ -373,7 +488,7 @@ mod tests {
     fn open_egress_means_no_egress_allow_policies() {
         let mut c = control();
         c.default_deny.egress = false;
-        let objs = desired_network_policies("p", &c, "countly");
+        let objs = desired_network_policies("p", &c, &HeldNamespaces::default(), "countly");
         assert_eq!(
             names(&objs),
             vec![
@@ -400,6 +515,8 @@ mod tests {
             ingress: false,
             egress: false,
         };
-        assert!(desired_network_policies("p", &c, "countly").is_empty());
+        assert!(
+            desired_network_policies("p", &c, &HeldNamespaces::default(), "countly").is_empty()
+        );
     }
 }
