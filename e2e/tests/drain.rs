@@ -189,34 +189,7 @@ impl Fixture {
         type_: &str,
         status: &str,
     ) -> Result<HardeningProfile> {
-        let api = Api::<HardeningProfile>::all(self.client.clone());
-        wait_for(
-            &format!("profile {name} to have {type_}={status}"),
-            CONVERGE,
-            || {
-                let api = api.clone();
-                async move {
-                    let p = api.get(name).await.map_err(|e| e.to_string())?;
-                    let conds = p
-                        .status
-                        .as_ref()
-                        .map(|s| s.conditions.clone())
-                        .unwrap_or_default();
-                    if conds.iter().any(|c| c.type_ == type_ && c.status == status) {
-                        Ok(Some(p))
-                    } else {
-                        Err(format!(
-                            "{:?}",
-                            conds
-                                .iter()
-                                .map(|c| format!("{}={} ({})", c.type_, c.status, c.message))
-                                .collect::<Vec<_>>()
-                        ))
-                    }
-                }
-            },
-        )
-        .await
+        rampart_e2e::wait_condition(&self.client, name, type_, status, CONVERGE).await
     }
 
     /// A Deployment whose pods run only on this test's nodes.

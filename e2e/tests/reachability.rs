@@ -522,7 +522,8 @@ impl Estate {
                     let ready = conds.iter().find(|c| c.type_ == "Ready");
                     match ready {
                         Some(c)
-                            if c.status == "True" && c.observed_generation == Some(generation) =>
+                            if c.status == rampart::api::ConditionStatus::True
+                                && c.observed_generation == Some(generation) =>
                         {
                             Ok(Some(()))
                         }
