@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: controlplane
-controlplane: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok and helm from Go modules (cached)
+controlplane: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm and the CSI stack from Go modules (cached)
 	@bash e2e/tools/build.sh >/dev/null
 
 .PHONY: up

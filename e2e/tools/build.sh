@@ -3,7 +3,8 @@
 # outside the repository, keyed by version, so a fresh clone rebuilds nothing.
 #
 #   e2e/tools/build.sh            build what is missing, print the bin directory
-#   e2e/tools/build.sh --print    only print the bin directory
+#   e2e/tools/build.sh --print    only print the bin directory (Kubernetes, etcd, kwok, helm)
+#   e2e/tools/build.sh --print-path   every bin directory, PATH-style (those plus the CSI stack)
 #
 # Each tool gets its own small module under e2e/tools/<tool>/ because their
 # dependency graphs disagree (kwok and helm pin older k8s.io libraries than
@@ -164,7 +165,7 @@ if [ ! -f "$provisioner_dir/go.sum" ]; then (cd "$provisioner_dir" && go mod tid
 build "$provisioner_dir" csi-provisioner github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$PROVISIONER_VERSION" "$csi_bin"
 
 # --- CSI: our hostpath driver (e2e/tools/csi-hostpath, our own code) -----------------
-build "$here/csi-hostpath" rampart-csi-hostpath . "" "$driver_bin"
+build "$here/csi-hostpath" rampart-csi-hostpath . "-X main.version=src-$driver_hash" "$driver_bin"
 
 # --- kwok stages --------------------------------------------------------------
 # kwok needs Stage objects to move fake nodes and pods through their lifecycle. Its module
