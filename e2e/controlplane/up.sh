@@ -210,8 +210,13 @@ start rampart-csi-hostpath "$L/logs/rampart-csi-hostpath.log" rampart-csi-hostpa
 wait_ok "starting the CSI hostpath driver" "$L/logs/rampart-csi-hostpath.log" 30 test -S "$CSI_SOCKET"
 # Leader election off: one replica of each, and a lease would only slow a restart.
 sidecar_flags=(--kubeconfig "$KUBECONFIG_PATH" --leader-election=false --kube-api-qps 100 --kube-api-burst 200)
+# The sweep: after a restore, csi-provisioner drops its source-protection finalizer from the
+# snapshot, and when that update loses a race with snapshot-controller (a conflict, seen
+# here) only the periodic sweep removes it; at the 5 min default a namespace with a restored
+# snapshot takes that long to delete.
 start csi-provisioner "$L/logs/csi-provisioner.log" csi-provisioner --csi-address "$CSI_SOCKET" \
-  "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$PROVISIONER_PORT" --retry-interval-max 30s --v=2
+  "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$PROVISIONER_PORT" --retry-interval-max 30s \
+  --snapshot-orphan-sweep-interval 5s --v=2
 start csi-snapshotter "$L/logs/csi-snapshotter.log" csi-snapshotter --csi-address "$CSI_SOCKET" \
   "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$SNAPSHOTTER_PORT" --retry-interval-max 30s --v=2
 start snapshot-controller "$L/logs/snapshot-controller.log" snapshot-controller \
