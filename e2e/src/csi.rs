@@ -35,7 +35,12 @@ pub fn state_dir() -> Result<PathBuf> {
     text.lines()
         .find_map(|l| l.strip_prefix("CSI_STATE_DIR="))
         .map(PathBuf::from)
-        .ok_or_else(|| anyhow!("no CSI_STATE_DIR in {}: restart the plane (`make down && make up`)", env.display()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no CSI_STATE_DIR in {}: restart the plane (`make down && make up`)",
+                env.display()
+            )
+        })
 }
 
 pub fn snapshot_resource() -> ApiResource {
@@ -53,7 +58,12 @@ pub fn snapshot_content_resource() -> ApiResource {
 }
 
 /// Waits until PVC `ns/name` is Bound and returns its PV's volume handle.
-pub async fn wait_bound(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<String> {
+pub async fn wait_bound(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String> {
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     let pvs = Api::<PersistentVolume>::all(client.clone());
     wait_for(&format!("PVC {ns}/{name} to be Bound"), timeout, || {
@@ -66,7 +76,10 @@ pub async fn wait_bound(client: &Client, ns: &str, name: &str, timeout: Duration
                 return Err(format!("phase {phase:?}"));
             };
             let pv = pvs.get(&pv_name).await.map_err(|e| e.to_string())?;
-            let csi = pv.spec.and_then(|s| s.csi).ok_or("the PV is not a CSI volume")?;
+            let csi = pv
+                .spec
+                .and_then(|s| s.csi)
+                .ok_or("the PV is not a CSI volume")?;
             if csi.driver != DRIVER {
                 return Err(format!("the PV belongs to driver {}", csi.driver));
             }
@@ -77,39 +90,66 @@ pub async fn wait_bound(client: &Client, ns: &str, name: &str, timeout: Duration
 }
 
 /// The directory holding PVC `ns/name`'s bytes, once it is Bound.
-pub async fn volume_dir(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<PathBuf> {
+pub async fn volume_dir(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<PathBuf> {
     let handle = wait_bound(client, ns, name, timeout).await?;
     let dir = state_dir()?.join("volumes").join(&handle);
-    anyhow::ensure!(dir.is_dir(), "volume {handle} has no directory {}", dir.display());
+    anyhow::ensure!(
+        dir.is_dir(),
+        "volume {handle} has no directory {}",
+        dir.display()
+    );
     Ok(dir)
 }
 
 /// Waits until VolumeSnapshot `ns/name` is readyToUse and returns the driver's archive of it.
-pub async fn wait_snapshot_ready(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<PathBuf> {
+pub async fn wait_snapshot_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<PathBuf> {
     let snaps = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &snapshot_resource());
     let contents = Api::<DynamicObject>::all_with(client.clone(), &snapshot_content_resource());
-    let handle = wait_for(&format!("VolumeSnapshot {ns}/{name} to be readyToUse"), timeout, || {
-        let (snaps, contents) = (snaps.clone(), contents.clone());
-        async move {
-            let s = snaps.get(name).await.map_err(|e| e.to_string())?;
-            let status = &s.data["status"];
-            if status["readyToUse"] != Value::Bool(true) {
-                return Err(format!("status {status}"));
+    let handle = wait_for(
+        &format!("VolumeSnapshot {ns}/{name} to be readyToUse"),
+        timeout,
+        || {
+            let (snaps, contents) = (snaps.clone(), contents.clone());
+            async move {
+                let s = snaps.get(name).await.map_err(|e| e.to_string())?;
+                let status = &s.data["status"];
+                if status["readyToUse"] != Value::Bool(true) {
+                    return Err(format!("status {status}"));
+                }
+                let content = status["boundVolumeSnapshotContentName"]
+                    .as_str()
+                    .ok_or("no content bound")?;
+                let c = contents.get(content).await.map_err(|e| e.to_string())?;
+                c.data["status"]["snapshotHandle"]
+                    .as_str()
+                    .map(|h| Some(h.to_string()))
+                    .ok_or_else(|| format!("content {content} has no snapshotHandle"))
             }
-            let content = status["boundVolumeSnapshotContentName"].as_str().ok_or("no content bound")?;
-            let c = contents.get(content).await.map_err(|e| e.to_string())?;
-            c.data["status"]["snapshotHandle"]
-                .as_str()
-                .map(|h| Some(h.to_string()))
-                .ok_or_else(|| format!("content {content} has no snapshotHandle"))
-        }
-    })
+        },
+    )
     .await?;
-    Ok(state_dir()?.join("snapshots").join(format!("{handle}.tar.gz")))
+    Ok(state_dir()?
+        .join("snapshots")
+        .join(format!("{handle}.tar.gz")))
 }
 
 /// The messages of the events about PVC `ns/name` with `reason`.
-pub async fn pvc_events(client: &Client, ns: &str, name: &str, reason: &str) -> Result<Vec<String>> {
+pub async fn pvc_events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<String>> {
     let events = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default().fields(&format!(
             "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}"

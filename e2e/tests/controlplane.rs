@@ -287,10 +287,17 @@ async fn namespace_deletion_completes() -> Result<()> {
 }
 
 /// A PVC of the default class in `ns`, optionally restored from a VolumeSnapshot.
-async fn create_pvc(c: &kube::Client, ns: &str, name: &str, from_snapshot: Option<&str>) -> Result<()> {
-    let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+async fn create_pvc(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+    from_snapshot: Option<&str>,
+) -> Result<()> {
+    let mut spec =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
     if let Some(snap) = from_snapshot {
-        spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
+        spec["dataSource"] =
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
     }
     let pvc: PersistentVolumeClaim =
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?;
@@ -334,7 +341,11 @@ async fn csi_stack_binds_a_pvc_snapshots_it_and_restores_the_same_bytes() -> Res
     let ns = TestNamespace::create(&c, "csi", &[]).await?;
     let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let archive = volume_with_ready_snapshot(&c, &ns.name, "data", &bytes).await?;
-    assert!(archive.is_file(), "the driver's archive {} exists", archive.display());
+    assert!(
+        archive.is_file(),
+        "the driver's archive {} exists",
+        archive.display()
+    );
     // Later writes to the source do not reach the snapshot.
     let source = csi::volume_dir(&c, &ns.name, "data", TIMEOUT).await?;
     std::fs::write(source.join("data.bin"), b"overwritten after the snapshot")?;
@@ -361,20 +372,24 @@ async fn csi_restore_from_a_corrupted_archive_fails_and_the_pvc_stays_pending() 
     std::fs::write(&archive, b)?;
 
     create_pvc(&c, &ns.name, "restored", Some("data-snap")).await?;
-    let events = wait_for("a ProvisioningFailed event naming the checksum", TIMEOUT, || {
-        let c = c.clone();
-        let ns = ns.name.clone();
-        async move {
-            let ev = csi::pvc_events(&c, &ns, "restored", "ProvisioningFailed")
-                .await
-                .map_err(|e| e.to_string())?;
-            if ev.iter().any(|m| m.contains("checksum mismatch")) {
-                Ok(Some(ev))
-            } else {
-                Err(seen(&ev))
+    let events = wait_for(
+        "a ProvisioningFailed event naming the checksum",
+        TIMEOUT,
+        || {
+            let c = c.clone();
+            let ns = ns.name.clone();
+            async move {
+                let ev = csi::pvc_events(&c, &ns, "restored", "ProvisioningFailed")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if ev.iter().any(|m| m.contains("checksum mismatch")) {
+                    Ok(Some(ev))
+                } else {
+                    Err(seen(&ev))
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
     let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns.name)
         .get("restored")

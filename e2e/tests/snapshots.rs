@@ -302,10 +302,14 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
     // is correct but would race the list below) happens between the list and the delete.
     f.apply(f.profile(&name, "0 0 1 1 *", 30, 2)).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    wait_until("pruned snapshots to be deleted by the CSI stack", TIMEOUT, || async {
-        let d = f.being_deleted().await;
-        (d.as_ref().is_ok_and(BTreeSet::is_empty), format!("{d:?}"))
-    })
+    wait_until(
+        "pruned snapshots to be deleted by the CSI stack",
+        TIMEOUT,
+        || async {
+            let d = f.being_deleted().await;
+            (d.as_ref().is_ok_and(BTreeSet::is_empty), format!("{d:?}"))
+        },
+    )
     .await?;
     let before: BTreeSet<String> = f.taken().await?.into_iter().map(|(_, _, n)| n).collect();
     f.delete_profile(&name).await?;
