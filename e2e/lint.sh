@@ -3,10 +3,7 @@
 # (checkov) over the rendered chart and config/, and a server-side dry-run of both against
 # the local control plane when one is running.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BIN=$(bash e2e/tools/build.sh --print)
-export PATH="$BIN:$PATH"
+source "$(dirname "$0")/lib.sh"
 step() { printf '\n[lint] %s\n' "$*"; }
 
 step "cargo fmt --check"
@@ -40,10 +37,9 @@ fi
 "$venv/bin/checkov" -d "$scan" --framework kubernetes --skip-download --quiet --compact
 
 step "server-side dry-run against the local control plane"
-if [ -f .local/kubeconfig ] && KUBECONFIG=.local/kubeconfig kubectl get --raw /readyz >/dev/null 2>&1; then
-  export KUBECONFIG=.local/kubeconfig
+if plane_running; then
   kubectl apply --server-side --dry-run=server -f crds/ >/dev/null
-  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+  install_crd
   kubectl apply --dry-run=server -f config/namespace.yaml >/dev/null
   kubectl create namespace rampart-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl apply --dry-run=server -k config/ >/dev/null

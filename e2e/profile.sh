@@ -9,10 +9,7 @@
 # operator binary; default target/release/rampart, or a --no-default-features build with
 # debug info under target/profile when PROFILE_HEAPTRACK=1).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-export PATH="$(bash e2e/tools/build.sh --print):$PATH"
-export KUBECONFIG="$root/.local/kubeconfig"
+source "$(dirname "$0")/lib.sh"
 estate=${PROFILE_ESTATE:-big}
 idle=${PROFILE_IDLE_SECS:-30}
 tag="profile-$(date +%s)"
@@ -29,7 +26,7 @@ else
   bin=${PROFILE_BIN:-$root/target/release/rampart}
   wrap=()
 fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 "${wrap[@]}" "$bin" run --metrics-addr "127.0.0.1:$port" --profile-selector "profile.rampart.dev/run=$tag" >"$out/$tag.log" 2>&1 &
 sleep 3
 pid=$(pgrep -f -- "--profile-selector profile.rampart.dev/run=$tag" | while read -r p; do

@@ -59,24 +59,6 @@ pub fn k8s_matches(selector: &metav1::LabelSelector, labels: &BTreeMap<String, S
     from_k8s(selector).is_some_and(|s| matches(&s, labels))
 }
 
-/// The selector as the API's list `labelSelector` parameter.
-pub fn to_query(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in &selector.match_expressions {
-        parts.push(match e.operator {
-            SelectorOperator::In => format!("{} in ({})", e.key, e.values.join(",")),
-            SelectorOperator::NotIn => format!("{} notin ({})", e.key, e.values.join(",")),
-            SelectorOperator::Exists => e.key.clone(),
-            SelectorOperator::DoesNotExist => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,17 +147,5 @@ mod tests {
             match_labels: None,
         };
         assert!(!k8s_matches(&sel, &labels(&[("a", "b")])));
-    }
-
-    #[test]
-    fn query_string_round_trip_shape() {
-        let sel = LabelSelector {
-            match_labels: labels(&[("backup", "true")]),
-            match_expressions: vec![
-                req("tier", SelectorOperator::In, &["a", "b"]),
-                req("skip", SelectorOperator::DoesNotExist, &[]),
-            ],
-        };
-        assert_eq!(to_query(&sel), "backup=true,tier in (a,b),!skip");
     }
 }

@@ -1,8 +1,10 @@
 //! Rampart: a Kubernetes operator that keeps namespaces hardened.
 //!
-//! `reconcile` (in [`controller`]) only sequences: observe (API) → desired objects and drift
-//! ([`selection`], [`controls`], pure) → apply ([`apply`], API) → status ([`status`], pure
-//! compute, then one API write when it changed).
+//! `reconcile` (in [`controller`]) only sequences: observe ([`observe`], the watch caches) →
+//! plan each control ([`selection`], [`controls`], pure: an `Outcome` of writes, drift,
+//! findings and events) → execute ([`apply::Writer`], the only place that writes, or in Audit
+//! mode does not) → status ([`status`], pure, then one API write when it changed), with
+//! [`events`] about what happened and [`incremental`] keeping the work to what changed.
 #![forbid(unsafe_code)]
 // Errors carry the kube::Error that caused them; they are rare and on the slow path, so their
 // size is not worth a box at every construction site.
@@ -12,17 +14,19 @@ pub mod api;
 pub mod apply;
 pub mod controller;
 pub mod controls;
+pub mod events;
 pub mod fence;
 pub mod http;
+pub mod incremental;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod ownership;
+pub mod pass;
 pub mod schedule;
 pub mod selection;
 pub mod status;
-pub mod trim;
-pub mod workloads;
 
 /// Everything that can go wrong in a reconcile, each with a fixed [`Error::category`] used as a
 /// metric label and event reason, never a free-form string.
@@ -52,13 +56,6 @@ pub enum Error {
         source: Box<kube::runtime::finalizer::Error<Error>>,
     },
 
-    #[error("reading {kind}: {source}")]
-    Read {
-        kind: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-
     #[error("{count} of {total} writes failed for profile {profile}; first: {first}")]
     PartialApply {
         profile: String,
@@ -85,10 +82,39 @@ impl Error {
             Error::Write { .. } => "ApplyFailed",
             Error::StatusWrite { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "CleanupFailed",
-            Error::Read { .. } => "ReadFailed",
             Error::PartialApply { .. } => "ApplyFailed",
             Error::MissingIdentity => "InvalidObject",
             Error::Encode { .. } => "EncodeFailed",
+        }
+    }
+
+    /// A [`Error::PartialApply`] when any of a pass's writes failed: every write was
+    /// attempted, and the first failure says what and where.
+    pub fn if_any_failed(profile: &str, applied: &[apply::Applied]) -> Result<(), Error> {
+        let failures: Vec<&Error> = applied
+            .iter()
+            .filter_map(|a| a.effect.as_ref().err())
+            .collect();
+        match failures.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::PartialApply {
+                profile: profile.to_string(),
+                count: failures.len(),
+                total: applied.len(),
+                first: first.to_string(),
+            }),
+        }
+    }
+
+    /// The category of what failed inside the finalizer's apply or cleanup, or this one's.
+    pub fn root_category(&self) -> &'static str {
+        match self {
+            Error::Finalizer { source, .. } => match source.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => self.category(),
+            },
+            _ => self.category(),
         }
     }
 }

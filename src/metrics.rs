@@ -39,9 +39,6 @@ const GIT_COMMIT: &str = match option_env!("RAMPART_GIT_COMMIT") {
     None => "unknown",
 };
 
-/// The states an exception is counted in.
-const EXCEPTION_STATES: [&str; 2] = ["Active", "Expired"];
-
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
@@ -248,6 +245,83 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a write that changed the cluster under the metric that names what it did.
+    pub fn count_done(&self, profile: &str, verb: crate::controls::WriteVerb, kind: &str) {
+        use crate::controls::WriteVerb;
+        let control = match kind {
+            "NetworkPolicy" => Some(ControlName::NetworkPolicies),
+            "PodDisruptionBudget" => Some(ControlName::PodDisruptionBudgets),
+            _ => None,
+        };
+        let counter = match (verb, kind) {
+            (WriteVerb::Create, "VolumeSnapshot") => &self.snapshots_created,
+            (WriteVerb::Delete, "VolumeSnapshot") => &self.snapshots_pruned,
+            (WriteVerb::Rotate, _) => &self.secrets_rotated,
+            (WriteVerb::Adopt, _) => &self.secrets_adopted,
+            (WriteVerb::Restart, _) => &self.workloads_restarted,
+            (WriteVerb::Create | WriteVerb::Repair | WriteVerb::Delete, _) => {
+                if let Some(c) = control {
+                    self.repairs.with_label_values(&[profile, c.label()]).inc();
+                }
+                return;
+            }
+            (WriteVerb::Orphan, _) => return,
+        };
+        counter.with_label_values(&[profile]).inc();
+    }
+
+    /// The gauges that describe one pass's findings.
+    pub fn report(&self, profile: &str, findings: &crate::status::Findings) {
+        for control in ControlName::ALL {
+            let drifted = findings
+                .unresolved()
+                .filter(|d| d.control == control)
+                .count();
+            self.drifted_objects
+                .with_label_values(&[profile, control.label()])
+                .set(drifted as i64);
+            if let Some(n) = findings.namespaces.managed.get(&control) {
+                self.managed_objects
+                    .with_label_values(&[profile, control.label()])
+                    .set(*n as i64);
+            }
+        }
+        for state in crate::api::ExceptionState::ALL {
+            let n = findings
+                .selection
+                .exceptions
+                .iter()
+                .filter(|e| e.state == state)
+                .count();
+            self.exceptions
+                .with_label_values(&[profile, state.as_str()])
+                .set(n as i64);
+        }
+        self.drain_blocked
+            .with_label_values(&[profile])
+            .set(findings.namespaces.drain_blocking.len() as i64);
+        if let Some(r) = &findings.rotation {
+            self.rotation_stalled
+                .with_label_values(&[profile])
+                .set(i64::from(r.stalled.is_some()));
+        }
+        if let Some(b) = &findings.backups {
+            self.snapshots_failed
+                .with_label_values(&[profile])
+                .set(b.status.failed_snapshots);
+            if b.missed_now > 0 {
+                self.snapshot_slots_missed
+                    .with_label_values(&[profile])
+                    .inc_by(b.missed_now as u64);
+            }
+            for (ns, pvc, t) in &b.last_success_times {
+                self.snapshot_last_success
+                    .with_label_values(&[profile, ns.as_str(), pvc.as_str()])
+                    .set(t.timestamp() as f64);
+            }
+        }
+    }
+
     /// Removes every series of a deleted profile, so dashboards do not show ghosts.
     pub fn forget_profile(&self, profile: &str) {
         for c in ControlName::ALL {
@@ -259,8 +333,8 @@ impl Metrics {
                 .remove_label_values(&[profile, c.label()]);
             let _ = self.repairs.remove_label_values(&[profile, c.label()]);
         }
-        for s in EXCEPTION_STATES {
-            let _ = self.exceptions.remove_label_values(&[profile, s]);
+        for s in crate::api::ExceptionState::ALL {
+            let _ = self.exceptions.remove_label_values(&[profile, s.as_str()]);
         }
         let _ = self.drain_blocked.remove_label_values(&[profile]);
         // Write counters stay: they are what a reader compares across the deletion.

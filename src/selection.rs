@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    validate::exception_expired, ConflictEntry, ControlName, ExceptionStatus, HardeningProfileSpec,
+    validate::exception_expired, ConflictEntry, ControlName, ExceptionState, ExceptionStatus,
+    HardeningProfileSpec,
 };
 use crate::labels;
 
@@ -47,11 +48,24 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn acts(&self, control: ControlName, namespace: &str) -> bool {
-        self.acting
-            .get(&control)
-            .is_some_and(|s| s.contains(namespace))
+    /// The namespaces where `control` acts (none when it is not enabled).
+    pub fn acting_in(&self, control: ControlName) -> BTreeSet<String> {
+        self.acting.get(&control).cloned().unwrap_or_default()
     }
+}
+
+/// When the next exception of `spec` expires, so selection is computed again then.
+pub fn next_exception_expiry(
+    spec: &HardeningProfileSpec,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    spec.exceptions
+        .iter()
+        .filter_map(|e| e.expires.as_deref())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// Namespaces with names starting with this are left alone unless named explicitly.
@@ -88,12 +102,15 @@ pub fn select(
             control: e.control.as_str().to_string(),
             reason: e.reason.clone(),
             state: if exception_expired(e.expires.as_deref(), now) {
-                "Expired"
+                ExceptionState::Expired
             } else {
-                "Active"
-            }
-            .to_string(),
-            expires: e.expires.clone(),
+                ExceptionState::Active
+            },
+            expires: e
+                .expires
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
         })
         .collect();
     let exempt: BTreeSet<(ControlName, &str)> = spec
@@ -144,9 +161,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        DisruptionBudgetControl, Exception, LabelSelector, MaxUnavailable, NamespaceName,
-    };
+    use crate::api::{Exception, LabelSelector, NamespaceName};
     use chrono::TimeZone;
 
     fn ns(name: &str, pairs: &[(&str, &str)]) -> NamespaceInfo {
@@ -162,20 +177,11 @@ mod tests {
 
     fn pdb_spec_selecting(label: (&str, &str)) -> HardeningProfileSpec {
         HardeningProfileSpec {
-            mode: Default::default(),
             namespace_selector: Some(LabelSelector {
                 match_labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
                 match_expressions: vec![],
             }),
-            namespaces: vec![],
-            network_policies: None,
-            pod_disruption_budgets: Some(DisruptionBudgetControl {
-                min_replicas: 2,
-                max_unavailable: MaxUnavailable::Count(1),
-            }),
-            secret_rotation: None,
-            backups: None,
-            exceptions: vec![],
+            ..crate::api::fixtures::budgets_only(Default::default())
         }
     }
 
@@ -235,9 +241,13 @@ mod tests {
             spec: &spec,
         };
         let sel = select(&p, &[], &namespaces, now());
-        assert!(!sel.acts(ControlName::PodDisruptionBudgets, "a"));
-        assert!(sel.acts(ControlName::PodDisruptionBudgets, "b"));
-        assert_eq!(sel.exceptions[1].state, "Expired");
+        assert!(!sel
+            .acting_in(ControlName::PodDisruptionBudgets)
+            .contains("a"));
+        assert!(sel
+            .acting_in(ControlName::PodDisruptionBudgets)
+            .contains("b"));
+        assert_eq!(sel.exceptions[1].state, ExceptionState::Expired);
     }
 
     #[test]
@@ -256,9 +266,12 @@ mod tests {
         };
         let all = vec![old.clone(), new.clone()];
         assert!(select(&old, &all, &namespaces, now())
-            .acts(ControlName::PodDisruptionBudgets, "shared"));
+            .acting_in(ControlName::PodDisruptionBudgets)
+            .contains("shared"));
         let sel_new = select(&new, &all, &namespaces, now());
-        assert!(!sel_new.acts(ControlName::PodDisruptionBudgets, "shared"));
+        assert!(!sel_new
+            .acting_in(ControlName::PodDisruptionBudgets)
+            .contains("shared"));
         assert_eq!(sel_new.conflicts[0].held_by, "zeta");
     }
 
@@ -274,6 +287,8 @@ mod tests {
         };
         let sel = select(&p, &[], &[gone], now());
         assert!(sel.namespaces.contains("gone"));
-        assert!(!sel.acts(ControlName::PodDisruptionBudgets, "gone"));
+        assert!(!sel
+            .acting_in(ControlName::PodDisruptionBudgets)
+            .contains("gone"));
     }
 }

@@ -1,23 +1,25 @@
-//! The profile's status, computed from one reconcile's findings. Pure: the previous status and
+//! The profile's status, computed from one pass's findings. Pure: the previous status and
 //! `now` are arguments, and unchanged findings give an identical status, so the controller
-//! writes only when something changed.
+//! writes only when something changed. Each control has its own condition builder; `Ready`
+//! sums them up.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::api::conditions::{self, rfc3339, Computed};
+use crate::api::conditions::{self, Computed};
 use crate::api::validate::InvalidField;
 use crate::api::{
     BackupStatus, ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode,
-    ObjectRefStatus, RotationStatus, Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
+    RotationPhase, RotationStatus, Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
 };
-use crate::controls::rotation::{RotationPhase, RotationPlan};
-use crate::controls::snapshots::SnapshotPlan;
-use crate::controls::{Drift, ObjectKey};
+use crate::apply::{Applied, Effect};
+use crate::controls::rotation::RotationPlan;
+use crate::controls::snapshots::BackupFindings;
+use crate::controls::{Drift, DriftReason, NamespaceFindings, Target};
 use crate::selection::Selection;
 
-/// What happened to one drifted object in this reconcile.
+/// What happened to one drifted object in this pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
     /// Enforce mode fixed it.
@@ -28,67 +30,108 @@ pub enum DriftOutcome {
     Failed,
 }
 
-/// Everything one reconcile found, for the status.
+/// Everything one pass found, for the status.
 #[derive(Clone, Debug, Default)]
 pub struct Findings {
     pub invalid: Vec<InvalidField>,
     pub selection: Selection,
     pub drift: Vec<(Drift, DriftOutcome)>,
-    pub managed: BTreeMap<ControlName, usize>,
-    pub covered_by_user: Vec<ObjectRefStatus>,
-    pub drain_blocking: Vec<ObjectRefStatus>,
-    pub rotation: Option<RotationFindings>,
+    /// Network policies' and budgets' findings over every namespace.
+    pub namespaces: NamespaceFindings,
+    pub rotation: Option<RotationPlan>,
     pub backups: Option<BackupFindings>,
 }
 
-/// The rotation control's outcome.
-#[derive(Clone, Debug)]
-pub struct RotationFindings {
-    pub status: RotationStatus,
-    pub phase: RotationPhase,
+impl Findings {
+    /// Drift still standing after this pass.
+    pub fn unresolved(&self) -> impl Iterator<Item = &Drift> {
+        self.drift
+            .iter()
+            .filter(|(_, o)| *o != DriftOutcome::Repaired)
+            .map(|(d, _)| d)
+    }
 }
 
-/// The snapshot control's outcome.
-#[derive(Clone, Debug, Default)]
-pub struct BackupFindings {
-    pub status: BackupStatus,
-    pub unhealthy: Vec<ObjectRefStatus>,
-    /// The cluster does not serve snapshot.storage.k8s.io/v1.
-    pub api_missing: bool,
+/// What became of each drift, from the write that repairs it.
+pub fn drift_outcomes(drift: Vec<Drift>, applied: &[Applied]) -> Vec<(Drift, DriftOutcome)> {
+    let by_target: BTreeMap<&Target, &Applied> = applied.iter().map(|a| (&a.target, a)).collect();
+    drift
+        .into_iter()
+        .map(
+            |d| match by_target.get(&Target::from(&d.key)).map(|a| &a.effect) {
+                Some(Ok(Effect::Done | Effect::Unchanged)) => (d, DriftOutcome::Repaired),
+                Some(Ok(Effect::NameTaken)) => (
+                    Drift {
+                        reason: DriftReason::NameTaken,
+                        ..d
+                    },
+                    DriftOutcome::Reported,
+                ),
+                Some(Ok(Effect::Audited)) => (d, DriftOutcome::Reported),
+                Some(Err(_)) | None => (d, DriftOutcome::Failed),
+            },
+        )
+        .collect()
 }
 
 /// Most consumers named as in progress in the status.
 const IN_PROGRESS_LIMIT: usize = 20;
 
-/// The rotation status for a plan, keeping the start time of the same rotation id.
+/// A rotation status with nothing in it yet.
+pub fn empty_rotation_status() -> RotationStatus {
+    RotationStatus {
+        observed_rotation_id: None,
+        phase: RotationPhase::Pending,
+        secrets_selected: 0,
+        secrets_rotated: 0,
+        secrets_adopted: 0,
+        workloads_total: 0,
+        workloads_restarted: 0,
+        in_progress: vec![],
+        message: None,
+        started_at: None,
+        completed_at: None,
+    }
+}
+
+/// The rotation status for a plan, keeping the start time of the same rotation id. In Audit
+/// mode nothing was written: a rotation with work left is Pending, adoption is not counted
+/// until it happens, and nothing is in progress.
 pub fn rotation_status(
     plan: &RotationPlan,
     id: &str,
+    mode: Mode,
     previous: Option<&RotationStatus>,
     now: DateTime<Utc>,
 ) -> RotationStatus {
+    let audit = mode == Mode::Audit;
+    let phase = match plan.phase {
+        RotationPhase::Complete => RotationPhase::Complete,
+        _ if audit => RotationPhase::Pending,
+        p => p,
+    };
     let same = previous.filter(|p| p.observed_rotation_id.as_deref() == Some(id));
-    let started_at = same
-        .and_then(|p| p.started_at.clone())
-        .unwrap_or_else(|| rfc3339(now));
-    let completed_at = (plan.phase == RotationPhase::Complete).then(|| {
-        same.and_then(|p| p.completed_at.clone())
-            .unwrap_or_else(|| rfc3339(now))
-    });
+    let started_at = same.and_then(|p| p.started_at).unwrap_or(now);
+    let completed_at = (phase == RotationPhase::Complete)
+        .then(|| same.and_then(|p| p.completed_at).unwrap_or(now));
+    let adopted_now = if audit { 0 } else { plan.adopt.len() };
     RotationStatus {
         observed_rotation_id: Some(id.to_string()),
-        phase: plan.phase.as_str().to_string(),
+        phase,
         secrets_selected: plan.secrets_selected as i64,
         secrets_rotated: plan.secrets_rotated as i64,
-        secrets_adopted: plan.secrets_adopted as i64,
+        secrets_adopted: (plan.secrets_adopted_before + adopted_now) as i64,
         workloads_total: plan.consumers_total as i64,
         workloads_restarted: plan.consumers_restarted as i64,
-        in_progress: plan
-            .in_progress
-            .iter()
-            .take(IN_PROGRESS_LIMIT)
-            .map(|c| c.to_string())
-            .collect(),
+        in_progress: if audit {
+            vec![]
+        } else {
+            plan.in_progress
+                .iter()
+                .take(IN_PROGRESS_LIMIT)
+                .map(|c| c.to_string())
+                .collect()
+        },
         message: plan
             .stalled
             .as_ref()
@@ -98,259 +141,122 @@ pub fn rotation_status(
     }
 }
 
-/// The backup status for a plan, carrying the miss count and last slot forward.
-pub fn backup_status(
-    plan: &SnapshotPlan,
-    pvcs: usize,
-    previous: Option<&BackupStatus>,
-) -> BackupStatus {
-    let last = plan
-        .slot
-        .into_iter()
-        .chain(plan.missed_slots.iter().copied())
-        .max()
-        .map(rfc3339)
-        .or_else(|| previous.and_then(|p| p.last_schedule_time.clone()));
-    let mut problems: Vec<ObjectRefStatus> = plan
-        .failed
-        .iter()
-        .chain(plan.unhealthy.iter())
-        .cloned()
-        .collect();
-    problems.truncate(STATUS_LIST_LIMIT);
-    BackupStatus {
-        last_schedule_time: last,
-        next_schedule_time: plan.next_slot.map(rfc3339),
-        pvcs: pvcs as i64,
-        ready_snapshots: plan.ready as i64,
-        failed_snapshots: plan.failed.len() as i64,
-        missed_slots: previous.map(|p| p.missed_slots).unwrap_or(0)
-            + plan.missed_slots.len() as i64,
-        last_successful: plan.last_successful.clone(),
-        problems,
-    }
-}
-
-impl Findings {
-    /// Drift still standing after this reconcile.
-    pub fn unresolved(&self) -> impl Iterator<Item = &Drift> {
-        self.drift
-            .iter()
-            .filter(|(_, o)| *o != DriftOutcome::Repaired)
-            .map(|(d, _)| d)
-    }
-}
-
-/// The status for `findings`, keeping timestamps from `previous` where nothing flipped.
-pub fn compute(
-    spec: &HardeningProfileSpec,
-    generation: Option<i64>,
+/// `NetworkPoliciesReady` or `DisruptionBudgetsReady`.
+fn control_condition(
+    type_: &'static str,
+    control: ControlName,
     findings: &Findings,
-    previous: Option<&HardeningProfileStatus>,
-    now: DateTime<Utc>,
-) -> HardeningProfileStatus {
-    let empty = HardeningProfileStatus::default();
-    let previous = previous.unwrap_or(&empty);
-
-    if !findings.invalid.is_empty() {
-        let message = findings
-            .invalid
-            .iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let conds = vec![
-            Computed::new(conditions::READY, false, "InvalidSpec", message.clone()),
-            Computed::new(conditions::INVALID_SPEC, true, "InvalidSpec", message),
-        ];
-        return HardeningProfileStatus {
-            observed_generation: generation,
-            conditions: conditions::settle(&previous.conditions, conds, generation, now),
-            // Keep the last good picture: an invalid edit acts on nothing, so nothing moved.
-            ..previous.clone()
-        };
-    }
-
-    let since: BTreeMap<(&str, &str, &str), &str> = previous
-        .drift
-        .iter()
-        .map(|d| {
-            (
-                (d.namespace.as_str(), d.kind.as_str(), d.name.as_str()),
-                d.since.as_str(),
-            )
-        })
-        .collect();
-    let now_s = rfc3339(now);
-    let mut drift_entries: Vec<DriftEntry> = findings
+    audit: bool,
+) -> Computed {
+    let n = findings
         .unresolved()
-        .map(|d| DriftEntry {
-            namespace: d.key.namespace.clone(),
-            kind: d.key.kind.kind().to_string(),
-            name: d.key.name.clone(),
-            reason: d.reason.as_str().to_string(),
-            since: since
-                .get(&(
-                    d.key.namespace.as_str(),
-                    d.key.kind.kind(),
-                    d.key.name.as_str(),
-                ))
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| now_s.clone()),
-        })
-        .collect();
-    drift_entries
-        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
-    let drifted_total = drift_entries.len();
-    drift_entries.truncate(DRIFT_LIST_LIMIT);
-
-    let unresolved_by_control: BTreeMap<ControlName, usize> =
-        findings.unresolved().fold(BTreeMap::new(), |mut m, d| {
-            *m.entry(d.control).or_insert(0) += 1;
-            m
-        });
-    let drifted_namespaces: BTreeSet<&str> = findings
-        .unresolved()
-        .map(|d| d.key.namespace.as_str())
-        .collect();
-    let conflicted: BTreeSet<&str> = findings
-        .selection
-        .conflicts
-        .iter()
-        .map(|c| c.namespace.as_str())
-        .collect();
-    let selected = findings.selection.namespaces.len();
-    let compliant = findings
-        .selection
-        .namespaces
-        .iter()
-        .filter(|n| !drifted_namespaces.contains(n.as_str()) && !conflicted.contains(n.as_str()))
+        .filter(|d| d.control == control)
         .count();
-    let repaired = findings
-        .drift
-        .iter()
-        .filter(|(_, o)| *o == DriftOutcome::Repaired)
-        .count();
-
-    let audit = spec.mode == Mode::Audit;
-    let mut conds = Vec::new();
-    for (control, type_) in [
-        (
-            ControlName::NetworkPolicies,
-            conditions::NETWORK_POLICIES_READY,
-        ),
-        (
-            ControlName::PodDisruptionBudgets,
-            conditions::DISRUPTION_BUDGETS_READY,
-        ),
-    ] {
-        if !spec.enables(control) {
-            continue;
-        }
-        let n = unresolved_by_control.get(&control).copied().unwrap_or(0);
-        conds.push(if n == 0 {
-            Computed::new(
-                type_,
-                true,
-                "Converged",
-                format!(
-                    "{} objects match the profile",
-                    findings.managed.get(&control).copied().unwrap_or(0)
-                ),
-            )
-        } else if audit {
-            Computed::new(
-                type_,
-                false,
-                "DriftReported",
-                format!("{n} objects depart from the profile (Audit mode: not repaired)"),
-            )
-        } else {
-            Computed::new(
-                type_,
-                false,
-                "RepairIncomplete",
-                format!("{n} objects could not be brought to the profile"),
-            )
-        });
+    if n == 0 {
+        let managed = findings
+            .namespaces
+            .managed
+            .get(&control)
+            .copied()
+            .unwrap_or(0);
+        Computed::new(
+            type_,
+            true,
+            "Converged",
+            format!("{managed} objects match the profile"),
+        )
+    } else if audit {
+        Computed::new(
+            type_,
+            false,
+            "DriftReported",
+            format!("{n} objects depart from the profile (Audit mode: not repaired)"),
+        )
+    } else {
+        Computed::new(
+            type_,
+            false,
+            "RepairIncomplete",
+            format!("{n} objects could not be brought to the profile"),
+        )
     }
+}
 
-    let mut not_ready: Vec<String> = Vec::new();
-    if let Some(r) = &findings.rotation {
-        let (ok, reason) = match r.phase {
-            RotationPhase::Complete => (true, "Complete"),
-            RotationPhase::Pending => (false, "RotationPending"),
-            RotationPhase::Rotating => (false, "Rotating"),
-            RotationPhase::Restarting => (false, "Restarting"),
-            RotationPhase::Stalled => (false, "RotationStalled"),
-        };
-        let message = r.status.message.clone().unwrap_or_else(|| {
+/// `SecretsRotated`.
+fn rotation_condition(status: &RotationStatus) -> Computed {
+    let reason = match status.phase {
+        RotationPhase::Complete => "Complete",
+        RotationPhase::Pending => "RotationPending",
+        RotationPhase::Rotating => "Rotating",
+        RotationPhase::Restarting => "Restarting",
+        RotationPhase::Stalled => "RotationStalled",
+    };
+    let message = status.message.clone().unwrap_or_else(|| {
+        format!(
+            "rotation {}: {}/{} Secrets rotated, {}/{} workloads restarted",
+            status.observed_rotation_id.as_deref().unwrap_or_default(),
+            status.secrets_rotated,
+            status.secrets_selected,
+            status.workloads_restarted,
+            status.workloads_total
+        )
+    });
+    Computed::new(
+        conditions::SECRETS_ROTATED,
+        status.phase == RotationPhase::Complete,
+        reason,
+        message,
+    )
+}
+
+/// `BackupsHealthy`.
+fn backups_condition(b: &BackupFindings, previous: Option<&BackupStatus>) -> Computed {
+    let type_ = conditions::BACKUPS_HEALTHY;
+    if b.api_missing {
+        Computed::new(
+            type_,
+            false,
+            "SnapshotAPIMissing",
+            "the cluster does not serve snapshot.storage.k8s.io/v1",
+        )
+    } else if let Some(first) = b.unhealthy.first() {
+        Computed::new(
+            type_,
+            false,
+            "BackupsUnhealthy",
             format!(
-                "rotation {}: {}/{} Secrets rotated, {}/{} workloads restarted",
-                r.status.observed_rotation_id.as_deref().unwrap_or_default(),
-                r.status.secrets_rotated,
-                r.status.secrets_selected,
-                r.status.workloads_restarted,
-                r.status.workloads_total
-            )
-        });
-        if !ok {
-            not_ready.push(format!("secret rotation is {}", r.phase.as_str()));
-        }
-        conds.push(Computed::new(
-            conditions::SECRETS_ROTATED,
-            ok,
-            reason,
-            message,
-        ));
+                "{} PVCs lack a recent good snapshot, e.g. {}/{}: {}",
+                b.unhealthy.len(),
+                first.namespace,
+                first.name,
+                first.message
+            ),
+        )
+    } else if b.status.missed_slots > 0
+        && previous.map(|p| p.missed_slots) != Some(b.status.missed_slots)
+    {
+        Computed::new(
+            type_,
+            false,
+            "SlotMissed",
+            format!("{} schedule slots were missed", b.status.missed_slots),
+        )
+    } else {
+        Computed::new(
+            type_,
+            true,
+            "Healthy",
+            format!(
+                "{} PVCs, {} ready snapshots",
+                b.status.pvcs, b.status.ready_snapshots
+            ),
+        )
     }
-    if let Some(b) = &findings.backups {
-        let c = if b.api_missing {
-            Computed::new(
-                conditions::BACKUPS_HEALTHY,
-                false,
-                "SnapshotAPIMissing",
-                "the cluster does not serve snapshot.storage.k8s.io/v1",
-            )
-        } else if let Some(first) = b.unhealthy.first() {
-            Computed::new(
-                conditions::BACKUPS_HEALTHY,
-                false,
-                "BackupsUnhealthy",
-                format!(
-                    "{} PVCs lack a recent good snapshot, e.g. {}/{}: {}",
-                    b.unhealthy.len(),
-                    first.namespace,
-                    first.name,
-                    first.message
-                ),
-            )
-        } else if b.status.missed_slots > 0
-            && previous.backups.as_ref().map(|p| p.missed_slots) != Some(b.status.missed_slots)
-        {
-            Computed::new(
-                conditions::BACKUPS_HEALTHY,
-                false,
-                "SlotMissed",
-                format!("{} schedule slots were missed", b.status.missed_slots),
-            )
-        } else {
-            Computed::new(
-                conditions::BACKUPS_HEALTHY,
-                true,
-                "Healthy",
-                format!(
-                    "{} PVCs, {} ready snapshots",
-                    b.status.pvcs, b.status.ready_snapshots
-                ),
-            )
-        };
-        if !c.status {
-            not_ready.push(format!("backups: {}", c.reason));
-        }
-        conds.push(c);
-    }
-    conds.push(if drifted_total == 0 {
+}
+
+/// `Drifted`.
+fn drift_condition(drifted: usize, audit: bool) -> Computed {
+    if drifted == 0 {
         Computed::new(
             conditions::DRIFTED,
             false,
@@ -361,72 +267,83 @@ pub fn compute(
         Computed::new(
             conditions::DRIFTED,
             true,
-            if audit {
-                "DriftReported"
-            } else {
-                "RepairIncomplete"
-            },
-            format!("{drifted_total} objects depart from the profile"),
+            drift_reason(audit),
+            format!("{drifted} objects depart from the profile"),
         )
-    });
-    conds.push(Computed::new(
-        conditions::INVALID_SPEC,
-        false,
-        "Valid",
-        "the spec is valid",
-    ));
-    let conflicts = &findings.selection.conflicts;
-    conds.push(if conflicts.is_empty() {
-        Computed::new(conditions::CONFLICT, false, "NoConflict", "no other profile holds a selected namespace")
-    } else {
-        let holders: BTreeSet<&str> = conflicts.iter().map(|c| c.held_by.as_str()).collect();
-        Computed::new(
-            conditions::CONFLICT,
-            true,
-            "HeldByOlderProfile",
-            format!(
-                "{} namespace/control pairs are held by older profile(s) {}; this profile does not act there",
-                conflicts.len(),
-                holders.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        )
-    });
-    if spec.enables(ControlName::PodDisruptionBudgets) {
-        conds.push(if findings.drain_blocking.is_empty() {
-            Computed::new(
-                conditions::DRAIN_BLOCKED,
-                false,
-                "DrainsAllowed",
-                "every budget in scope allows a disruption",
-            )
-        } else {
-            let first = &findings.drain_blocking[0];
-            Computed::new(
-                conditions::DRAIN_BLOCKED,
-                true,
-                "BudgetAllowsNoDisruption",
-                format!(
-                    "{} budgets block node drains, e.g. {}/{} ({})",
-                    findings.drain_blocking.len(),
-                    first.namespace,
-                    first.name,
-                    first.message
-                ),
-            )
-        });
     }
-    let ready = if drifted_total > 0 {
+}
+
+fn drift_reason(audit: bool) -> &'static str {
+    if audit {
+        "DriftReported"
+    } else {
+        "RepairIncomplete"
+    }
+}
+
+/// `Conflict`.
+fn conflict_condition(selection: &Selection) -> Computed {
+    let conflicts = &selection.conflicts;
+    if conflicts.is_empty() {
+        return Computed::new(
+            conditions::CONFLICT,
+            false,
+            "NoConflict",
+            "no other profile holds a selected namespace",
+        );
+    }
+    let holders: BTreeSet<&str> = conflicts.iter().map(|c| c.held_by.as_str()).collect();
+    Computed::new(
+        conditions::CONFLICT,
+        true,
+        "HeldByOlderProfile",
+        format!(
+            "{} namespace/control pairs are held by older profile(s) {}; this profile does not act there",
+            conflicts.len(),
+            holders.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    )
+}
+
+/// `DrainBlocked`, naming the first budget that blocks.
+fn drain_condition(namespaces: &NamespaceFindings) -> Computed {
+    match namespaces.drain_blocking.first() {
+        None => Computed::new(
+            conditions::DRAIN_BLOCKED,
+            false,
+            "DrainsAllowed",
+            "every budget in scope allows a disruption",
+        ),
+        Some(first) => Computed::new(
+            conditions::DRAIN_BLOCKED,
+            true,
+            "BudgetAllowsNoDisruption",
+            format!(
+                "{} budgets block node drains, e.g. {}/{} ({})",
+                namespaces.drain_blocking.len(),
+                first.namespace,
+                first.name,
+                first.message
+            ),
+        ),
+    }
+}
+
+/// `Ready`: no drift left, no conflict, and every other control's condition true.
+fn ready_condition(
+    drifted: usize,
+    audit: bool,
+    selection: &Selection,
+    not_ready: &[String],
+) -> Computed {
+    if drifted > 0 {
         Computed::new(
             conditions::READY,
             false,
-            if audit {
-                "DriftReported"
-            } else {
-                "RepairIncomplete"
-            },
-            format!("{drifted_total} objects depart from the profile"),
+            drift_reason(audit),
+            format!("{drifted} objects depart from the profile"),
         )
-    } else if !conflicts.is_empty() {
+    } else if !selection.conflicts.is_empty() {
         Computed::new(
             conditions::READY,
             false,
@@ -445,38 +362,197 @@ pub fn compute(
             conditions::READY,
             true,
             "Converged",
-            format!("{selected} namespaces hold the profile"),
+            format!("{} namespaces hold the profile", selection.namespaces.len()),
         )
-    };
-    conds.insert(0, ready);
+    }
+}
 
-    let mut covered = findings.covered_by_user.clone();
-    covered.sort();
-    covered.truncate(STATUS_LIST_LIMIT);
-    let mut blocking = findings.drain_blocking.clone();
-    blocking.truncate(STATUS_LIST_LIMIT);
-    let mut conflicts_list = conflicts.clone();
-    conflicts_list.truncate(STATUS_LIST_LIMIT);
+/// The status for an invalid spec: the fields named, and the last good picture kept (an
+/// invalid edit acts on nothing, so nothing moved).
+fn invalid_status(
+    invalid: &[InvalidField],
+    generation: Option<i64>,
+    previous: &HardeningProfileStatus,
+    now: DateTime<Utc>,
+) -> HardeningProfileStatus {
+    let message = invalid
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let conds = vec![
+        Computed::new(conditions::READY, false, "InvalidSpec", message.clone()),
+        Computed::new(conditions::INVALID_SPEC, true, "InvalidSpec", message),
+    ];
+    HardeningProfileStatus {
+        observed_generation: generation,
+        conditions: conditions::settle(&previous.conditions, conds, generation, now),
+        ..previous.clone()
+    }
+}
+
+/// The drift list, each entry keeping the time it was first seen.
+fn drift_entries(
+    findings: &Findings,
+    previous: &HardeningProfileStatus,
+    now: DateTime<Utc>,
+) -> Vec<DriftEntry> {
+    let since: BTreeMap<(&str, &str, &str), DateTime<Utc>> = previous
+        .drift
+        .iter()
+        .map(|d| {
+            (
+                (d.namespace.as_str(), d.kind.as_str(), d.name.as_str()),
+                d.since,
+            )
+        })
+        .collect();
+    let mut entries: Vec<DriftEntry> = findings
+        .unresolved()
+        .map(|d| DriftEntry {
+            namespace: d.key.namespace.clone(),
+            kind: d.key.kind.kind().to_string(),
+            name: d.key.name.clone(),
+            reason: d.reason,
+            fields: d.fields.clone(),
+            since: since
+                .get(&(
+                    d.key.namespace.as_str(),
+                    d.key.kind.kind(),
+                    d.key.name.as_str(),
+                ))
+                .copied()
+                .unwrap_or(now),
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    entries
+}
+
+/// The status for `findings`, keeping timestamps from `previous` where nothing flipped.
+pub fn compute(
+    spec: &HardeningProfileSpec,
+    generation: Option<i64>,
+    findings: &Findings,
+    previous: Option<&HardeningProfileStatus>,
+    now: DateTime<Utc>,
+) -> HardeningProfileStatus {
+    let empty = HardeningProfileStatus::default();
+    let previous = previous.unwrap_or(&empty);
+    if !findings.invalid.is_empty() {
+        return invalid_status(&findings.invalid, generation, previous, now);
+    }
+    let audit = spec.mode == Mode::Audit;
+    let mut drift = drift_entries(findings, previous, now);
+    let drifted_total = drift.len();
+    drift.truncate(DRIFT_LIST_LIMIT);
+
+    let mut conds = Vec::new();
+    for (control, type_) in [
+        (
+            ControlName::NetworkPolicies,
+            conditions::NETWORK_POLICIES_READY,
+        ),
+        (
+            ControlName::PodDisruptionBudgets,
+            conditions::DISRUPTION_BUDGETS_READY,
+        ),
+    ] {
+        if spec.enables(control) {
+            conds.push(control_condition(type_, control, findings, audit));
+        }
+    }
+    let rotation = match (&findings.rotation, &spec.secret_rotation) {
+        (Some(plan), Some(r)) => Some(rotation_status(
+            plan,
+            &r.rotation_id,
+            spec.mode,
+            previous.rotation.as_ref(),
+            now,
+        )),
+        _ => None,
+    };
+    let mut not_ready: Vec<String> = Vec::new();
+    if let Some(r) = &rotation {
+        let c = rotation_condition(r);
+        if !c.status {
+            not_ready.push(format!("secret rotation is {}", r.phase.as_str()));
+        }
+        conds.push(c);
+    }
+    if let Some(b) = &findings.backups {
+        let c = backups_condition(b, previous.backups.as_ref());
+        if !c.status {
+            not_ready.push(format!("backups: {}", c.reason));
+        }
+        conds.push(c);
+    }
+    conds.push(drift_condition(drifted_total, audit));
+    conds.push(Computed::new(
+        conditions::INVALID_SPEC,
+        false,
+        "Valid",
+        "the spec is valid",
+    ));
+    conds.push(conflict_condition(&findings.selection));
+    if spec.enables(ControlName::PodDisruptionBudgets) {
+        conds.push(drain_condition(&findings.namespaces));
+    }
+    conds.insert(
+        0,
+        ready_condition(drifted_total, audit, &findings.selection, &not_ready),
+    );
 
     HardeningProfileStatus {
         observed_generation: generation,
         conditions: conditions::settle(&previous.conditions, conds, generation, now),
-        summary: Some(Summary {
-            namespaces: selected as i64,
-            compliant: compliant as i64,
-            drifted_namespaces: drifted_namespaces.len() as i64,
-            drifted_objects: drifted_total as i64,
-            managed_objects: findings.managed.values().sum::<usize>() as i64,
-            repaired_objects: repaired as i64,
-        }),
-        drift: drift_entries,
-        covered_by_user_budgets: covered,
-        drain_blocking_budgets: blocking,
+        summary: Some(summary(findings, drifted_total)),
+        drift,
+        covered_by_user_budgets: bounded_sorted(&findings.namespaces.covered_by_user),
+        drain_blocking_budgets: bounded_sorted(&findings.namespaces.drain_blocking),
         exceptions: findings.selection.exceptions.clone(),
-        conflicts: conflicts_list,
-        rotation: findings.rotation.as_ref().map(|r| r.status.clone()),
+        conflicts: bounded_sorted(&findings.selection.conflicts),
+        rotation,
         backups: findings.backups.as_ref().map(|b| b.status.clone()),
     }
+}
+
+fn summary(findings: &Findings, drifted_total: usize) -> Summary {
+    let drifted_namespaces: BTreeSet<&str> = findings
+        .unresolved()
+        .map(|d| d.key.namespace.as_str())
+        .collect();
+    let conflicted: BTreeSet<&str> = findings
+        .selection
+        .conflicts
+        .iter()
+        .map(|c| c.namespace.as_str())
+        .collect();
+    let compliant = findings
+        .selection
+        .namespaces
+        .iter()
+        .filter(|n| !drifted_namespaces.contains(n.as_str()) && !conflicted.contains(n.as_str()))
+        .count();
+    Summary {
+        namespaces: findings.selection.namespaces.len() as i64,
+        compliant: compliant as i64,
+        drifted_namespaces: drifted_namespaces.len() as i64,
+        drifted_objects: drifted_total as i64,
+        managed_objects: findings.namespaces.managed.values().sum::<usize>() as i64,
+        repaired_objects: findings
+            .drift
+            .iter()
+            .filter(|(_, o)| *o == DriftOutcome::Repaired)
+            .count() as i64,
+    }
+}
+
+fn bounded_sorted<T: Clone + Ord>(items: &[T]) -> Vec<T> {
+    let mut out = items.to_vec();
+    out.sort();
+    out.truncate(STATUS_LIST_LIMIT);
+    out
 }
 
 /// Whether two statuses differ in anything but timestamps that `settle` keeps anyway.
@@ -484,32 +560,19 @@ pub fn changed(previous: Option<&HardeningProfileStatus>, next: &HardeningProfil
     previous != Some(next)
 }
 
-/// A short key for drift in logs and events.
-pub fn describe(key: &ObjectKey) -> String {
-    format!("{} {}/{}", key.kind.kind(), key.namespace, key.name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{DisruptionBudgetControl, MaxUnavailable};
-    use crate::controls::{DriftReason, ManagedKind};
+    use crate::api::{ConditionStatus, ObjectRefStatus};
+    use crate::controls::{DriftReason, ManagedKind, ObjectKey};
     use chrono::TimeZone;
 
     fn spec(mode: Mode) -> HardeningProfileSpec {
-        HardeningProfileSpec {
-            mode,
-            namespace_selector: None,
-            namespaces: vec![],
-            network_policies: None,
-            pod_disruption_budgets: Some(DisruptionBudgetControl {
-                min_replicas: 2,
-                max_unavailable: MaxUnavailable::Count(1),
-            }),
-            secret_rotation: None,
-            backups: None,
-            exceptions: vec![],
-        }
+        crate::api::fixtures::budgets_only(mode)
+    }
+
+    fn rotation_spec() -> crate::api::SecretRotationControl {
+        crate::api::fixtures::rotation("r1", 1)
     }
 
     fn at(s: i64) -> DateTime<Utc> {
@@ -531,6 +594,7 @@ mod tests {
                     },
                     control: ControlName::PodDisruptionBudgets,
                     reason: DriftReason::Missing,
+                    fields: vec![],
                 },
                 o,
             ));
@@ -548,7 +612,7 @@ mod tests {
     #[test]
     fn converged_profile_is_ready_and_recomputing_changes_nothing() {
         let s1 = compute(&spec(Mode::Enforce), Some(1), &findings(None), None, at(0));
-        assert_eq!(cond(&s1, "Ready").status, "True");
+        assert_eq!(cond(&s1, "Ready").status, ConditionStatus::True);
         assert_eq!(s1.summary.as_ref().map(|s| s.compliant), Some(2));
         let s2 = compute(
             &spec(Mode::Enforce),
@@ -569,10 +633,10 @@ mod tests {
             None,
             at(0),
         );
-        assert_eq!(cond(&s, "Ready").status, "False");
-        assert_eq!(cond(&s, "Drifted").status, "True");
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
+        assert_eq!(cond(&s, "Drifted").status, ConditionStatus::True);
         assert_eq!(s.drift.len(), 1);
-        assert_eq!(s.drift[0].reason, "Missing");
+        assert_eq!(s.drift[0].reason, DriftReason::Missing);
         assert_eq!(
             s.summary.as_ref().map(|s| (s.compliant, s.drifted_objects)),
             Some((1, 1))
@@ -588,7 +652,7 @@ mod tests {
             None,
             at(0),
         );
-        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
         assert!(s.drift.is_empty());
         assert_eq!(s.summary.as_ref().map(|s| s.repaired_objects), Some(1));
     }
@@ -609,7 +673,7 @@ mod tests {
             Some(&s1),
             at(50),
         );
-        assert_eq!(s2.drift[0].since, rfc3339(at(0)));
+        assert_eq!(s2.drift[0].since, at(0));
         assert!(!changed(Some(&s1), &s2));
     }
 
@@ -626,6 +690,7 @@ mod tests {
                     },
                     control: ControlName::PodDisruptionBudgets,
                     reason: DriftReason::Missing,
+                    fields: vec![],
                 },
                 DriftOutcome::Reported,
             ));
@@ -641,15 +706,15 @@ mod tests {
     #[test]
     fn rotation_in_progress_or_unhealthy_backups_keep_ready_false() {
         let mut f = findings(None);
-        f.rotation = Some(RotationFindings {
-            status: RotationStatus {
-                phase: "Restarting".into(),
-                ..Default::default()
-            },
+        let plan = crate::controls::rotation::plan_rotation(&rotation_spec(), &[], &[], at(0));
+        f.rotation = Some(RotationPlan {
             phase: RotationPhase::Restarting,
+            ..plan
         });
-        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
-        assert_eq!(cond(&s, "Ready").status, "False");
+        let mut sp = spec(Mode::Enforce);
+        sp.secret_rotation = Some(rotation_spec());
+        let s = compute(&sp, Some(1), &f, None, at(0));
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
         assert!(cond(&s, "Ready").message.contains("Restarting"));
         assert_eq!(cond(&s, "SecretsRotated").reason, "Restarting");
 
@@ -664,8 +729,8 @@ mod tests {
             ..Default::default()
         });
         let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
-        assert_eq!(cond(&s, "Ready").status, "False");
-        assert_eq!(cond(&s, "BackupsHealthy").status, "False");
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
+        assert_eq!(cond(&s, "BackupsHealthy").status, ConditionStatus::False);
     }
 
     #[test]
@@ -676,7 +741,7 @@ mod tests {
             message: "bad".into(),
         });
         let s = compute(&spec(Mode::Enforce), Some(2), &f, None, at(0));
-        assert_eq!(cond(&s, "InvalidSpec").status, "True");
+        assert_eq!(cond(&s, "InvalidSpec").status, ConditionStatus::True);
         assert!(cond(&s, "Ready").message.contains("spec.backups.schedule"));
     }
 }

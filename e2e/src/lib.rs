@@ -47,6 +47,76 @@ pub async fn client() -> Result<Client> {
     Client::try_from(config).context("building the client")
 }
 
+/// Server-side applies a HardeningProfile manifest as field manager `e2e`; returns its name.
+pub async fn apply_profile(client: &Client, profile: serde_json::Value) -> Result<String> {
+    use kube::api::{Patch, PatchParams};
+    let name = profile["metadata"]["name"]
+        .as_str()
+        .context("the profile manifest has no metadata.name")?
+        .to_string();
+    Api::<rampart::api::HardeningProfile>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(profile),
+        )
+        .await
+        .with_context(|| format!("applying profile {name}"))?;
+    Ok(name)
+}
+
+/// A profile condition's status (`True`, `False`) and reason.
+pub fn condition_of(p: &rampart::api::HardeningProfile, type_: &str) -> Option<(String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str().to_string(), c.reason.clone()))
+}
+
+/// The named profile's condition, read now.
+pub async fn condition(
+    client: &Client,
+    profile: &str,
+    type_: &str,
+) -> Result<Option<(String, String)>> {
+    let p = Api::<rampart::api::HardeningProfile>::all(client.clone())
+        .get(profile)
+        .await
+        .with_context(|| format!("reading profile {profile}"))?;
+    Ok(condition_of(&p, type_))
+}
+
+/// Waits until the profile's condition `type_` has `status`; returns the profile as it was then.
+pub async fn wait_condition(
+    client: &Client,
+    profile: &str,
+    type_: &str,
+    status: &str,
+    timeout: Duration,
+) -> Result<rampart::api::HardeningProfile> {
+    let api = Api::<rampart::api::HardeningProfile>::all(client.clone());
+    wait_for(
+        &format!("profile {profile} to have {type_}={status}"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                match api.get(profile).await {
+                    Ok(p) if condition_of(&p, type_).is_some_and(|c| c.0 == status) => Ok(Some(p)),
+                    Ok(p) => Err(format!(
+                        "conditions {:?}",
+                        p.status.map(|s| s.conditions).unwrap_or_default()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await
+}
+
 /// A short random id for names and labels, unique per test.
 pub fn unique_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

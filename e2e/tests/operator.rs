@@ -63,10 +63,6 @@ impl Estate {
         &self.namespaces[i].name
     }
 
-    fn profiles(&self) -> Api<HardeningProfile> {
-        Api::all(self.client.clone())
-    }
-
     /// A profile over this estate's namespaces with both controls on.
     fn profile_json(&self, name: &str, mode: &str) -> Value {
         json!({
@@ -86,19 +82,7 @@ impl Estate {
     }
 
     async fn apply_profile(&self, profile: Value) -> Result<String> {
-        let name = profile["metadata"]["name"]
-            .as_str()
-            .context("profile name")?
-            .to_string();
-        self.profiles()
-            .patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(profile),
-            )
-            .await
-            .with_context(|| format!("applying profile {name}"))?;
-        Ok(name)
+        rampart_e2e::apply_profile(&self.client, profile).await
     }
 
     async fn deployment(&self, ns: &str, name: &str, replicas: i32) -> Result<()> {
@@ -167,25 +151,7 @@ impl Estate {
         status: &str,
         timeout: Duration,
     ) -> Result<HardeningProfile> {
-        let api = self.profiles();
-        wait_until(
-            &format!("profile {profile} to have {type_}={status}"),
-            timeout,
-            || {
-                let api = api.clone();
-                async move {
-                    match api.get(profile).await {
-                        Ok(p) => (
-                            condition(&p, type_).as_deref() == Some(status),
-                            describe_status(&p),
-                        ),
-                        Err(e) => (false, e.to_string()),
-                    }
-                }
-            },
-        )
-        .await?;
-        Ok(self.profiles().get(profile).await?)
+        rampart_e2e::wait_condition(&self.client, profile, type_, status, timeout).await
     }
 
     async fn delete_profile(&self, name: &str) -> Result<()> {
@@ -238,12 +204,7 @@ impl Estate {
 }
 
 fn condition(p: &HardeningProfile, type_: &str) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
+    rampart_e2e::condition_of(p, type_).map(|(status, _)| status)
 }
 
 fn describe_status(p: &HardeningProfile) -> String {
@@ -481,7 +442,7 @@ async fn audit_mode_reports_drift_and_writes_nothing() -> Result<()> {
     let listed: Vec<(String, String)> = status
         .drift
         .iter()
-        .map(|d| (d.name.clone(), d.reason.clone()))
+        .map(|d| (d.name.clone(), d.reason.to_string()))
         .collect();
     for np in NETWORK_POLICY_NAMES {
         assert!(

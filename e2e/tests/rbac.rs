@@ -145,15 +145,7 @@ fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
 }
 
 async fn condition(c: &Client, name: &str, type_: &str) -> Option<(String, String)> {
-    let p = Api::<HardeningProfile>::all(c.clone())
-        .get(name)
-        .await
-        .ok()?;
-    p.status?
-        .conditions
-        .into_iter()
-        .find(|x| x.type_ == type_)
-        .map(|x| (x.status, x.reason))
+    rampart_e2e::condition(c, name, type_).await.ok().flatten()
 }
 
 #[tokio::test]

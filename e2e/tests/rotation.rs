@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
@@ -154,18 +154,7 @@ impl Fixture {
     }
 
     async fn apply(&self, profile: Value) -> Result<String> {
-        let name = profile["metadata"]["name"]
-            .as_str()
-            .context("name")?
-            .to_string();
-        Api::<HardeningProfile>::all(self.client.clone())
-            .patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(profile),
-            )
-            .await?;
-        Ok(name)
+        rampart_e2e::apply_profile(&self.client, profile).await
     }
 
     async fn secret_data(&self, name: &str) -> Result<(BTreeMap<String, String>, Option<String>)> {
@@ -264,7 +253,7 @@ impl Fixture {
             .await?;
         Ok(p.status
             .and_then(|s| s.rotation)
-            .map(|r| r.phase)
+            .map(|r| r.phase.to_string())
             .unwrap_or_default())
     }
 
@@ -289,7 +278,7 @@ impl Fixture {
                         let r = p.status.as_ref().and_then(|s| s.rotation.clone());
                         (
                             r.as_ref().is_some_and(|r| {
-                                r.phase == phase
+                                r.phase.as_str() == phase
                                     && id.is_none_or(|id| {
                                         r.observed_rotation_id.as_deref() == Some(id)
                                     })
@@ -699,8 +688,9 @@ async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_i
             .ok()
             .and_then(|p| p.status.and_then(|s| s.rotation));
         (
-            r.as_ref()
-                .is_some_and(|r| r.phase == "Complete" && r.secrets_adopted == 2),
+            r.as_ref().is_some_and(|r| {
+                r.phase == rampart::api::RotationPhase::Complete && r.secrets_adopted == 2
+            }),
             format!("{r:?}"),
         )
     })

@@ -89,18 +89,7 @@ impl Fixture {
     }
 
     async fn apply(&self, profile: Value) -> Result<String> {
-        let name = profile["metadata"]["name"]
-            .as_str()
-            .context("name")?
-            .to_string();
-        Api::<HardeningProfile>::all(self.client.clone())
-            .patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(profile),
-            )
-            .await?;
-        Ok(name)
+        rampart_e2e::apply_profile(&self.client, profile).await
     }
 
     async fn list(&self) -> Result<Vec<DynamicObject>> {
@@ -144,12 +133,7 @@ impl Fixture {
     }
 
     async fn condition(&self, profile: &str, type_: &str) -> Result<Option<(String, String)>> {
-        let p = Api::<HardeningProfile>::all(self.client.clone())
-            .get(profile)
-            .await?;
-        Ok(p.status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
-            .map(|c| (c.status, c.reason)))
+        rampart_e2e::condition(&self.client, profile, type_).await
     }
 
     async fn delete_profile(&self, name: &str) -> Result<()> {
@@ -436,12 +420,12 @@ async fn outage_across_a_slot(
         .and_then(|b| b.next_schedule_time)
         .context("next slot")?;
     op.kill();
-    let next_t = chrono::DateTime::parse_from_rfc3339(&next)?.with_timezone(&chrono::Utc);
+    let next_t = next;
     // Stay down until the slot is 4 s in the past.
     let wait = (next_t - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(4);
     tokio::time::sleep(wait).await;
     let op = OperatorProcess::start(&f.tag).await?;
-    Ok((name, next, op))
+    Ok((name, rampart::api::conditions::rfc3339(next), op))
 }
 
 #[tokio::test]

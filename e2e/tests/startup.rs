@@ -5,12 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
-use rampart::api::HardeningProfile;
+use kube::Client;
 use rampart_e2e::{
-    client, delete_profile_and_wait, unique_id, wait_until, OperatorProcess, TestNamespace,
-    DEDICATED_LABEL,
+    client, delete_profile_and_wait, unique_id, OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::json;
 
@@ -22,37 +19,13 @@ async fn apply_profile(c: &Client, name: &str, tag: &str, mode: &str, ns: &str) 
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
         "spec": {"mode": mode, "namespaces": [ns], "networkPolicies": {}}
     });
-    Api::<HardeningProfile>::all(c.clone())
-        .patch(
-            name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(profile),
-        )
-        .await?;
-    Ok(())
+    rampart_e2e::apply_profile(c, profile).await.map(|_| ())
 }
 
 async fn wait_condition(c: &Client, name: &str, type_: &str) -> Result<()> {
-    let api = Api::<HardeningProfile>::all(c.clone());
-    wait_until(&format!("{name}: {type_}=True"), TIMEOUT, || {
-        let api = api.clone();
-        async move {
-            let p = api.get(name).await;
-            let conditions = p
-                .as_ref()
-                .ok()
-                .and_then(|p| p.status.as_ref())
-                .map(|s| s.conditions.clone())
-                .unwrap_or_default();
-            (
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == type_ && c.status == "True"),
-                format!("{conditions:?}"),
-            )
-        }
-    })
-    .await
+    rampart_e2e::wait_condition(c, name, type_, "True", TIMEOUT)
+        .await
+        .map(|_| ())
 }
 
 /// An Enforce and an Audit profile over namespaces of their own: the first Ready, the second

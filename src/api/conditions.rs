@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::Condition;
+use super::{Condition, ConditionStatus};
 
 pub const READY: &str = "Ready";
 pub const NETWORK_POLICIES_READY: &str = "NetworkPoliciesReady";
@@ -39,6 +39,7 @@ impl Computed {
     }
 }
 
+/// A time as RFC 3339 text to the second, for messages and annotations.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -55,12 +56,12 @@ pub fn settle(
     computed
         .into_iter()
         .map(|c| {
-            let status = if c.status { "True" } else { "False" }.to_string();
+            let status = ConditionStatus::from(c.status);
             let last_transition_time = previous
                 .iter()
                 .find(|p| p.type_ == c.type_ && p.status == status)
-                .map(|p| p.last_transition_time.clone())
-                .unwrap_or_else(|| rfc3339(now));
+                .map(|p| p.last_transition_time)
+                .unwrap_or(now);
             Condition {
                 type_: c.type_.to_string(),
                 status,
@@ -77,7 +78,7 @@ pub fn settle(
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
         .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+        .any(|c| c.type_ == type_ && c.status == ConditionStatus::True)
 }
 
 #[cfg(test)]
@@ -105,7 +106,7 @@ mod tests {
             Some(2),
             at(60),
         );
-        assert_eq!(second[0].last_transition_time, rfc3339(at(0)));
+        assert_eq!(second[0].last_transition_time, at(0));
         assert_eq!(second[0].observed_generation, Some(2));
     }
 
@@ -123,7 +124,7 @@ mod tests {
             Some(1),
             at(60),
         );
-        assert_eq!(second[0].last_transition_time, rfc3339(at(60)));
-        assert_eq!(second[0].status, "False");
+        assert_eq!(second[0].last_transition_time, at(60));
+        assert_eq!(second[0].status, ConditionStatus::False);
     }
 }

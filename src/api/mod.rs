@@ -34,18 +34,43 @@ pub const DRIFT_LIST_LIMIT: usize = 50;
 /// Longest list of other per-object findings kept in the status.
 pub const STATUS_LIST_LIMIT: usize = 50;
 
-/// The label selector string that finds everything a profile made.
-pub fn managed_selector(profile: &str) -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{PROFILE_LABEL}={profile}")
-}
-
-/// The label selector string that finds everything Rampart made.
-pub fn all_managed_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-}
-
 /// The CustomResourceDefinition as YAML, as `rampart crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     serde_yaml::to_string(&HardeningProfile::crd())
+}
+
+/// Fixture builders for the pure tests: a spec with one control on, the rest off.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+
+    /// Budgets for workloads of two replicas or more, one unavailable at a time.
+    pub fn budgets_only(mode: Mode) -> HardeningProfileSpec {
+        HardeningProfileSpec {
+            mode,
+            namespace_selector: None,
+            namespaces: vec![],
+            network_policies: None,
+            pod_disruption_budgets: Some(DisruptionBudgetControl {
+                min_replicas: 2,
+                max_unavailable: MaxUnavailable::Count(1),
+            }),
+            secret_rotation: None,
+            backups: None,
+            exceptions: vec![],
+        }
+    }
+
+    /// Rotation to `id` of every selected Secret, `max` restarts at once, 60 s per rollout.
+    pub fn rotation(id: &str, max: i32) -> SecretRotationControl {
+        SecretRotationControl {
+            rotation_id: id.into(),
+            selector: LabelSelector::default(),
+            regenerate: vec![],
+            keep_previous: false,
+            max_concurrent_restarts: max,
+            rollout_timeout_seconds: 60,
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The `HardeningProfile` status: what Rampart observed and did. Pure types, no API calls.
 
+use chrono::{DateTime, Utc};
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What Rampart observed at its last reconcile of the profile.
@@ -61,7 +63,7 @@ pub struct Condition {
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
-    pub status: String,
+    pub status: ConditionStatus,
     /// A CamelCase reason.
     pub reason: String,
     /// A human-readable explanation.
@@ -70,9 +72,36 @@ pub struct Condition {
     /// The generation the condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// When the status last changed (RFC 3339). Kept while only the reason or message change.
-    #[schemars(extend("format" = "date-time"))]
-    pub last_transition_time: String,
+    /// When the status last changed. Kept while only the reason or message change.
+    pub last_transition_time: DateTime<Utc>,
+}
+
+/// A condition's status, after the Kubernetes API conventions.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
 }
 
 /// Counts over the selected namespaces.
@@ -105,10 +134,39 @@ pub struct DriftEntry {
     /// Name of the drifted object.
     pub name: String,
     /// Missing, Modified, Unexpected or NameTaken.
-    pub reason: String,
-    /// When this drift was first seen (RFC 3339).
-    #[schemars(extend("format" = "date-time"))]
-    pub since: String,
+    pub reason: DriftReason,
+    /// For Modified: the fields that differ from the profile, such as `spec.podSelector` or
+    /// `metadata.labels`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// When this drift was first seen.
+    pub since: DateTime<Utc>,
+}
+
+/// Why an object departs from the profile.
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum DriftReason {
+    /// Desired but absent.
+    Missing,
+    /// Present but a field Rampart sets has another value.
+    Modified,
+    /// Ours but no longer desired.
+    Unexpected,
+    /// The name is held by an object Rampart did not create, so it will not touch it.
+    NameTaken,
+}
+
+impl DriftReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftReason::Missing => "Missing",
+            DriftReason::Modified => "Modified",
+            DriftReason::Unexpected => "Unexpected",
+            DriftReason::NameTaken => "NameTaken",
+        }
+    }
 }
 
 /// A reference to a namespaced object.
@@ -137,11 +195,28 @@ pub struct ExceptionStatus {
     /// The reason given in the spec.
     pub reason: String,
     /// Active, or Expired (the control applies again).
-    pub state: String,
-    /// When the exception stops applying (RFC 3339); absent when it never expires.
+    pub state: ExceptionState,
+    /// When the exception stops applying; absent when it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub expires: Option<String>,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// Whether an exception still applies.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionState {
+    Active,
+    Expired,
+}
+
+impl ExceptionState {
+    pub const ALL: [ExceptionState; 2] = [ExceptionState::Active, ExceptionState::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionState::Active => "Active",
+            ExceptionState::Expired => "Expired",
+        }
+    }
 }
 
 /// A namespace and control held by another, older profile.
@@ -157,14 +232,14 @@ pub struct ConflictEntry {
 }
 
 /// Progress of a secret rotation.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationStatus {
     /// The rotationId this progress belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_rotation_id: Option<String>,
     /// Pending, Rotating, Restarting, Complete or Stalled.
-    pub phase: String,
+    pub phase: RotationPhase,
     /// Secrets the selector matches in the selected namespaces.
     pub secrets_selected: i64,
     /// Selected Secrets given new values for this rotation id.
@@ -183,28 +258,24 @@ pub struct RotationStatus {
     /// What the rotation waits on, such as the rollout that overran its timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// When the rotation to this id started (RFC 3339).
+    /// When the rotation to this id started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub started_at: Option<String>,
-    /// When every selected Secret was rotated and every consumer restarted (RFC 3339).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When every selected Secret was rotated and every consumer restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub completed_at: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// State of the snapshot schedule.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
-    /// The newest schedule slot taken or recorded as missed (RFC 3339).
+    /// The newest schedule slot taken or recorded as missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub last_schedule_time: Option<String>,
-    /// The next schedule slot, when the next reconcile is due (RFC 3339).
+    pub last_schedule_time: Option<DateTime<Utc>>,
+    /// The next schedule slot, when the next reconcile is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub next_schedule_time: Option<String>,
+    pub next_schedule_time: Option<DateTime<Utc>>,
     /// Selected PersistentVolumeClaims.
     pub pvcs: i64,
     /// Rampart's snapshots of this profile that are ready to use.
@@ -220,3 +291,42 @@ pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<ObjectRefStatus>,
 }
+
+/// Where a rotation stands.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationPhase {
+    /// Audit mode: what would happen, not done.
+    Pending,
+    /// Secrets are being given new values.
+    Rotating,
+    /// Consumers are being restarted, batch by batch.
+    Restarting,
+    Complete,
+    /// A rollout overran its timeout; the rotation waits.
+    Stalled,
+}
+
+impl RotationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationPhase::Pending => "Pending",
+            RotationPhase::Rotating => "Rotating",
+            RotationPhase::Restarting => "Restarting",
+            RotationPhase::Complete => "Complete",
+            RotationPhase::Stalled => "Stalled",
+        }
+    }
+}
+
+/// Status words print as they are written in the status.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(ConditionStatus, DriftReason, ExceptionState, RotationPhase);

@@ -11,9 +11,13 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{bounded_name, managed_labels, DesiredObject, ManagedKind, ObjectKey};
+use super::{
+    bounded_name, namespace_outcome, DesiredObject, ManagedKind, NamespaceFindings,
+    NamespaceObserved, ObjectKey, Outcome,
+};
 use crate::api::{ControlName, DisruptionBudgetControl, MaxUnavailable, ObjectRefStatus};
 use crate::labels;
+use crate::ownership::managed_labels;
 
 /// The workload kinds that get budgets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +80,31 @@ pub struct BudgetHealth {
 pub struct BudgetOutcome {
     pub desired: Vec<DesiredObject>,
     pub covered_by_user: Vec<ObjectRefStatus>,
+}
+
+/// The budget control in one namespace: the budgets `spec` asks for (none where the profile
+/// does not act, `None`) against the profile's budgets there, and, where `judge_drains` (the
+/// namespace is selected), the budgets that would hang a drain.
+pub fn plan(
+    profile: &str,
+    spec: Option<&DisruptionBudgetControl>,
+    judge_drains: bool,
+    observed: &NamespaceObserved,
+) -> Outcome<NamespaceFindings> {
+    let wanted = spec
+        .map(|s| desired_disruption_budgets(profile, s, &observed.workloads, &observed.budgets))
+        .unwrap_or_default();
+    let mut out = namespace_outcome(
+        ControlName::PodDisruptionBudgets,
+        ManagedKind::PodDisruptionBudget,
+        wanted.desired,
+        observed,
+    );
+    out.findings.covered_by_user = wanted.covered_by_user;
+    if judge_drains {
+        out.findings.drain_blocking = drain_blocking_budgets(&observed.budgets);
+    }
+    out
 }
 
 /// The budgets `spec` asks for among `workloads`, given every budget in their namespace.

@@ -1,5 +1,7 @@
-//! The shape every control shares: desired objects, the objects observed as ours, and the plan
-//! (create, repair, delete) with the drift it repairs. Pure: nothing here holds a `Client`.
+//! The shape every control shares. Each control is a pure function from the profile's spec and
+//! what was observed to an [`Outcome`]: the writes Enforce mode would make, the drift they
+//! repair, the findings for the status, events, and when to look again. Nothing here holds a
+//! `Client`; [`crate::apply::Writer`] carries out the writes (or, in Audit mode, does not).
 
 pub mod disruption_budgets;
 pub mod network_policies;
@@ -8,9 +10,13 @@ pub mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::api::{ControlName, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
+pub use crate::api::DriftReason;
+use crate::api::{ControlName, RegeneratedKey};
+use crate::events::Event;
+use rotation::ConsumerRef;
 
 /// The kinds of object controls create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,7 +61,7 @@ pub struct ObjectKey {
 }
 
 /// An object a control wants to exist, as the manifest Rampart applies (without owner
-/// references, which the apply layer adds).
+/// references, which the writer adds).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredObject {
     pub key: ObjectKey,
@@ -74,32 +80,8 @@ pub struct ObservedObject {
     /// Labels and annotations as observed: others may add theirs, ours must be there.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// The [`fingerprint`] of its spec; `None` where only deletion matters.
-    pub fingerprint: Option<String>,
-}
-
-/// Why an object departs from the profile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DriftReason {
-    /// Desired but absent.
-    Missing,
-    /// Present but a field Rampart sets has another value.
-    Modified,
-    /// Ours but no longer desired.
-    Unexpected,
-    /// The name is held by an object Rampart did not create, so it will not touch it.
-    NameTaken,
-}
-
-impl DriftReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriftReason::Missing => "Missing",
-            DriftReason::Modified => "Modified",
-            DriftReason::Unexpected => "Unexpected",
-            DriftReason::NameTaken => "NameTaken",
-        }
-    }
+    /// The [`Fingerprint`] of its fields; `None` where only deletion matters.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// One departure from the profile.
@@ -108,58 +90,257 @@ pub struct Drift {
     pub key: ObjectKey,
     pub control: ControlName,
     pub reason: DriftReason,
+    /// For [`DriftReason::Modified`]: which fields differ (`spec.podSelector`,
+    /// `metadata.labels`).
+    pub fields: Vec<String>,
 }
 
-/// What must change to bring the cluster to the desired state.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    pub create: Vec<DesiredObject>,
-    pub repair: Vec<DesiredObject>,
-    pub delete: Vec<ObservedObject>,
+/// A write a control asks for. The writer carries it out in Enforce mode and only reports it
+/// in Audit mode; it is the one place that decides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Create a missing object (a plain create: never takes over someone else's).
+    Create(DesiredObject),
+    /// Re-apply a drifted object of ours with server-side apply.
+    Repair(DesiredObject),
+    /// Delete an object of ours, preconditioned on its uid.
+    Delete(ObservedObject),
+    /// Drop our owner reference so the object outlives the profile (snapshots are data).
+    Orphan(ObservedObject),
+    /// Give a Secret new random values for `regenerate` and stamp it with the rotation id;
+    /// the values are made by the writer, never here.
+    RotateSecret(SecretRotation),
+    /// Stamp a Secret that never carried a rotation id with the current one, values untouched.
+    AdoptSecret {
+        secret: SecretRef,
+        rotation_id: String,
+    },
+    /// Restart a workload by stamping its pod template.
+    StampWorkload {
+        consumer: ConsumerRef,
+        rotation_id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A Secret by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What rotating one Secret means.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretRotation {
+    pub secret: SecretRef,
+    pub rotation_id: String,
+    pub regenerate: Vec<RegeneratedKey>,
+    pub keep_previous: bool,
+}
+
+/// The object a write is about, for drift outcomes, events and errors.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl From<&ObjectKey> for Target {
+    fn from(k: &ObjectKey) -> Self {
+        Target {
+            kind: k.kind.kind(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+        }
+    }
+}
+
+impl Write {
+    pub fn target(&self) -> Target {
+        match self {
+            Write::Create(d) | Write::Repair(d) => Target::from(&d.key),
+            Write::Delete(o) | Write::Orphan(o) => Target::from(&o.key),
+            Write::RotateSecret(r) => Target {
+                kind: "Secret",
+                namespace: r.secret.namespace.clone(),
+                name: r.secret.name.clone(),
+            },
+            Write::AdoptSecret { secret, .. } => Target {
+                kind: "Secret",
+                namespace: secret.namespace.clone(),
+                name: secret.name.clone(),
+            },
+            Write::StampWorkload { consumer, .. } => Target {
+                kind: consumer.kind.as_str(),
+                namespace: consumer.namespace.clone(),
+                name: consumer.name.clone(),
+            },
+        }
+    }
+
+    pub fn verb(&self) -> WriteVerb {
+        match self {
+            Write::Create(_) => WriteVerb::Create,
+            Write::Repair(_) => WriteVerb::Repair,
+            Write::Delete(_) => WriteVerb::Delete,
+            Write::Orphan(_) => WriteVerb::Orphan,
+            Write::RotateSecret(_) => WriteVerb::Rotate,
+            Write::AdoptSecret { .. } => WriteVerb::Adopt,
+            Write::StampWorkload { .. } => WriteVerb::Restart,
+        }
+    }
+}
+
+/// What kind of write, once carried out (its payload is gone by then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WriteVerb {
+    Create,
+    Repair,
+    Delete,
+    Orphan,
+    Rotate,
+    Adopt,
+    Restart,
+}
+
+/// One control's decisions for one pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome<F> {
+    /// What Enforce mode writes now.
+    pub writes: Vec<Write>,
+    /// What departs from the profile (the writes above repair it).
     pub drift: Vec<Drift>,
+    /// What the status reports beyond drift.
+    pub findings: F,
+    /// Events that follow from what was observed (events about writes follow the writes).
+    pub events: Vec<Event>,
+    /// When this control must be looked at again without any event.
+    pub next_due: Option<DateTime<Utc>>,
 }
 
-/// The labels every managed object carries.
-pub fn managed_labels(profile: &str, control: ControlName) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-        (PROFILE_LABEL.to_string(), profile.to_string()),
-        (CONTROL_LABEL.to_string(), control.label().to_string()),
-    ])
+impl<F: Default> Default for Outcome<F> {
+    fn default() -> Self {
+        Self {
+            writes: vec![],
+            drift: vec![],
+            findings: F::default(),
+            events: vec![],
+            next_due: None,
+        }
+    }
 }
 
-/// Compares desired objects with what is observed as ours. `owned_kinds` are the kinds whose
-/// every observed object must be desired (anything else of them is deleted); a control that
-/// prunes by its own rules (snapshots) leaves its kind out.
-pub fn plan(
+impl<F> Outcome<F> {
+    /// The same writes, drift, events and due time with other findings.
+    pub fn with_findings<G>(self, findings: G) -> Outcome<G> {
+        Outcome {
+            writes: self.writes,
+            drift: self.drift,
+            findings,
+            events: self.events,
+            next_due: self.next_due,
+        }
+    }
+}
+
+/// What a namespaced control (network policies, budgets) sees of one namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceObserved {
+    pub namespace: String,
+    /// Deployments and StatefulSets, by kind then name.
+    pub workloads: Vec<disruption_budgets::WorkloadInfo>,
+    /// Every budget in the namespace, Rampart's and users'.
+    pub budgets: Vec<disruption_budgets::BudgetInfo>,
+    /// The profile's own policies and budgets there.
+    pub owned: Vec<ObservedObject>,
+}
+
+/// What a namespaced control reports of one namespace beyond drift.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceFindings {
+    /// Objects the profile wants there, per control.
+    pub managed: BTreeMap<ControlName, usize>,
+    /// Workloads left to a user's budget.
+    pub covered_by_user: Vec<crate::api::ObjectRefStatus>,
+    /// Budgets that would hang a node drain.
+    pub drain_blocking: Vec<crate::api::ObjectRefStatus>,
+}
+
+impl NamespaceFindings {
+    /// Both controls' findings for one namespace.
+    pub fn merge(mut self, other: NamespaceFindings) -> Self {
+        for (c, n) in other.managed {
+            *self.managed.entry(c).or_insert(0) += n;
+        }
+        self.covered_by_user.extend(other.covered_by_user);
+        self.drain_blocking.extend(other.drain_blocking);
+        self
+    }
+}
+
+/// The desired objects of one control in one namespace compared with the profile's objects of
+/// that kind there.
+fn namespace_outcome(
+    control: ControlName,
+    kind: ManagedKind,
+    desired: Vec<DesiredObject>,
+    observed: &NamespaceObserved,
+) -> Outcome<NamespaceFindings> {
+    let mine: Vec<ObservedObject> = observed
+        .owned
+        .iter()
+        .filter(|o| o.key.kind == kind)
+        .cloned()
+        .collect();
+    let managed = desired.len();
+    compare(desired, &mine, &[kind]).with_findings(NamespaceFindings {
+        managed: BTreeMap::from([(control, managed)]),
+        ..Default::default()
+    })
+}
+
+/// Compares desired objects with what is observed as ours: create what is missing, repair what
+/// departs, delete what is ours of `owned_kinds` but no longer desired. A control that prunes by
+/// its own rules (snapshots) leaves its kind out of `owned_kinds`.
+pub fn compare(
     desired: Vec<DesiredObject>,
     observed: &[ObservedObject],
     owned_kinds: &[ManagedKind],
-) -> Plan {
+) -> Outcome<()> {
     let observed_by_key: BTreeMap<&ObjectKey, &ObservedObject> =
         observed.iter().map(|o| (&o.key, o)).collect();
     let desired_keys: BTreeSet<ObjectKey> = desired.iter().map(|d| d.key.clone()).collect();
-    let mut out = Plan::default();
+    let mut out = Outcome::default();
     for d in desired {
-        match observed_by_key.get(&d.key) {
-            None => {
-                out.drift.push(Drift {
-                    key: d.key.clone(),
-                    control: d.control,
-                    reason: DriftReason::Missing,
-                });
-                out.create.push(d);
+        let (reason, fields) = match observed_by_key.get(&d.key) {
+            None => (DriftReason::Missing, vec![]),
+            Some(o) => {
+                let fields = differing_fields(o, &d.manifest);
+                if fields.is_empty() {
+                    continue;
+                }
+                (DriftReason::Modified, fields)
             }
-            Some(o) if !matches_desired(o, &d.manifest) => {
-                out.drift.push(Drift {
-                    key: d.key.clone(),
-                    control: d.control,
-                    reason: DriftReason::Modified,
-                });
-                out.repair.push(d);
-            }
-            Some(_) => {}
-        }
+        };
+        out.drift.push(Drift {
+            key: d.key.clone(),
+            control: d.control,
+            reason,
+            fields,
+        });
+        out.writes.push(if reason == DriftReason::Missing {
+            Write::Create(d)
+        } else {
+            Write::Repair(d)
+        });
     }
     for o in observed {
         if owned_kinds.contains(&o.key.kind) && !desired_keys.contains(&o.key) {
@@ -168,21 +349,22 @@ pub fn plan(
                     key: o.key.clone(),
                     control,
                     reason: DriftReason::Unexpected,
+                    fields: vec![],
                 });
             }
-            out.delete.push(o.clone());
+            out.writes.push(Write::Delete(o.clone()));
         }
     }
     out
 }
 
-/// Whether an observed object matches a desired manifest. Metadata may carry more (other
-/// managers' labels, the server's uid and timestamps); every other field Rampart sets, such
-/// as `spec`, must be equal, because a selector that gained a label or a list that gained an
-/// entry is exactly the drift we look for. They are compared by [`fingerprint`].
-pub fn matches_desired(observed: &ObservedObject, desired: &Value) -> bool {
+/// The fields in which an observed object departs from a desired manifest, empty when it
+/// matches. Metadata may carry more (other managers' labels, the server's uid and timestamps);
+/// every other field Rampart sets must be equal, because a selector that gained a label or a
+/// list that gained an entry is exactly the drift we look for.
+pub fn differing_fields(observed: &ObservedObject, desired: &Value) -> Vec<String> {
     let Some(want) = desired.as_object() else {
-        return false;
+        return vec!["manifest".into()];
     };
     let meta = want.get("metadata");
     let contained = |wanted: Option<&Value>, actual: &BTreeMap<String, String>| match wanted {
@@ -192,29 +374,73 @@ pub fn matches_desired(observed: &ObservedObject, desired: &Value) -> bool {
         Some(other) => is_empty_value(other),
         None => true,
     };
-    contained(meta.and_then(|m| m.get("labels")), &observed.labels)
-        && contained(
-            meta.and_then(|m| m.get("annotations")),
-            &observed.annotations,
-        )
-        && observed.fingerprint.as_deref() == Some(fingerprint(want).as_str())
+    let mut out = Vec::new();
+    if !contained(meta.and_then(|m| m.get("labels")), &observed.labels) {
+        out.push("metadata.labels".to_string());
+    }
+    if !contained(
+        meta.and_then(|m| m.get("annotations")),
+        &observed.annotations,
+    ) {
+        out.push("metadata.annotations".to_string());
+    }
+    match &observed.fingerprint {
+        Some(have) => out.extend(have.differing(&Fingerprint::of(want))),
+        None => out.push("spec".to_string()),
+    }
+    out
 }
 
-/// A digest (SHA-256, hex) of an object's fields other than `apiVersion`, `kind`, `metadata`
-/// and `status`, with nulls and empty lists or maps dropped, as the API server drops them.
-/// Equal fingerprints mean equal specs; the caches keep the digest of each managed object
-/// rather than its spec, which at ten thousand objects is most of their size.
-pub fn fingerprint(object: &serde_json::Map<String, Value>) -> String {
+/// A digest per field of an object (SHA-256, cut to 64 bits) for every field other than
+/// `apiVersion`, `kind`, `metadata` and `status`, one level deep (`spec.podSelector`), with
+/// nulls and empty lists or maps dropped, as the API server drops them. The caches keep this
+/// rather than the object's spec, which at ten thousand objects is most of their size, and it
+/// still says which field drifted.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint(Vec<(String, u64)>);
+
+impl Fingerprint {
+    pub fn of(object: &serde_json::Map<String, Value>) -> Self {
+        let mut fields = Vec::new();
+        for (k, v) in object {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                continue;
+            }
+            match normalized(v) {
+                Value::Object(inner) => {
+                    for (ik, iv) in inner {
+                        fields.push((format!("{k}.{ik}"), digest(&iv)));
+                    }
+                }
+                other if is_empty_value(&other) => {}
+                other => fields.push((k.clone(), digest(&other))),
+            }
+        }
+        // serde_json's maps are ordered by key, so the list is sorted already.
+        fields.sort();
+        Fingerprint(fields)
+    }
+
+    /// The fields whose digests differ or that only one side has.
+    pub fn differing(&self, other: &Fingerprint) -> Vec<String> {
+        let a: BTreeMap<&str, u64> = self.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let b: BTreeMap<&str, u64> = other.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        a.keys()
+            .chain(b.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| k.to_string())
+            .collect()
+    }
+}
+
+fn digest(v: &Value) -> u64 {
     use sha2::{Digest, Sha256};
-    let fields: serde_json::Map<String, Value> = object
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // serde_json's maps are ordered by key, so the text is canonical.
-    hex::encode(Sha256::digest(
-        normalized(&Value::Object(fields)).to_string(),
-    ))
+    let d = Sha256::digest(v.to_string());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Drops nulls and empty lists or maps, recursively.
@@ -278,7 +504,7 @@ mod tests {
             uid: Some("1".into()),
             labels: BTreeMap::from([("a".into(), "b".into()), ("extra".into(), "x".into())]),
             annotations: BTreeMap::new(),
-            fingerprint: object.as_object().map(fingerprint),
+            fingerprint: object.as_object().map(Fingerprint::of),
         }
     }
 
@@ -293,8 +519,8 @@ mod tests {
             json!({"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP", "endPort": null}]}]}),
         );
         assert_eq!(
-            plan(vec![d], &[o], &[ManagedKind::NetworkPolicy]),
-            Plan::default()
+            compare(vec![d], &[o], &[ManagedKind::NetworkPolicy]),
+            Outcome::default()
         );
     }
 
@@ -350,14 +576,10 @@ mod tests {
             ),
         ];
         for (name, d, o, want) in cases {
-            let p = plan(d, &o, &[ManagedKind::NetworkPolicy]);
+            let p = compare(d, &o, &[ManagedKind::NetworkPolicy]);
             let got: Vec<DriftReason> = p.drift.iter().map(|d| d.reason).collect();
             assert_eq!(got, want, "{name}");
-            assert_eq!(
-                p.create.len() + p.repair.len() + p.delete.len(),
-                want.len(),
-                "{name}"
-            );
+            assert_eq!(p.writes.len(), want.len(), "{name}");
         }
     }
 
@@ -365,9 +587,44 @@ mod tests {
     fn kinds_not_owned_wholly_are_never_deleted_by_plan() {
         let mut o = observed("snap", json!({}));
         o.key.kind = ManagedKind::VolumeSnapshot;
-        assert!(plan(vec![], &[o], &[ManagedKind::NetworkPolicy])
-            .delete
+        assert!(compare(vec![], &[o], &[ManagedKind::NetworkPolicy])
+            .writes
             .is_empty());
+    }
+
+    #[test]
+    fn drift_names_the_fields_that_changed() {
+        let spec = json!({"podSelector": {}, "policyTypes": ["Ingress"]});
+        let mut o = observed(
+            "p",
+            json!({"podSelector": {"matchLabels": {"x": "y"}}, "policyTypes": ["Ingress"]}),
+        );
+        o.labels.remove("a");
+        let out = compare(
+            vec![desired("p", spec)],
+            &[o],
+            &[ManagedKind::NetworkPolicy],
+        );
+        assert_eq!(
+            out.drift[0].fields,
+            vec![
+                "metadata.labels".to_string(),
+                "spec.podSelector".to_string()
+            ]
+        );
+        assert!(matches!(out.writes[0], Write::Repair(_)));
+    }
+
+    #[test]
+    fn a_missing_object_is_created_and_an_unexpected_one_deleted() {
+        let spec = json!({"podSelector": {}});
+        let out = compare(
+            vec![desired("new", spec.clone())],
+            &[observed("old", spec)],
+            &[ManagedKind::NetworkPolicy],
+        );
+        let verbs: Vec<WriteVerb> = out.writes.iter().map(Write::verb).collect();
+        assert_eq!(verbs, vec![WriteVerb::Create, WriteVerb::Delete]);
     }
 }
 

@@ -16,8 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{managed_labels, DesiredObject, ManagedKind, ObjectKey};
+use super::{
+    namespace_outcome, DesiredObject, ManagedKind, NamespaceFindings, NamespaceObserved, ObjectKey,
+    Outcome,
+};
 use crate::api::{ControlName, NetworkPolicyControl};
+use crate::ownership::managed_labels;
 
 pub const DEFAULT_DENY: &str = "rampart-default-deny";
 pub const ALLOW_SAME_NAMESPACE: &str = "rampart-allow-same-namespace";
@@ -28,6 +32,24 @@ pub const ALLOW_EGRESS_CIDRS: &str = "rampart-allow-egress-cidrs";
 
 /// The label the API server puts on every namespace with its own name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The network policy control in one namespace: the policies `spec` asks for (none where the
+/// profile does not act, `None`) against the profile's policies there.
+pub fn plan(
+    profile: &str,
+    spec: Option<&NetworkPolicyControl>,
+    observed: &NamespaceObserved,
+) -> Outcome<NamespaceFindings> {
+    let desired = spec
+        .map(|s| desired_network_policies(profile, s, &observed.namespace))
+        .unwrap_or_default();
+    namespace_outcome(
+        ControlName::NetworkPolicies,
+        ManagedKind::NetworkPolicy,
+        desired,
+        observed,
+    )
+}
 
 /// The NetworkPolicies `spec` asks for in `namespace`.
 pub fn desired_network_policies(

@@ -17,7 +17,10 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::api::SecretRotationControl;
+use super::{Outcome, SecretRef, SecretRotation, Write};
+pub use crate::api::RotationPhase;
+use crate::api::{RotationStatus, SecretRotationControl};
+use crate::events::Event;
 
 /// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
 pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
@@ -77,29 +80,6 @@ pub struct ConsumerInfo {
     pub rollout_complete: bool,
 }
 
-/// Where a rotation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RotationPhase {
-    /// Audit mode: what would happen.
-    Pending,
-    Rotating,
-    Restarting,
-    Complete,
-    Stalled,
-}
-
-impl RotationPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RotationPhase::Pending => "Pending",
-            RotationPhase::Rotating => "Rotating",
-            RotationPhase::Restarting => "Restarting",
-            RotationPhase::Complete => "Complete",
-            RotationPhase::Stalled => "Stalled",
-        }
-    }
-}
-
 /// The decisions for one reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RotationPlan {
@@ -118,8 +98,8 @@ pub struct RotationPlan {
     pub secrets_selected: usize,
     /// Selected Secrets rotated to the current id.
     pub secrets_rotated: usize,
-    /// Selected Secrets at the current id by adoption.
-    pub secrets_adopted: usize,
+    /// Selected Secrets adopted at the current id by earlier passes.
+    pub secrets_adopted_before: usize,
     pub consumers_total: usize,
     pub consumers_restarted: usize,
     /// When an in-progress rollout times out, so the reconcile can be scheduled for it.
@@ -181,13 +161,81 @@ pub fn secrets_used_by(spec: &PodSpec) -> BTreeSet<String> {
     out
 }
 
-/// Plans the rotation to `spec.rotationId` over the selected Secrets and every consumer in
-/// their namespaces.
+/// What rotation observes: the selected Secrets (metadata only), every workload in the
+/// namespaces it acts in, and the rotation status the last pass wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RotationObserved {
+    pub secrets: Vec<SecretInfo>,
+    pub consumers: Vec<ConsumerInfo>,
+    pub previous: Option<RotationStatus>,
+}
+
+/// The rotation control: rotate, adopt and restart as [`plan_rotation`] decides, a warning
+/// when a rollout first overruns its timeout, and a look again at the next rollout deadline.
+pub fn plan(
+    spec: &SecretRotationControl,
+    observed: &RotationObserved,
+    now: DateTime<Utc>,
+) -> Outcome<RotationPlan> {
+    let plan = plan_rotation(spec, &observed.secrets, &observed.consumers, now);
+    let id = &spec.rotation_id;
+    let mut writes: Vec<Write> = Vec::new();
+    writes.extend(plan.rotate.iter().map(|s| {
+        Write::RotateSecret(SecretRotation {
+            secret: s.secret_ref(),
+            rotation_id: id.clone(),
+            regenerate: spec.regenerate.clone(),
+            keep_previous: spec.keep_previous,
+        })
+    }));
+    writes.extend(plan.adopt.iter().map(|s| Write::AdoptSecret {
+        secret: s.secret_ref(),
+        rotation_id: id.clone(),
+    }));
+    writes.extend(plan.restart.iter().map(|c| Write::StampWorkload {
+        consumer: c.clone(),
+        rotation_id: id.clone(),
+        at: now,
+    }));
+    let was_stalled = observed
+        .previous
+        .as_ref()
+        .is_some_and(|p| p.phase == RotationPhase::Stalled);
+    let events = match (&plan.stalled, was_stalled) {
+        (Some(c), false) => vec![Event::warning(
+            "RotationStalled",
+            "Restart",
+            format!(
+                "The rollout of {c} did not complete within {}s; the rotation waits",
+                spec.rollout_timeout_seconds
+            ),
+        )],
+        _ => vec![],
+    };
+    Outcome {
+        writes,
+        drift: vec![],
+        events,
+        next_due: plan.next_deadline,
+        findings: plan,
+    }
+}
+
+impl SecretInfo {
+    fn secret_ref(&self) -> SecretRef {
+        SecretRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Decides the rotation to `spec.rotationId` over the selected Secrets and every consumer in
+/// their namespaces, as Enforce mode would carry it out now (Audit reports the same plan).
 pub fn plan_rotation(
     spec: &SecretRotationControl,
     secrets: &[SecretInfo],
     consumers: &[ConsumerInfo],
-    audit: bool,
     now: DateTime<Utc>,
 ) -> RotationPlan {
     let id = spec.rotation_id.as_str();
@@ -246,28 +294,12 @@ pub fn plan_rotation(
         stalled: None,
         secrets_selected: secrets.len(),
         secrets_rotated: secrets.len() - rotate.len() - adopt.len() - adopted_at_id,
-        // In Audit mode nothing is stamped, so only what was adopted before counts.
-        secrets_adopted: adopted_at_id + if audit { 0 } else { adopt.len() },
+        secrets_adopted_before: adopted_at_id,
         consumers_total: users.len(),
         consumers_restarted: restarted,
         next_deadline: None,
     };
 
-    if audit {
-        plan.phase = if rotate.is_empty() && restarted == users.len() {
-            RotationPhase::Complete
-        } else {
-            RotationPhase::Pending
-        };
-        plan.rotate = rotate;
-        plan.adopt = adopt;
-        plan.restart = users
-            .iter()
-            .filter(|c| !stamped(c))
-            .map(|c| c.id.clone())
-            .collect();
-        return plan;
-    }
     // Adoption is a stamp, not a change: it goes out whatever phase the rotation is in.
     plan.adopt = adopt;
     if !rotate.is_empty() {
@@ -311,29 +343,10 @@ pub fn plan_rotation(
     plan
 }
 
-/// A random value of `length` characters from `alphabet`, from the operating system's
-/// generator. Called by the write layer only; the value never leaves the Secret it goes to.
-pub fn random_value(alphabet: crate::api::Alphabet, length: usize) -> String {
-    use rand::Rng;
-    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    const HEX: &[u8] = b"0123456789abcdef";
-    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let chars = match alphabet {
-        crate::api::Alphabet::Alphanumeric => ALNUM,
-        crate::api::Alphabet::Hex => HEX,
-        crate::api::Alphabet::Base64Url => B64URL,
-    };
-    // ThreadRng is a CSPRNG (ChaCha) seeded and periodically reseeded from the OS.
-    let mut rng = rand::rng();
-    (0..length)
-        .map(|_| chars[rng.random_range(0..chars.len())] as char)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::LabelSelector;
+
     use chrono::TimeZone;
     use k8s_openapi::api::core::v1::{
         Container, EnvFromSource, EnvVar, EnvVarSource, SecretEnvSource, SecretKeySelector,
@@ -346,14 +359,7 @@ mod tests {
     }
 
     fn spec(max: i32) -> SecretRotationControl {
-        SecretRotationControl {
-            rotation_id: "r2".into(),
-            selector: LabelSelector::default(),
-            regenerate: vec![],
-            keep_previous: false,
-            max_concurrent_restarts: max,
-            rollout_timeout_seconds: 60,
-        }
+        crate::api::fixtures::rotation("r2", max)
     }
 
     fn secret(name: &str, id: Option<&str>) -> SecretInfo {
@@ -396,7 +402,6 @@ mod tests {
             &spec(2),
             &[secret("db", Some("r1")), secret("api", Some("r2"))],
             &[consumer("web", "db", None, true)],
-            false,
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Rotating);
@@ -417,7 +422,6 @@ mod tests {
             &spec(2),
             &[secret("db", None)],
             &[consumer("web", "db", None, true)],
-            false,
             now(),
         );
         assert_eq!(
@@ -428,7 +432,7 @@ mod tests {
         assert!(p.restart.is_empty(), "its consumers are not restarted");
         assert_eq!(p.phase, RotationPhase::Complete);
         assert_eq!(
-            (p.secrets_adopted, p.secrets_rotated, p.consumers_total),
+            (p.adopt.len(), p.secrets_rotated, p.consumers_total),
             (1, 0, 0)
         );
     }
@@ -436,15 +440,15 @@ mod tests {
     #[test]
     fn adopted_secret_stays_put_until_the_id_changes_then_rotates() {
         let consumers = [consumer("web", "db", None, true)];
-        let settled = plan_rotation(&spec(2), &[adopted("db", "r2")], &consumers, false, now());
+        let settled = plan_rotation(&spec(2), &[adopted("db", "r2")], &consumers, now());
         assert!(settled.adopt.is_empty() && settled.rotate.is_empty());
         assert!(settled.restart.is_empty());
         assert_eq!(settled.phase, RotationPhase::Complete);
-        assert_eq!(settled.secrets_adopted, 1);
+        assert_eq!(settled.secrets_adopted_before, 1);
 
         let mut bumped = spec(2);
         bumped.rotation_id = "r3".into();
-        let p = plan_rotation(&bumped, &[adopted("db", "r2")], &consumers, false, now());
+        let p = plan_rotation(&bumped, &[adopted("db", "r2")], &consumers, now());
         assert_eq!(p.rotate.len(), 1, "an older id rotates, adopted or not");
         assert_eq!(p.phase, RotationPhase::Rotating);
         assert_eq!(p.consumers_total, 1, "and then its consumers restart");
@@ -459,11 +463,10 @@ mod tests {
                 consumer("uses-legacy", "legacy", None, true),
                 consumer("uses-api", "api", None, true),
             ],
-            false,
             now(),
         );
         assert_eq!(names(&p.restart), vec!["uses-api"]);
-        assert_eq!((p.secrets_rotated, p.secrets_adopted), (1, 1));
+        assert_eq!((p.secrets_rotated, p.secrets_adopted_before), (1, 1));
     }
 
     #[test]
@@ -472,17 +475,37 @@ mod tests {
             &spec(2),
             &[secret("db", None)],
             &[consumer("web", "db", None, true)],
-            true,
             now(),
         );
         assert_eq!(p.adopt.len(), 1, "reported as what would be adopted");
-        assert_eq!(p.secrets_adopted, 0, "nothing was stamped");
+        let audit = crate::status::rotation_status(&p, "r2", crate::api::Mode::Audit, None, now());
+        assert_eq!(audit.secrets_adopted, 0, "nothing was stamped");
         assert_eq!(
-            p.phase,
+            audit.phase,
             RotationPhase::Complete,
             "adoption changes no value"
         );
+        let enforce =
+            crate::status::rotation_status(&p, "r2", crate::api::Mode::Enforce, None, now());
+        assert_eq!(enforce.secrets_adopted, 1);
         assert!(p.restart.is_empty());
+    }
+
+    #[test]
+    fn audit_reports_a_rotation_with_work_left_as_pending() {
+        let p = plan_rotation(
+            &spec(1),
+            &[secret("db", Some("r1"))],
+            &[
+                consumer("a", "db", None, true),
+                consumer("b", "db", None, true),
+            ],
+            now(),
+        );
+        assert_eq!(p.rotate.len(), 1);
+        let audit = crate::status::rotation_status(&p, "r2", crate::api::Mode::Audit, None, now());
+        assert_eq!(audit.phase, RotationPhase::Pending);
+        assert!(audit.in_progress.is_empty());
     }
 
     #[test]
@@ -491,13 +514,7 @@ mod tests {
             .iter()
             .map(|n| consumer(n, "db", None, true))
             .collect();
-        let p = plan_rotation(
-            &spec(2),
-            &[secret("db", Some("r2"))],
-            &consumers,
-            false,
-            now(),
-        );
+        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &consumers, now());
         assert_eq!(p.phase, RotationPhase::Restarting);
         assert_eq!(names(&p.restart), vec!["a", "b"]);
     }
@@ -509,13 +526,7 @@ mod tests {
             consumer("b", "db", Some("r2"), false),
             consumer("c", "db", None, true),
         ];
-        let p = plan_rotation(
-            &spec(2),
-            &[secret("db", Some("r2"))],
-            &consumers,
-            false,
-            now(),
-        );
+        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &consumers, now());
         assert!(p.restart.is_empty());
         assert_eq!(names(&p.in_progress), vec!["b"]);
         assert_eq!(p.next_deadline, Some(now() + Duration::seconds(50)));
@@ -525,7 +536,7 @@ mod tests {
             consumer("b", "db", Some("r2"), true),
             consumer("c", "db", None, true),
         ];
-        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &done, false, now());
+        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &done, now());
         assert_eq!(
             names(&p.restart),
             vec!["c"],
@@ -541,7 +552,6 @@ mod tests {
             &spec(2),
             &[secret("db", Some("r2"))],
             &[slow, consumer("next", "db", None, true)],
-            false,
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Stalled);
@@ -561,7 +571,6 @@ mod tests {
                 consumer("a", "db", Some("r2"), true),
                 consumer("other", "unrelated", None, true),
             ],
-            false,
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Complete);
@@ -572,21 +581,111 @@ mod tests {
         );
     }
 
+    fn observed(secrets: Vec<SecretInfo>, consumers: Vec<ConsumerInfo>) -> RotationObserved {
+        RotationObserved {
+            secrets,
+            consumers,
+            previous: None,
+        }
+    }
+
+    fn verbs(out: &Outcome<RotationPlan>) -> Vec<(super::super::WriteVerb, String)> {
+        out.writes
+            .iter()
+            .map(|w| (w.verb(), w.target().name))
+            .collect()
+    }
+
     #[test]
-    fn audit_reports_what_would_happen() {
-        let p = plan_rotation(
+    fn outcome_rotates_every_stale_secret_before_any_restart() {
+        use super::super::WriteVerb::*;
+        let out = plan(
             &spec(1),
-            &[secret("db", Some("r1"))],
-            &[
-                consumer("a", "db", None, true),
-                consumer("b", "db", None, true),
-            ],
-            true,
+            &observed(
+                vec![secret("db", Some("r1")), secret("api", Some("r1"))],
+                vec![
+                    consumer("a", "db", None, true),
+                    consumer("b", "api", None, true),
+                ],
+            ),
             now(),
         );
-        assert_eq!(p.phase, RotationPhase::Pending);
-        assert_eq!(p.rotate.len(), 1);
-        assert_eq!(names(&p.restart), vec!["a", "b"]);
+        assert_eq!(out.findings.phase, RotationPhase::Rotating);
+        assert_eq!(
+            verbs(&out),
+            vec![(Rotate, "db".into()), (Rotate, "api".into())]
+        );
+    }
+
+    #[test]
+    fn outcome_restarts_one_batch_and_waits_for_its_rollouts() {
+        use super::super::WriteVerb::*;
+        let rotated = vec![secret("db", Some("r2"))];
+        let first = plan(
+            &spec(2),
+            &observed(
+                rotated.clone(),
+                vec![
+                    consumer("a", "db", None, true),
+                    consumer("b", "db", None, true),
+                    consumer("c", "db", None, true),
+                ],
+            ),
+            now(),
+        );
+        assert_eq!(
+            verbs(&first),
+            vec![(Restart, "a".into()), (Restart, "b".into())]
+        );
+        assert_eq!(first.next_due, Some(now() + Duration::seconds(60)));
+        // The batch is stamped but still rolling out: nothing more until it completes.
+        let waiting = plan(
+            &spec(2),
+            &observed(
+                rotated,
+                vec![
+                    consumer("a", "db", Some("r2"), true),
+                    consumer("b", "db", Some("r2"), false),
+                    consumer("c", "db", None, true),
+                ],
+            ),
+            now(),
+        );
+        assert!(waiting.writes.is_empty());
+        assert_eq!(waiting.findings.phase, RotationPhase::Restarting);
+        assert_eq!(waiting.next_due, Some(now() + Duration::seconds(50)));
+    }
+
+    #[test]
+    fn outcome_adopts_unstamped_secrets_without_restarts() {
+        use super::super::WriteVerb::*;
+        let out = plan(
+            &spec(5),
+            &observed(
+                vec![secret("legacy", None)],
+                vec![consumer("a", "legacy", None, true)],
+            ),
+            now(),
+        );
+        assert_eq!(verbs(&out), vec![(Adopt, "legacy".into())]);
+        assert_eq!(out.findings.phase, RotationPhase::Complete);
+    }
+
+    #[test]
+    fn a_stall_is_announced_once() {
+        let stalled = consumer("a", "db", Some("r2"), false);
+        let mut late = stalled.clone();
+        late.stamped_at = Some(now() - Duration::seconds(120));
+        let mut o = observed(vec![secret("db", Some("r2"))], vec![late]);
+        let first = plan(&spec(1), &o, now());
+        assert_eq!(first.findings.phase, RotationPhase::Stalled);
+        assert_eq!(first.events.len(), 1);
+        assert!(first.events[0].warning);
+        o.previous = Some(RotationStatus {
+            phase: RotationPhase::Stalled,
+            ..crate::status::empty_rotation_status()
+        });
+        assert!(plan(&spec(1), &o, now()).events.is_empty());
     }
 
     #[test]
@@ -626,13 +725,5 @@ mod tests {
             got,
             vec!["from-env", "from-envfrom", "from-projected", "from-volume"]
         );
-    }
-
-    #[test]
-    fn random_values_have_the_asked_length_and_alphabet() {
-        let v = random_value(crate::api::Alphabet::Hex, 40);
-        assert_eq!(v.len(), 40);
-        assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(v, random_value(crate::api::Alphabet::Hex, 40));
     }
 }

@@ -12,9 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{bounded_name, managed_labels, DesiredObject, ManagedKind, ObjectKey};
+use super::{bounded_name, DesiredObject, ManagedKind, ObjectKey, ObservedObject, Outcome, Write};
 use crate::api::conditions::rfc3339;
-use crate::api::{BackupControl, ControlName, ObjectRefStatus, STATUS_LIST_LIMIT};
+use crate::api::{BackupControl, BackupStatus, ControlName, ObjectRefStatus, STATUS_LIST_LIMIT};
+use crate::events::{summarize, Event};
+use crate::ownership::managed_labels;
 use crate::schedule::{parse_duration, Schedule};
 
 /// Label naming the PVC a snapshot is of (hashed when the name is too long for a label).
@@ -69,6 +71,163 @@ pub struct SnapshotPlan {
     pub unhealthy: Vec<ObjectRefStatus>,
 }
 
+/// What the snapshot control observes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupObserved {
+    /// Whether the cluster serves snapshot.storage.k8s.io/v1 at all.
+    pub api_served: bool,
+    /// The PVCs the profile backs up, by namespace then name.
+    pub pvcs: Vec<PvcInfo>,
+    /// Every PVC restored from a snapshot in the namespaces the profile acts in, selected or
+    /// not: retention never prunes the snapshot one restores from.
+    pub restoring: Vec<PvcInfo>,
+    /// The profile's snapshots, with the identity a delete or orphan needs.
+    pub snapshots: Vec<(SnapshotInfo, ObservedObject)>,
+    /// What the last pass wrote in the status.
+    pub previous: Option<BackupStatus>,
+}
+
+/// What the snapshot control reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupFindings {
+    pub status: BackupStatus,
+    pub unhealthy: Vec<ObjectRefStatus>,
+    /// The cluster does not serve snapshot.storage.k8s.io/v1.
+    pub api_missing: bool,
+    /// The creations take a slot that passed while no pass ran.
+    pub catching_up: bool,
+    /// Slots missed since the last pass (counted once, when first seen).
+    pub missed_now: usize,
+    /// Each PVC's newest ready snapshot time, for the last-success metric.
+    pub last_success_times: Vec<(String, String, DateTime<Utc>)>,
+}
+
+/// The snapshot control: the current slot's snapshots, retention's prunes, missed slots
+/// reported, and a look again at the next slot.
+pub fn plan(
+    profile: &str,
+    spec: &BackupControl,
+    observed: &BackupObserved,
+    now: DateTime<Utc>,
+) -> Outcome<BackupFindings> {
+    if !observed.api_served {
+        return Outcome {
+            findings: BackupFindings {
+                api_missing: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+    }
+    // The spec was validated before this runs; a schedule that still fails to parse is
+    // reported as nothing scheduled rather than guessed at.
+    let Ok(schedule) = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) else {
+        return Outcome::default();
+    };
+    let previous = observed.previous.as_ref();
+    let last = previous.and_then(|b| b.last_schedule_time);
+    let infos: Vec<SnapshotInfo> = observed.snapshots.iter().map(|(i, _)| i.clone()).collect();
+    let mut p = plan_snapshots(
+        profile,
+        spec,
+        &schedule,
+        &observed.pvcs,
+        &observed.restoring,
+        &infos,
+        last,
+        now,
+    );
+    let mut writes: Vec<Write> = p.create.drain(..).map(Write::Create).collect();
+    let pruned: BTreeSet<(&str, &str)> = p
+        .prune
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .collect();
+    writes.extend(
+        observed
+            .snapshots
+            .iter()
+            .filter(|(i, _)| pruned.contains(&(i.namespace.as_str(), i.name.as_str())))
+            .map(|(_, o)| Write::Delete(o.clone())),
+    );
+    let mut events = Vec::new();
+    if !p.missed_slots.is_empty() {
+        let when: Vec<String> = p.missed_slots.iter().map(|t| rfc3339(*t)).collect();
+        events.push(Event::warning(
+            "SlotMissed",
+            "Snapshot",
+            summarize("Missed", &when),
+        ));
+    }
+    let status = backup_status(&p, observed.pvcs.len(), previous);
+    Outcome {
+        writes,
+        drift: vec![],
+        events,
+        next_due: p.next_slot,
+        findings: BackupFindings {
+            status,
+            unhealthy: p.unhealthy,
+            api_missing: false,
+            catching_up: p.catching_up,
+            missed_now: p.missed_slots.len(),
+            last_success_times: p.last_success_times,
+        },
+    }
+}
+
+/// The backup status for a plan, carrying the miss count and last slot forward.
+fn backup_status(
+    plan: &SnapshotPlan,
+    pvcs: usize,
+    previous: Option<&BackupStatus>,
+) -> BackupStatus {
+    let last = plan
+        .slot
+        .into_iter()
+        .chain(plan.missed_slots.iter().copied())
+        .max()
+        .or_else(|| previous.and_then(|p| p.last_schedule_time));
+    let mut problems: Vec<ObjectRefStatus> = plan
+        .failed
+        .iter()
+        .chain(plan.unhealthy.iter())
+        .cloned()
+        .collect();
+    problems.truncate(STATUS_LIST_LIMIT);
+    BackupStatus {
+        last_schedule_time: last,
+        next_schedule_time: plan.next_slot,
+        pvcs: pvcs as i64,
+        ready_snapshots: plan.ready as i64,
+        failed_snapshots: plan.failed.len() as i64,
+        missed_slots: previous.map(|p| p.missed_slots).unwrap_or(0)
+            + plan.missed_slots.len() as i64,
+        last_successful: plan.last_successful.clone(),
+        problems,
+    }
+}
+
+/// What cleanup does with the profile's snapshots when the profile goes: they are data, so they
+/// are kept (orphaned, out of garbage collection's reach) unless the profile says Delete.
+pub fn on_profile_deletion(
+    spec: Option<&BackupControl>,
+    snapshots: Vec<ObservedObject>,
+) -> Vec<Write> {
+    let delete =
+        spec.is_some_and(|b| b.deletion_policy == crate::api::SnapshotDeletionPolicy::Delete);
+    snapshots
+        .into_iter()
+        .map(|o| {
+            if delete {
+                Write::Delete(o)
+            } else {
+                Write::Orphan(o)
+            }
+        })
+        .collect()
+}
+
 /// The VolumeSnapshot name for a PVC and a slot.
 pub fn snapshot_name(pvc: &str, slot: DateTime<Utc>) -> String {
     bounded_name(
@@ -88,12 +247,16 @@ pub fn pvc_label_value(pvc: &str) -> String {
 }
 
 /// Decides creations, prunes and misses for the PVCs of the namespaces the profile acts in.
-/// `last_scheduled` is the slot recorded in the status by the previous reconcile.
+/// `restoring` are the PVCs there restored from a snapshot, selected or not: retention keeps
+/// what they restore from. `last_scheduled` is the slot recorded in the status by the
+/// previous reconcile.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_snapshots(
     profile: &str,
     spec: &BackupControl,
     schedule: &Schedule,
     pvcs: &[PvcInfo],
+    restoring: &[PvcInfo],
     snapshots: &[SnapshotInfo],
     last_scheduled: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -161,6 +324,7 @@ pub fn plan_snapshots(
     let period = schedule.period_around(now);
     let in_use: BTreeSet<(&str, &str)> = pvcs
         .iter()
+        .chain(restoring)
         .filter_map(|p| {
             p.restored_from
                 .as_deref()
@@ -342,7 +506,7 @@ mod tests {
         }
     }
 
-    fn plan(
+    fn decide(
         s: &BackupControl,
         pvcs: &[PvcInfo],
         snaps: &[SnapshotInfo],
@@ -350,12 +514,12 @@ mod tests {
         now: DateTime<Utc>,
     ) -> SnapshotPlan {
         let schedule = Schedule::parse(&s.schedule, s.time_zone.as_deref()).expect("schedule");
-        plan_snapshots("p", s, &schedule, pvcs, snaps, last, now)
+        plan_snapshots("p", s, &schedule, pvcs, &[], snaps, last, now)
     }
 
     #[test]
     fn one_snapshot_per_pvc_per_slot_named_from_the_slot() {
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data"), pvc("logs")],
             &[],
@@ -374,7 +538,7 @@ mod tests {
     #[test]
     fn an_existing_slot_snapshot_is_never_asked_for_again() {
         let existing = snap("data", t(2, 0, 0), false);
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &[existing],
@@ -386,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_slot_past_its_deadline_is_missed_not_taken() {
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &[],
@@ -399,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_slot_within_its_deadline_is_caught_up_once_and_older_ones_reported() {
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &[],
@@ -419,7 +583,7 @@ mod tests {
             snap("data", t(3, 0, 0), true),
             snap("data", t(4, 0, 0), false),
         ];
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &snaps,
@@ -441,7 +605,7 @@ mod tests {
         s.retention.max_count = 1;
         s.retention.max_age = Some("1s".into());
         let snaps = vec![kept, restored, snap("data", t(3, 0, 0), true)];
-        let p = plan(
+        let p = decide(
             &s,
             &[pvc("data"), source],
             &snaps,
@@ -455,7 +619,7 @@ mod tests {
     fn failed_snapshot_is_kept_reported_and_not_recreated() {
         let mut failed = snap("data", t(2, 0, 0), false);
         failed.failed = true;
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &[failed],
@@ -473,7 +637,7 @@ mod tests {
 
     #[test]
     fn stale_newest_ready_is_unhealthy() {
-        let p = plan(
+        let p = decide(
             &spec("0 * * * *"),
             &[pvc("data")],
             &[snap("data", t(1, 0, 0), true)],
@@ -487,11 +651,11 @@ mod tests {
     fn pvc_created_after_the_slot_waits_unless_snapshot_on_create() {
         let mut late = pvc("late");
         late.created = Some(t(2, 0, 10));
-        let p = plan(&spec("0 * * * *"), &[late.clone()], &[], None, t(2, 0, 20));
+        let p = decide(&spec("0 * * * *"), &[late.clone()], &[], None, t(2, 0, 20));
         assert!(p.create.is_empty());
         let mut s = spec("0 * * * *");
         s.snapshot_on_create = true;
-        assert_eq!(plan(&s, &[late], &[], None, t(2, 0, 20)).create.len(), 1);
+        assert_eq!(decide(&s, &[late], &[], None, t(2, 0, 20)).create.len(), 1);
     }
 
     #[test]
@@ -500,11 +664,11 @@ mod tests {
         s.snapshot_on_create = true;
         let mut fresh = pvc("fresh");
         fresh.created = Some(t(9, 0, 0));
-        let p = plan(&s, &[fresh.clone()], &[], None, t(9, 0, 5));
+        let p = decide(&s, &[fresh.clone()], &[], None, t(9, 0, 5));
         assert_eq!(p.create.len(), 1);
         let taken = snap("fresh", t(2, 0, 0), false);
         assert!(
-            plan(&s, &[fresh], &[taken], None, t(9, 0, 10))
+            decide(&s, &[fresh], &[taken], None, t(9, 0, 10))
                 .create
                 .is_empty(),
             "only the first one"
@@ -515,7 +679,7 @@ mod tests {
     fn suspend_takes_nothing() {
         let mut s = spec("0 * * * *");
         s.suspend = true;
-        assert!(plan(&s, &[pvc("data")], &[], None, t(2, 0, 5))
+        assert!(decide(&s, &[pvc("data")], &[], None, t(2, 0, 5))
             .create
             .is_empty());
     }
@@ -589,7 +753,7 @@ mod tests {
                 let mut now = from;
                 let mut last_now = from;
                 while now < to {
-                    let p = plan(&s, std::slice::from_ref(&data), &snaps, last, now);
+                    let p = decide(&s, std::slice::from_ref(&data), &snaps, last, now);
                     assert!(p.missed_slots.is_empty(), "{schedule} in {tz} at {now}");
                     assert_eq!(
                         p.next_slot,
@@ -645,7 +809,7 @@ mod tests {
                 let now = to + Duration::minutes(10);
                 let mut data = pvc("data");
                 data.created = Some(from - Duration::days(1));
-                let p = plan(&s, &[data], &[], Some(last), now);
+                let p = decide(&s, &[data], &[], Some(last), now);
                 assert!(p.create.is_empty(), "{schedule} in {tz}");
                 assert_eq!(
                     p.missed_slots,
@@ -661,5 +825,136 @@ mod tests {
         let long = "p".repeat(250);
         assert!(snapshot_name(&long, t(2, 0, 0)).len() <= 253);
         assert!(pvc_label_value(&long).len() <= 63);
+    }
+
+    fn owned(s: &SnapshotInfo) -> (SnapshotInfo, ObservedObject) {
+        (
+            s.clone(),
+            ObservedObject {
+                key: ObjectKey {
+                    kind: ManagedKind::VolumeSnapshot,
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                },
+                control: Some(ControlName::Backups),
+                uid: Some(format!("uid-{}", s.name)),
+                labels: Default::default(),
+                annotations: Default::default(),
+                fingerprint: None,
+            },
+        )
+    }
+
+    fn observed(
+        pvcs: Vec<PvcInfo>,
+        restoring: Vec<PvcInfo>,
+        snaps: &[SnapshotInfo],
+    ) -> BackupObserved {
+        BackupObserved {
+            api_served: true,
+            pvcs,
+            restoring,
+            snapshots: snaps.iter().map(owned).collect(),
+            previous: None,
+        }
+    }
+
+    fn deleted(out: &Outcome<BackupFindings>) -> Vec<String> {
+        out.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete(o) => Some(o.key.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outcome_prunes_beyond_the_count_oldest_first_by_uid() {
+        let snaps = [
+            snap("data", t(1, 0, 0), true),
+            snap("data", t(2, 0, 0), true),
+            snap("data", t(3, 0, 0), true),
+        ];
+        let out = super::plan(
+            "p",
+            &spec("0 * * * *"),
+            &observed(vec![pvc("data")], vec![], &snaps),
+            t(3, 10, 0),
+        );
+        assert_eq!(deleted(&out), vec![snapshot_name("data", t(1, 0, 0))]);
+        let uid = out.writes.iter().find_map(|w| match w {
+            Write::Delete(o) => o.uid.clone(),
+            _ => None,
+        });
+        assert_eq!(
+            uid,
+            Some(format!("uid-{}", snapshot_name("data", t(1, 0, 0))))
+        );
+        assert_eq!(out.next_due, Some(t(4, 0, 0)));
+    }
+
+    #[test]
+    fn outcome_never_prunes_what_an_unselected_pvc_restores_from() {
+        let snaps = [
+            snap("data", t(1, 0, 0), true),
+            snap("data", t(2, 0, 0), true),
+            snap("data", t(3, 0, 0), true),
+        ];
+        let restored = PvcInfo {
+            name: "restore-test".into(),
+            restored_from: Some(snapshot_name("data", t(1, 0, 0))),
+            ..pvc("restore-test")
+        };
+        let out = super::plan(
+            "p",
+            &spec("0 * * * *"),
+            &observed(vec![pvc("data")], vec![restored], &snaps),
+            t(3, 10, 0),
+        );
+        assert!(deleted(&out).is_empty(), "{:?}", deleted(&out));
+    }
+
+    #[test]
+    fn outcome_reports_missed_slots_with_an_event_and_counts_them() {
+        let mut o = observed(vec![pvc("data")], vec![], &[]);
+        o.previous = Some(BackupStatus {
+            last_schedule_time: Some(t(1, 0, 0)),
+            missed_slots: 2,
+            ..Default::default()
+        });
+        let out = super::plan("p", &spec("0 * * * *"), &o, t(4, 0, 30));
+        assert_eq!(out.findings.missed_now, 2, "02:00 and 03:00 passed unseen");
+        assert_eq!(out.findings.status.missed_slots, 4);
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].reason, "SlotMissed");
+        assert_eq!(out.writes.len(), 1, "the 04:00 slot is still taken");
+    }
+
+    #[test]
+    fn without_the_snapshot_api_nothing_is_written_and_it_is_said() {
+        let mut o = observed(vec![pvc("data")], vec![], &[]);
+        o.api_served = false;
+        let out = super::plan("p", &spec("0 * * * *"), &o, t(4, 0, 30));
+        assert!(out.writes.is_empty());
+        assert!(out.findings.api_missing);
+    }
+
+    #[test]
+    fn deleting_the_profile_orphans_snapshots_unless_told_to_delete() {
+        let o = owned(&snap("data", t(1, 0, 0), true)).1;
+        let retain = spec("0 * * * *");
+        assert!(matches!(
+            on_profile_deletion(Some(&retain), vec![o.clone()])[0],
+            Write::Orphan(_)
+        ));
+        let delete = BackupControl {
+            deletion_policy: SnapshotDeletionPolicy::Delete,
+            ..retain
+        };
+        assert!(matches!(
+            on_profile_deletion(Some(&delete), vec![o])[0],
+            Write::Delete(_)
+        ));
     }
 }

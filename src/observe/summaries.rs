@@ -1,10 +1,10 @@
-//! Observation, before caching: strips each watched object down to the fields a reconcile
-//! reads. Pure; never calls the API.
+//! Observation, before caching: every watched kind is summarised the one way, by
+//! [`Summarize`], into the fields a reconcile reads. Pure; never calls the API.
 //!
-//! The caches hold every PVC, budget, namespace and Secret of the cluster, so what each cached
-//! object carries decides the operator's memory (workloads are summarised instead, see
-//! [`crate::workloads`]). Everything a control reads is kept exactly: budget specs and health,
-//! PVC data sources, namespace labels, rotation stamps, snapshot sources and readiness.
+//! The caches hold every PVC, budget, namespace, Secret and workload of the cluster, so what
+//! each cached object carries decides the operator's memory. Everything a control reads is
+//! kept exactly: budget specs and health, PVC data sources, namespace labels, rotation stamps,
+//! snapshot sources and readiness, workloads' selectors and Secrets (see [`super::workloads`]).
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -17,6 +17,14 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION};
+use crate::controls::Fingerprint;
+
+/// A watched kind and the form its cache keeps. The summary is a `Resource` of the same kind,
+/// so it feeds a reflector and the controller's triggers like the object itself.
+pub trait Summarize: Sized {
+    type Summary: Resource<DynamicType = ()> + Clone + Serialize + Send + Sync + 'static;
+    fn summarize(self) -> Self::Summary;
+}
 
 /// A summary type is a namespaced `Resource` of the kind it summarises, so it feeds a
 /// reflector and the controller's triggers like the object itself.
@@ -65,11 +73,15 @@ fn meta_without_annotations(m: &mut ObjectMeta) {
 }
 
 /// Budgets keep their annotations: a managed budget's are compared for drift.
-pub fn budget(b: &mut PodDisruptionBudget) {
-    meta(&mut b.metadata);
-    if let Some(st) = &mut b.status {
-        st.conditions = None;
-        st.disrupted_pods = None;
+impl Summarize for PodDisruptionBudget {
+    type Summary = PodDisruptionBudget;
+    fn summarize(mut self) -> Self {
+        meta(&mut self.metadata);
+        if let Some(st) = &mut self.status {
+            st.conditions = None;
+            st.disrupted_pods = None;
+        }
+        self
     }
 }
 
@@ -79,7 +91,7 @@ pub fn budget(b: &mut PodDisruptionBudget) {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Policy {
     pub metadata: ObjectMeta,
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
 }
 
 summary_resource!(
@@ -90,25 +102,26 @@ summary_resource!(
     "networkpolicies"
 );
 
-/// A NetworkPolicy as a [`Policy`].
-pub fn network_policy(mut np: NetworkPolicy) -> Policy {
-    meta(&mut np.metadata);
-    Policy {
-        fingerprint: spec_fingerprint(&np.spec),
-        metadata: np.metadata,
+impl Summarize for NetworkPolicy {
+    type Summary = Policy;
+    fn summarize(mut self) -> Policy {
+        meta(&mut self.metadata);
+        Policy {
+            fingerprint: spec_fingerprint(&self.spec),
+            metadata: self.metadata,
+        }
     }
 }
 
-/// The fingerprint of a typed spec, as [`crate::controls::fingerprint`] computes it for a
-/// desired manifest.
-pub fn spec_fingerprint<S: Serialize>(spec: &S) -> String {
+/// The fingerprint of a typed spec, as [`Fingerprint::of`] computes it for a desired manifest.
+pub fn spec_fingerprint<S: Serialize>(spec: &S) -> Fingerprint {
     let mut object = serde_json::Map::new();
     // A spec that does not serialise cannot match any desired one; its fingerprint says so.
     object.insert(
         "spec".into(),
         serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
     );
-    crate::controls::fingerprint(&object)
+    Fingerprint::of(&object)
 }
 
 /// What Rampart keeps of a PersistentVolumeClaim: identity, labels and creation time (backups
@@ -129,22 +142,30 @@ summary_resource!(
 );
 
 /// A PVC as a [`Pvc`]: `dataSource`, or else `dataSourceRef`, when it names a VolumeSnapshot.
-pub fn pvc(mut p: PersistentVolumeClaim) -> Pvc {
-    meta_without_annotations(&mut p.metadata);
-    let restored_from = p.spec.and_then(|s| {
-        let snapshot = |kind: &str, name: String| (kind == "VolumeSnapshot").then_some(name);
-        s.data_source
-            .and_then(|d| snapshot(&d.kind, d.name))
-            .or_else(|| s.data_source_ref.and_then(|d| snapshot(&d.kind, d.name)))
-    });
-    Pvc {
-        metadata: p.metadata,
-        restored_from,
+impl Summarize for PersistentVolumeClaim {
+    type Summary = Pvc;
+    fn summarize(mut self) -> Pvc {
+        meta_without_annotations(&mut self.metadata);
+        let restored_from = self.spec.and_then(|s| {
+            let snapshot = |kind: &str, name: String| (kind == "VolumeSnapshot").then_some(name);
+            s.data_source
+                .and_then(|d| snapshot(&d.kind, d.name))
+                .or_else(|| s.data_source_ref.and_then(|d| snapshot(&d.kind, d.name)))
+        });
+        Pvc {
+            metadata: self.metadata,
+            restored_from,
+        }
     }
 }
 
-pub fn namespace(n: &mut PartialObjectMeta<Namespace>) {
-    meta_without_annotations(&mut n.metadata);
+/// Namespaces are watched as metadata; selection reads their labels.
+impl Summarize for PartialObjectMeta<Namespace> {
+    type Summary = Self;
+    fn summarize(mut self) -> Self {
+        meta_without_annotations(&mut self.metadata);
+        self
+    }
 }
 
 /// What Rampart keeps of a Secret: identity, labels (the rotation selector) and the rotation
@@ -162,15 +183,18 @@ pub struct SecretMeta {
 summary_resource!(SecretMeta, "Secret", "", "v1", "secrets");
 
 /// A Secret's metadata as a [`SecretMeta`].
-pub fn secret(mut s: PartialObjectMeta<Secret>) -> SecretMeta {
-    meta(&mut s.metadata);
-    let mut annotations = s.metadata.annotations.take().unwrap_or_default();
-    let rotation_id = annotations.remove(ROTATION_ID_ANNOTATION);
-    let adopted = annotations.contains_key(ROTATION_ADOPTED_ANNOTATION);
-    SecretMeta {
-        metadata: s.metadata,
-        rotation_id,
-        adopted,
+impl Summarize for PartialObjectMeta<Secret> {
+    type Summary = SecretMeta;
+    fn summarize(mut self) -> SecretMeta {
+        meta(&mut self.metadata);
+        let mut annotations = self.metadata.annotations.take().unwrap_or_default();
+        let rotation_id = annotations.remove(ROTATION_ID_ANNOTATION);
+        let adopted = annotations.contains_key(ROTATION_ADOPTED_ANNOTATION);
+        SecretMeta {
+            metadata: self.metadata,
+            rotation_id,
+            adopted,
+        }
     }
 }
 
@@ -194,16 +218,19 @@ summary_resource!(
 );
 
 /// A VolumeSnapshot as a [`Snapshot`].
-pub fn snapshot(mut s: DynamicObject) -> Snapshot {
-    meta(&mut s.metadata);
-    Snapshot {
-        pvc: s.data["spec"]["source"]["persistentVolumeClaimName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        ready: s.data["status"]["readyToUse"].as_bool().unwrap_or(false),
-        failed: !s.data["status"]["error"].is_null(),
-        metadata: s.metadata,
+impl Summarize for DynamicObject {
+    type Summary = Snapshot;
+    fn summarize(mut self) -> Snapshot {
+        meta(&mut self.metadata);
+        Snapshot {
+            pvc: self.data["spec"]["source"]["persistentVolumeClaimName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            ready: self.data["status"]["readyToUse"].as_bool().unwrap_or(false),
+            failed: !self.data["status"]["error"].is_null(),
+            metadata: self.metadata,
+        }
     }
 }
 
@@ -232,7 +259,7 @@ mod tests {
                          }}
         }))
         .expect("valid metadata");
-        let s = secret(s);
+        let s = s.summarize();
         assert!(s.metadata.annotations.is_none());
         assert_eq!(s.rotation_id.as_deref(), Some("r2"));
         assert!(s.metadata.labels.is_some());
@@ -249,7 +276,7 @@ mod tests {
             "status": {"phase": "Bound"}
         }))
         .expect("valid pvc");
-        let p = pvc(p);
+        let p = p.summarize();
         assert_eq!(p.restored_from.as_deref(), Some("snap-1"));
         assert!(p.metadata.annotations.is_none());
         assert_eq!(p.metadata.labels.map(|l| l.len()), Some(1));
@@ -258,7 +285,7 @@ mod tests {
             "spec": {"dataSourceRef": {"kind": "PersistentVolumeClaim", "name": "other"}}
         }))
         .expect("valid pvc");
-        assert_eq!(pvc(plain).restored_from, None);
+        assert_eq!(plain.summarize().restored_from, None);
         assert_eq!(Pvc::api_version(&()), "v1");
     }
 
@@ -271,7 +298,7 @@ mod tests {
             "status": {"readyToUse": true, "boundVolumeSnapshotContentName": "c", "restoreSize": "1Gi"}
         }))
         .expect("valid snapshot");
-        let s = snapshot(s);
+        let s = s.summarize();
         assert_eq!(s.pvc, "data");
         assert!(s.ready && !s.failed);
         assert!(s.metadata.annotations.is_some());
@@ -282,7 +309,7 @@ mod tests {
             "status": {"readyToUse": false, "error": {"message": "driver failed"}}
         }))
         .expect("valid snapshot");
-        let f = snapshot(failed);
+        let f = failed.summarize();
         assert!(!f.ready && f.failed);
         assert_eq!(Snapshot::api_version(&()), "snapshot.storage.k8s.io/v1");
     }

@@ -1,5 +1,5 @@
-//! Observation: the compact form in which Deployments, StatefulSets and DaemonSets are cached.
-//! Pure; never calls the API.
+//! Observation: the summary of Deployments, StatefulSets and DaemonSets (see
+//! [`super::summaries::Summarize`]). Pure; never calls the API.
 //!
 //! A cached `Deployment` is large even with its pod template stripped (its inline struct is
 //! about 2.5 KB and each container another 2.3 KB), and every workload of the cluster is
@@ -20,6 +20,7 @@ use kube::core::ObjectMeta;
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
+use super::summaries::Summarize;
 use crate::api::ROTATION_ID_ANNOTATION;
 use crate::controls::rotation::{secrets_used_by, RESTARTED_AT_ANNOTATION};
 
@@ -75,11 +76,6 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
     }
 }
 
-/// The kinds that summarise into a [`Workload`].
-pub trait Summarize: Resource<DynamicType = ()> + Sized {
-    fn summarize(self) -> Workload<Self>;
-}
-
 fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
     match (generation, observed) {
         (Some(g), Some(o)) => o >= g,
@@ -127,6 +123,7 @@ fn summary<K>(
 }
 
 impl Summarize for Deployment {
+    type Summary = Workload<Self>;
     fn summarize(self) -> Workload<Self> {
         let st = self.status.unwrap_or_default();
         let want = self.spec.replicas.unwrap_or(1);
@@ -145,6 +142,7 @@ impl Summarize for Deployment {
 }
 
 impl Summarize for StatefulSet {
+    type Summary = Workload<Self>;
     fn summarize(self) -> Workload<Self> {
         let st = self.status.unwrap_or_default();
         let want = self.spec.replicas.unwrap_or(1);
@@ -164,6 +162,7 @@ impl Summarize for StatefulSet {
 }
 
 impl Summarize for DaemonSet {
+    type Summary = Workload<Self>;
     fn summarize(self) -> Workload<Self> {
         let st = self.status.unwrap_or_default();
         let complete = generation_observed(self.metadata.generation, st.observed_generation)

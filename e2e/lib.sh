@@ -1,0 +1,41 @@
+# Shared by the scripts under e2e/ (sourced, never run): where things are, and the few steps
+# every one of them takes. After `source e2e/lib.sh` the working directory is the repository
+# root, PATH has the control plane's binaries first and KUBECONFIG names the local plane's.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export PATH="$(bash "$root/e2e/tools/build.sh" --print):$PATH"
+export KUBECONFIG="$root/.local/kubeconfig"
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Whether the local control plane answers.
+plane_running() {
+  [ -f "$KUBECONFIG" ] && kubectl --request-timeout=3s get --raw /readyz >/dev/null 2>&1
+}
+
+# Installs (or updates) the HardeningProfile CRD and waits until it is served.
+install_crd() {
+  kubectl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
+  kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s >/dev/null
+}
+
+# wait_operator PORT PID LOG [PATH] [TRIES]: polls http://127.0.0.1:PORT/PATH (default readyz)
+# every 0.1 s until it answers; fails with the log's tail when the process exits first or
+# TRIES (default 300) run out.
+wait_operator() {
+  local port=$1 pid=$2 log=$3 path=${4:-readyz} tries=${5:-300}
+  for _ in $(seq 1 "$tries"); do
+    curl -fsS "http://127.0.0.1:$port/$path" >/dev/null 2>&1 && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "the operator exited; see $log" >&2
+      tail -20 "$log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "the operator did not answer /$path within $((tries / 10)) s; see $log" >&2
+  return 1
+}

@@ -1,0 +1,266 @@
+//! Observation: the watch-fed caches of everything a reconcile reads ([`Caches`]), and the
+//! plain values the pure controls take ([`queries`]). Calls the API (watches) but never
+//! writes.
+//!
+//! Workloads and budgets are watched whole (their selectors and replica counts matter),
+//! namespaces and Secrets as metadata only, and NetworkPolicies and VolumeSnapshots only where
+//! they carry Rampart's label. Every object is summarised before caching ([`summaries`]).
+
+pub mod queries;
+pub mod summaries;
+pub mod workloads;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DynamicObject;
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+
+use crate::ownership::all_managed_selector;
+use summaries::{Policy, Pvc, SecretMeta, Snapshot, Summarize};
+use workloads::Workload;
+
+/// The caches a reconcile reads.
+#[derive(Clone)]
+pub struct Caches {
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub deployments: Store<Workload<Deployment>>,
+    pub statefulsets: Store<Workload<StatefulSet>>,
+    pub budgets: Store<PodDisruptionBudget>,
+    pub policies: Store<Policy>,
+    /// Secrets as metadata only: rotation needs their labels and annotations, and a value
+    /// that is never read into memory can never leak from it.
+    pub secrets: Store<SecretMeta>,
+    pub daemonsets: Store<Workload<DaemonSet>>,
+    pub pvcs: Store<Pvc>,
+    /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
+    pub snapshots: Option<Store<Snapshot>>,
+}
+
+type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// The watch streams that feed [`Caches`]; the controller polls them and maps each change to
+/// the profiles it affects. Each yields an object only when its summary changed (or it was
+/// deleted), so a Deployment's status churn that changes nothing Rampart reads triggers
+/// nothing.
+pub struct Feeds {
+    pub namespaces: Feed<PartialObjectMeta<Namespace>>,
+    pub deployments: Feed<Workload<Deployment>>,
+    pub statefulsets: Feed<Workload<StatefulSet>>,
+    pub budgets: Feed<PodDisruptionBudget>,
+    pub policies: Feed<Policy>,
+    pub secrets: Feed<SecretMeta>,
+    pub daemonsets: Feed<Workload<DaemonSet>>,
+    pub pvcs: Feed<Pvc>,
+    pub snapshots: Option<Feed<Snapshot>>,
+}
+
+/// The VolumeSnapshot API resource.
+pub fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+        "volumesnapshots",
+    )
+}
+
+/// A watch event with its object summarised.
+fn summarized<K: Summarize>(event: watcher::Event<K>) -> watcher::Event<K::Summary> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(o.summarize()),
+        watcher::Event::Delete(o) => watcher::Event::Delete(o.summarize()),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(o.summarize()),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// A reflector on `api` that caches each object's summary, and the stream of summaries that
+/// changed.
+fn feed<K>(api: Api<K>, config: watcher::Config) -> (Store<K::Summary>, Feed<K::Summary>)
+where
+    K: Resource
+        + Summarize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .map(|r| r.map(summarized))
+        .reflect(writer);
+    (reader, Box::pin(changes_only(stream)))
+}
+
+/// The objects of a reflected event stream whose summary changed, and every deleted one. The
+/// store has seen every event already; this only decides what triggers a reconcile.
+fn changes_only<S, K>(events: S) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Resource + serde::Serialize + Send,
+{
+    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let key = (
+                    o.meta().namespace.clone(),
+                    o.meta().name.clone().unwrap_or_default(),
+                );
+                let digest = content_digest(&o);
+                (seen.insert(key, digest) != Some(digest)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&(
+                    o.meta().namespace.clone(),
+                    o.meta().name.clone().unwrap_or_default(),
+                ));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// A digest of a summary without its resourceVersion, which changes on every write.
+fn content_digest<K: Resource + serde::Serialize>(o: &K) -> u64 {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.remove("resourceVersion");
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Starts nothing by itself: the returned feeds must be polled (the controller does).
+/// `snapshot_api` says whether the cluster serves `snapshot.storage.k8s.io/v1`.
+pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
+    let all = watcher::Config::default;
+    let ours = || watcher::Config::default().labels(&all_managed_selector());
+    // Namespaces and Secrets as metadata only: an `Api<PartialObjectMeta<_>>` watch asks the
+    // API server for metadata alone.
+    let (namespaces, ns_feed) = feed(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        all(),
+    );
+    let (deployments, dep_feed) = feed(Api::<Deployment>::all(client.clone()), all());
+    let (statefulsets, sts_feed) = feed(Api::<StatefulSet>::all(client.clone()), all());
+    let (budgets, pdb_feed) = feed(Api::<PodDisruptionBudget>::all(client.clone()), all());
+    let (policies, np_feed) = feed(Api::<NetworkPolicy>::all(client.clone()), ours());
+    let (secrets, secret_feed) = feed(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all());
+    let (daemonsets, ds_feed) = feed(Api::<DaemonSet>::all(client.clone()), all());
+    let (pvcs, pvc_feed) = feed(Api::<PersistentVolumeClaim>::all(client.clone()), all());
+    let (snapshots, snap_feed) = if snapshot_api {
+        let (store, f) = feed(
+            Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
+            ours(),
+        );
+        (Some(store), Some(f))
+    } else {
+        (None, None)
+    };
+    (
+        Caches {
+            namespaces,
+            deployments,
+            statefulsets,
+            budgets,
+            policies,
+            secrets,
+            daemonsets,
+            pvcs,
+            snapshots,
+        },
+        Feeds {
+            namespaces: ns_feed,
+            deployments: dep_feed,
+            statefulsets: sts_feed,
+            budgets: pdb_feed,
+            policies: np_feed,
+            secrets: secret_feed,
+            daemonsets: ds_feed,
+            pvcs: pvc_feed,
+            snapshots: snap_feed,
+        },
+    )
+}
+
+impl Caches {
+    /// Waits until every cache has its first full list, so a reconcile never mistakes an
+    /// empty cache for an empty cluster. Call it from one task only: kube's store readiness
+    /// wakes just the last of several concurrent waiters and leaves the others hanging.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.namespaces.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await?;
+        self.statefulsets.wait_until_ready().await?;
+        self.budgets.wait_until_ready().await?;
+        self.policies.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.daemonsets.wait_until_ready().await?;
+        self.pvcs.wait_until_ready().await?;
+        if let Some(s) = &self.snapshots {
+            s.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The profiles whose spec, labels, finalizers or deletion changed (and every deleted one):
+/// a status write, the operator's own most frequent write, passes no further.
+pub fn spec_changes<S>(
+    events: S,
+) -> impl Stream<Item = Result<crate::api::HardeningProfile, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<crate::api::HardeningProfile>, watcher::Error>> + Send,
+{
+    use std::hash::{Hash, Hasher};
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let out = match event {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (p.metadata.uid.as_deref(), p.metadata.generation).hash(&mut h);
+                (
+                    p.metadata.deletion_timestamp.is_some(),
+                    &p.metadata.finalizers,
+                )
+                    .hash(&mut h);
+                p.metadata.labels.hash(&mut h);
+                let changed =
+                    seen.insert(kube::ResourceExt::name_any(&p), h.finish()) != Some(h.finish());
+                changed.then_some(Ok(p))
+            }
+            Ok(watcher::Event::Delete(p)) => {
+                seen.remove(&kube::ResourceExt::name_any(&p));
+                Some(Ok(p))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// A Kubernetes timestamp as a chrono time.
+pub fn to_chrono(
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(
+        t.0.as_second(),
+        t.0.subsec_nanosecond().try_into().unwrap_or(0),
+    )
+}

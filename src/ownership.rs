@@ -1,0 +1,142 @@
+//! Ownership: what marks an object as Rampart's and as one profile's. Pure; never calls the API.
+//!
+//! An object is a profile's when it carries the managed-by and profile labels **and** an owner
+//! reference to the profile's uid. Labels alone are not enough: anyone can copy them, and an
+//! operator that trusted labels alone once deleted another operator's objects (stackable
+//! operator-rs issue 861). Every change or delete Rampart makes goes through [`belongs_to`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::core::ObjectMeta;
+
+use crate::api::{
+    ControlName, HardeningProfile, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL,
+};
+use crate::Error;
+
+/// The labels every object a control creates carries.
+pub fn managed_labels(profile: &str, control: ControlName) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (PROFILE_LABEL.to_string(), profile.to_string()),
+        (CONTROL_LABEL.to_string(), control.label().to_string()),
+    ])
+}
+
+/// The label selector string that finds everything Rampart made (the watches of its own
+/// policies and snapshots use it).
+pub fn all_managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+/// The owner reference every managed object carries, so garbage collection removes it with
+/// the profile even if the operator is gone.
+pub fn owner_reference(profile: &HardeningProfile) -> Result<OwnerReference, Error> {
+    let name = profile
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingIdentity)?;
+    let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
+    Ok(OwnerReference {
+        api_version: "rampart.dev/v1alpha1".into(),
+        kind: "HardeningProfile".into(),
+        name,
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// Carries Rampart's managed-by label.
+pub fn is_managed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+}
+
+/// Carries the profile's labels and an owner reference to its uid.
+pub fn belongs_to(meta: &ObjectMeta, profile: &str, uid: &str) -> bool {
+    is_managed(meta)
+        && meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(PROFILE_LABEL))
+            .is_some_and(|p| p == profile)
+        && meta.owner_references.iter().flatten().any(|r| r.uid == uid)
+}
+
+/// The profile named in an object's labels, when Rampart made it. Used only to route watch
+/// events to a profile, never to decide a write.
+pub fn profile_of(meta: &ObjectMeta) -> Option<String> {
+    if !is_managed(meta) {
+        return None;
+    }
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(PROFILE_LABEL))
+        .cloned()
+}
+
+/// The control named in an object's labels.
+pub fn control_of(meta: &ObjectMeta) -> Option<ControlName> {
+    let label = meta.labels.as_ref()?.get(CONTROL_LABEL)?;
+    ControlName::ALL.into_iter().find(|c| c.label() == label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(labels: &[(&str, &str)], owner_uid: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            owner_references: owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    uid: uid.into(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    const OURS: [(&str, &str); 2] = [(MANAGED_BY_LABEL, MANAGED_BY_VALUE), (PROFILE_LABEL, "p")];
+
+    #[test]
+    fn labels_and_owner_reference_together_make_an_object_ours() {
+        assert!(belongs_to(&meta(&OURS, Some("u1")), "p", "u1"));
+    }
+
+    #[test]
+    fn copied_labels_without_our_owner_reference_are_not_ours() {
+        assert!(!belongs_to(&meta(&OURS, None), "p", "u1"));
+        assert!(!belongs_to(&meta(&OURS, Some("other")), "p", "u1"));
+    }
+
+    #[test]
+    fn another_profiles_object_is_not_ours() {
+        assert!(!belongs_to(&meta(&OURS, Some("u1")), "q", "u1"));
+        assert_eq!(profile_of(&meta(&OURS, None)), Some("p".into()));
+        assert_eq!(profile_of(&meta(&[(PROFILE_LABEL, "p")], None)), None);
+    }
+
+    #[test]
+    fn managed_labels_name_the_control() {
+        let l = managed_labels("p", ControlName::NetworkPolicies);
+        let m = meta(
+            &l.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            None,
+        );
+        assert_eq!(control_of(&m), Some(ControlName::NetworkPolicies));
+    }
+}

@@ -1,0 +1,324 @@
+//! One profile's pass, which only sequences: observe ([`crate::observe`]) → plan each control
+//! ([`crate::controls`], pure) → execute ([`crate::apply::Writer`]) → status
+//! ([`crate::status`], pure, written only when it changed). Also the cleanup of a deleted
+//! profile.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use tracing::info;
+
+use crate::api::{ControlName, HardeningProfile};
+use crate::apply::{Applied, Writer};
+use crate::controller::Context;
+use crate::controls::{self, snapshots, DriftReason, NamespaceObserved, Outcome};
+use crate::events::{self, Event};
+use crate::incremental::{NamespaceResult, Scope, FULL_PASS_EVERY};
+use crate::observe::to_chrono;
+use crate::selection::{self, ProfileInfo, Selection};
+use crate::status::{self, drift_outcomes, DriftOutcome, Findings};
+use crate::Error;
+
+/// Added to every due time so the pass runs just after it, never just before.
+const DUE_PADDING: Duration = Duration::from_millis(50);
+/// How long a name held by someone else waits before it is tried again.
+const NAME_TAKEN_RETRY: Duration = Duration::from_secs(30);
+/// Pending writes that make a pass carry them out before planning further namespaces: enough
+/// to keep the writer's requests in flight, few enough to hold little memory.
+const WRITE_BATCH: usize = 512;
+/// One control's outcome after the writer: drift with what became of it, the writes, the
+/// findings and events, and when to look again.
+struct Done<F> {
+    drift: Vec<(controls::Drift, DriftOutcome)>,
+    applied: Vec<Applied>,
+    findings: F,
+    events: Vec<Event>,
+    next_due: Option<DateTime<Utc>>,
+}
+
+async fn carry_out<F>(outcome: Outcome<F>, writer: &Writer) -> Done<F> {
+    let applied = writer.execute(outcome.writes).await;
+    Done {
+        drift: drift_outcomes(outcome.drift, &applied),
+        applied,
+        findings: outcome.findings,
+        events: outcome.events,
+        next_due: outcome.next_due,
+    }
+}
+
+/// One profile's pass: select, plan each control, write (Enforce), report.
+pub(crate) async fn apply_profile(
+    profile: &HardeningProfile,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    // Whole seconds: status times are compared to decide whether to write.
+    let now = Utc::now().trunc_subsecs(0);
+    let name = profile.name_any();
+    let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
+    let spec = &profile.spec;
+    let writer = Writer::new(ctx.client.clone(), ctx.metrics.clone(), profile)?;
+
+    let invalid = crate::api::validate::invalid_fields(spec);
+    if !invalid.is_empty() {
+        let findings = Findings {
+            invalid,
+            ..Default::default()
+        };
+        report(profile, ctx, &writer, &findings, vec![], now).await?;
+        return Ok(Action::await_change());
+    }
+    let selection = select(profile, ctx, now);
+    let (namespaced, mut applied) = plan_namespaces(profile, &uid, &selection, ctx, &writer).await;
+    let mut findings = Findings {
+        drift: namespaced.drift,
+        namespaces: namespaced.findings,
+        ..Default::default()
+    };
+    let mut events = Vec::new();
+    let mut due: Vec<Option<DateTime<Utc>>> = vec![selection::next_exception_expiry(spec, now)];
+    if let Some(rot) = &spec.secret_rotation {
+        let acting = selection.acting_in(ControlName::SecretRotation);
+        let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
+        let observed = ctx.caches.rotation_observed(rot, &acting, previous);
+        let done = carry_out(controls::rotation::plan(rot, &observed, now), &writer).await;
+        due.push(done.next_due);
+        findings.rotation = Some(done.findings);
+        events.extend(done.events);
+        applied.extend(done.applied);
+    }
+    let mut caught_up = false;
+    if let Some(backups) = &spec.backups {
+        let acting = selection.acting_in(ControlName::Backups);
+        let previous = profile.status.as_ref().and_then(|s| s.backups.as_ref());
+        let observed = ctx
+            .caches
+            .backup_observed(&name, &uid, backups, &acting, previous);
+        let done = carry_out(snapshots::plan(&name, backups, &observed, now), &writer).await;
+        caught_up = done.findings.catching_up;
+        due.push(done.next_due);
+        findings.backups = Some(done.findings);
+        events.extend(done.events);
+        applied.extend(done.applied);
+    }
+    findings.selection = selection;
+    events.extend(events::after_writes(&findings.drift, &applied, caught_up));
+    report(profile, ctx, &writer, &findings, events, now).await?;
+
+    Error::if_any_failed(&name, &applied)?;
+    let name_taken = findings
+        .unresolved()
+        .any(|d| d.reason == DriftReason::NameTaken);
+    let mut delay = requeue_after(due.into_iter().flatten().min()).min(FULL_PASS_EVERY);
+    if name_taken {
+        delay = delay.min(NAME_TAKEN_RETRY);
+    }
+    Ok(Action::requeue(delay))
+}
+
+/// Which namespaces the profile holds, per control, among every profile in the cache.
+fn select(profile: &HardeningProfile, ctx: &Context, now: DateTime<Utc>) -> Selection {
+    fn info(p: &HardeningProfile) -> ProfileInfo<'_> {
+        ProfileInfo {
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            created: p.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+            spec: &p.spec,
+        }
+    }
+    let all = ctx.profiles.state();
+    let others: Vec<ProfileInfo<'_>> = all.iter().map(|p| info(p)).collect();
+    selection::select(&info(profile), &others, &ctx.caches.namespace_infos(), now)
+}
+
+/// Network policies and budgets, namespace by namespace over what changed (see
+/// [`crate::incremental`]), writing whenever a batch is pending. Returns the whole profile's
+/// drift and findings, and the writes made.
+async fn plan_namespaces(
+    profile: &HardeningProfile,
+    uid: &str,
+    selection: &Selection,
+    ctx: &Context,
+    writer: &Writer,
+) -> (NamespaceResult, Vec<Applied>) {
+    let name = profile.name_any();
+    let spec = &profile.spec;
+    let policy_ns = selection.acting_in(ControlName::NetworkPolicies);
+    let budget_ns = selection.acting_in(ControlName::PodDisruptionBudgets);
+    let scope: BTreeSet<String> = policy_ns
+        .iter()
+        .chain(&budget_ns)
+        .chain(&selection.namespaces)
+        .cloned()
+        .collect();
+    let version = (uid.to_string(), profile.metadata.generation);
+    let planned = ctx.ledger.begin(&name, &version, &scope, Instant::now());
+    let index = ctx.caches.namespace_index(
+        &name,
+        uid,
+        match &planned {
+            Scope::Full => None,
+            Scope::Namespaces(set) => Some(set),
+        },
+    );
+    let namespaces: BTreeSet<String> = match &planned {
+        // Namespaces holding objects of ours outside the scope are where deletions come from.
+        Scope::Full => scope
+            .iter()
+            .chain(index.owned_namespaces())
+            .cloned()
+            .collect(),
+        Scope::Namespaces(set) => set.clone(),
+    };
+    let plan_one = |observed: &NamespaceObserved| {
+        let ns = observed.namespace.as_str();
+        let np = spec
+            .network_policies
+            .as_ref()
+            .filter(|_| policy_ns.contains(ns));
+        let pdb = spec
+            .pod_disruption_budgets
+            .as_ref()
+            .filter(|_| budget_ns.contains(ns));
+        let judge_drains =
+            spec.pod_disruption_budgets.is_some() && selection.namespaces.contains(ns);
+        let a = controls::network_policies::plan(&name, np, observed);
+        let b = controls::disruption_budgets::plan(&name, pdb, judge_drains, observed);
+        Outcome {
+            writes: [a.writes, b.writes].concat(),
+            drift: [a.drift, b.drift].concat(),
+            findings: a.findings.merge(b.findings),
+            events: vec![],
+            next_due: None,
+        }
+    };
+    let mut results: BTreeMap<String, NamespaceResult> = BTreeMap::new();
+    let (mut pending, mut applied) = (Outcome::<()>::default(), Vec::new());
+    for ns in &namespaces {
+        let out = plan_one(&index.observed(ns));
+        results.insert(
+            ns.clone(),
+            NamespaceResult {
+                drift: vec![],
+                findings: out.findings,
+            },
+        );
+        pending.writes.extend(out.writes);
+        pending.drift.extend(out.drift);
+        if pending.writes.len() >= WRITE_BATCH {
+            flush(
+                std::mem::take(&mut pending),
+                writer,
+                &mut results,
+                &mut applied,
+            )
+            .await;
+        }
+    }
+    flush(pending, writer, &mut results, &mut applied).await;
+    let all = ctx
+        .ledger
+        .finish(&name, version, scope, &planned, results, Instant::now());
+    (all, applied)
+}
+
+/// Carries out pending writes and files each drift, with its outcome, under its namespace.
+async fn flush(
+    pending: Outcome<()>,
+    writer: &Writer,
+    results: &mut BTreeMap<String, NamespaceResult>,
+    applied: &mut Vec<Applied>,
+) {
+    let done = carry_out(pending, writer).await;
+    for (d, o) in done.drift {
+        results
+            .entry(d.key.namespace.clone())
+            .or_default()
+            .drift
+            .push((d, o));
+    }
+    applied.extend(done.applied);
+}
+
+/// Metrics, events and the status (written only when it changed) for one pass.
+async fn report(
+    profile: &HardeningProfile,
+    ctx: &Context,
+    writer: &Writer,
+    findings: &Findings,
+    mut events: Vec<Event>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let name = profile.name_any();
+    ctx.metrics.report(&name, findings);
+    let next = status::compute(
+        &profile.spec,
+        profile.metadata.generation,
+        findings,
+        profile.status.as_ref(),
+        now,
+    );
+    let ready = crate::api::conditions::is_true(&next.conditions, crate::api::conditions::READY);
+    ctx.metrics
+        .profile_ready
+        .with_label_values(&[name.as_str()])
+        .set(i64::from(ready));
+    let changed = status::changed(profile.status.as_ref(), &next);
+    if changed {
+        let previous = profile
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        events.extend(events::condition_flips(previous, &next.conditions));
+    }
+    ctx.events.publish(&ctx.metrics, profile, &events).await;
+    if changed {
+        writer.write_status(&next).await?;
+    }
+    Ok(())
+}
+
+/// The one way a due time becomes a requeue: from now, just after it, within the resync.
+fn requeue_after(due: Option<DateTime<Utc>>) -> Duration {
+    due.and_then(|t| (t - Utc::now()).to_std().ok())
+        .map(|d| d + DUE_PADDING)
+        .unwrap_or(FULL_PASS_EVERY)
+}
+
+/// Removes everything the profile made. Garbage collection would too, through the owner
+/// references, but doing it here lets a failure hold the finalizer and be retried and seen.
+/// Snapshots are data: orphaned unless the profile says Delete.
+pub(crate) async fn cleanup_profile(
+    profile: &HardeningProfile,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = profile.name_any();
+    let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
+    let writer = Writer::new(ctx.client.clone(), ctx.metrics.clone(), profile)?.enforcing();
+    let mut writes: Vec<controls::Write> = ctx
+        .caches
+        .owned_for_deletion(&name, &uid)
+        .into_iter()
+        .map(controls::Write::Delete)
+        .collect();
+    let snapshots = ctx
+        .caches
+        .owned_snapshots(&name, &uid)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    writes.extend(snapshots::on_profile_deletion(
+        profile.spec.backups.as_ref(),
+        snapshots,
+    ));
+    let total = writes.len();
+    let applied = writer.execute(writes).await;
+    Error::if_any_failed(&name, &applied)?;
+    info!(profile = %name, written = total, "profile deleted; removed what it made");
+    ctx.metrics.forget_profile(&name);
+    ctx.ledger.forget(&name);
+    Ok(Action::await_change())
+}
