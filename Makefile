@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: controlplane
-controlplane: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm and cyclonus from Go modules (cached)
+controlplane: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm, cyclonus and the CSI stack from Go modules (cached)
 	@bash e2e/tools/build.sh >/dev/null
 
 .PHONY: up
@@ -37,9 +37,10 @@ chart-readme: ## rewrite the values table in charts/rampart/README.md from value
 	@python3 e2e/tools/chart-readme.py
 
 .PHONY: unit
-unit: ## unit tests and CRD freshness (no cluster needed)
+unit: ## unit tests, CRD freshness and the local CSI driver's tests (no cluster needed)
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p rampart --test crds_fresh
+	cd e2e/tools/csi-hostpath && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go test ./...
 
 .PHONY: e2e
 e2e: controlplane ## end-to-end tests on the local control plane (starts and stops it if needed)

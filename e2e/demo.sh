@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export PATH="$(bash e2e/tools/build.sh --print):$PATH"
+export PATH="$(bash e2e/tools/build.sh --print-path):$PATH"
 export KUBECONFIG="$root/.local/kubeconfig"
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -76,8 +76,17 @@ for _ in $(seq 1 60); do
 done
 kubectl get deploy,statefulset -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,ROTATION:.spec.template.metadata.annotations.rampart\.dev/rotation-id,RESTARTED:.spec.template.metadata.annotations.rampart\.dev/restarted-at' | grep -v '<none>.*<none>' || true
 
-step "snapshots of the sample PVCs (no CSI driver here: readiness is what a snapshot controller would report)"
-kubectl get volumesnapshots -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PVC:.spec.source.persistentVolumeClaimName,SLOT:.metadata.annotations.rampart\.dev/slot,READY:.status.readyToUse'
+step "snapshots of the sample PVCs, cut by the local CSI hostpath driver (hostpath.csi.rampart.dev)"
+kubectl get pvc -A -l backup=true -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,CLASS:.spec.storageClassName'
+# snapshotOnCreate: the profile took one snapshot per PVC at once; snapshot-controller and
+# csi-snapshotter have the driver archive each volume directory.
+for _ in $(seq 1 60); do
+  [ "$(kubectl get volumesnapshots -A -l rampart.dev/profile=regulated -o name | wc -l)" -ge 2 ] && break
+  sleep 1
+done
+kubectl wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshots -A -l rampart.dev/profile=regulated --timeout=60s >/dev/null
+kubectl get volumesnapshots -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PVC:.spec.source.persistentVolumeClaimName,SLOT:.metadata.annotations.rampart\.dev/slot,READY:.status.readyToUse,SIZE:.status.restoreSize,CONTENT:.status.boundVolumeSnapshotContentName'
+echo "archives: $(sed -n 's/^CSI_STATE_DIR=//p' .local/env)/snapshots/"
 kubectl get hp regulated -o jsonpath='backups: {.status.backups}{"\n"}'
 
 step "the Audit profile's drift report (hp/observability-audit)"

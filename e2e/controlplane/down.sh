@@ -22,11 +22,14 @@ fi
 # pid file). Matched by program name too, so a shell or `rm` that mentions the path survives.
 for pid in $(pgrep -f -- "$L/" 2>/dev/null); do
   case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
-    etcd|kube-apiserver|kube-controller|kube-scheduler|kwok)
+    etcd|kube-apiserver|kube-controller|kube-scheduler|kwok|rampart-csi-hos|csi-provisioner|csi-snapshotter|snapshot-contro)
       kill -KILL "$pid" 2>/dev/null && stopped+=("stray($pid)") ;;
   esac
 done
-rm -rf "$L/etcd" "$L/env" "$L/operator-port"
+# The CSI volumes and snapshots belong to objects that lived in that etcd data.
+csi_socket=$(sed -n 's/^CSI_SOCKET=//p' "$L/env" 2>/dev/null)
+case "$csi_socket" in /tmp/rampart-csi-*.sock) rm -f "$csi_socket" ;; esac
+rm -rf "$L/etcd" "$L/env" "$L/operator-port" "$L/csi"
 if [ ${#stopped[@]} -gt 0 ]; then
   echo "[down] stopped: ${stopped[*]}"
 else

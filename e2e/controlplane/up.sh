@@ -3,7 +3,9 @@
 # controllers and kwok fake nodes so workloads get Running, Ready pods:
 #   etcd → kube-apiserver (own CA, admin client cert in system:masters, RBAC, SA keys)
 #   → kube-controller-manager → kube-scheduler → kwok + 2 fake nodes
-#   → VolumeSnapshot CRDs and a VolumeSnapshotClass.
+#   → VolumeSnapshot CRDs → the CSI stack: our hostpath driver on a unix socket,
+#     csi-provisioner, csi-snapshotter, snapshot-controller, a default StorageClass and the
+#     VolumeSnapshotClass csi-snapclass.
 # State lives in .local/ (git-ignored). Idempotent: a healthy plane is left as it is; a half
 # started one is stopped and started again. On failure: one message naming the step and its
 # log, and everything started is stopped.
@@ -26,9 +28,11 @@ for tool in openssl curl python3; do
 done
 
 BIN=$(bash e2e/tools/build.sh) || fail "building the control plane binaries (e2e/tools/build.sh)"
-export PATH="$BIN:$PATH"
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
-  [ -x "$BIN/$b" ] || fail "finding $b in $BIN"
+BIN_PATH=$(bash e2e/tools/build.sh --print-path)
+export PATH="$BIN_PATH:$PATH"
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok \
+  rampart-csi-hostpath csi-provisioner csi-snapshotter snapshot-controller; do
+  command -v "$b" >/dev/null || fail "finding $b in $BIN_PATH"
 done
 KUBECONFIG_PATH="$L/kubeconfig"
 
@@ -47,6 +51,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port)
 KCM_PORT=$(free_port); SCHED_PORT=$(free_port); KWOK_PORT=$(free_port)
+PROVISIONER_PORT=$(free_port); SNAPSHOTTER_PORT=$(free_port); SNAPSHOT_CONTROLLER_PORT=$(free_port)
 
 # start NAME LOG CMD...: detached (own session) so it outlives the calling shell.
 start() {
@@ -185,13 +190,52 @@ kubectl wait --for=condition=Established crd/volumesnapshots.snapshot.storage.k8
   || fail "waiting for the VolumeSnapshot CRDs" "$L/logs/snapshot-crds.log"
 kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/volumesnapshotclass.yaml >>"$L/logs/snapshot-crds.log" 2>&1 \
   || fail "creating the VolumeSnapshotClass" "$L/logs/snapshot-crds.log"
-say "VolumeSnapshot CRDs and VolumeSnapshotClass csi-snapclass installed"
+say "VolumeSnapshot CRDs installed"
+
+# --- the CSI stack ------------------------------------------------------------------------
+# Our hostpath driver (volumes are directories under $CSI_STATE_DIR/volumes, snapshots
+# checksummed archives under $CSI_STATE_DIR/snapshots) and the upstream sidecars and
+# snapshot controller against the local API server. The state goes with the etcd data:
+# volumes outliving their PVs would only confuse the next plane.
+CSI_STATE_DIR="$L/csi"
+rm -rf "$CSI_STATE_DIR"
+mkdir -p "$CSI_STATE_DIR"
+CSI_SOCKET="$CSI_STATE_DIR/csi.sock"
+# A unix socket path is limited to 107 bytes; a deep checkout gets one under /tmp instead.
+if [ ${#CSI_SOCKET} -gt 100 ]; then
+  CSI_SOCKET="/tmp/rampart-csi-$(printf '%s' "$root" | sha256sum | cut -c1-12).sock"
+fi
+start rampart-csi-hostpath "$L/logs/rampart-csi-hostpath.log" rampart-csi-hostpath \
+  --endpoint "$CSI_SOCKET" --state-dir "$CSI_STATE_DIR" --driver-name hostpath.csi.rampart.dev
+wait_ok "starting the CSI hostpath driver" "$L/logs/rampart-csi-hostpath.log" 30 test -S "$CSI_SOCKET"
+# Leader election off: one replica of each, and a lease would only slow a restart.
+sidecar_flags=(--kubeconfig "$KUBECONFIG_PATH" --leader-election=false --kube-api-qps 100 --kube-api-burst 200)
+# The sweep: after a restore, csi-provisioner drops its source-protection finalizer from the
+# snapshot, and when that update loses a race with snapshot-controller (a conflict, seen
+# here) only the periodic sweep removes it; at the 5 min default a namespace with a restored
+# snapshot takes that long to delete.
+start csi-provisioner "$L/logs/csi-provisioner.log" csi-provisioner --csi-address "$CSI_SOCKET" \
+  "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$PROVISIONER_PORT" --retry-interval-max 30s \
+  --snapshot-orphan-sweep-interval 5s --v=2
+start csi-snapshotter "$L/logs/csi-snapshotter.log" csi-snapshotter --csi-address "$CSI_SOCKET" \
+  "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$SNAPSHOTTER_PORT" --retry-interval-max 30s --v=2
+start snapshot-controller "$L/logs/snapshot-controller.log" snapshot-controller \
+  "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$SNAPSHOT_CONTROLLER_PORT" --retry-interval-max 30s --v=2
+# The sidecars serve /metrics once they have talked to the driver (GetPluginInfo, Probe).
+wait_ok "starting csi-provisioner" "$L/logs/csi-provisioner.log" 60 curl -fsS "http://127.0.0.1:$PROVISIONER_PORT/metrics"
+wait_ok "starting csi-snapshotter" "$L/logs/csi-snapshotter.log" 60 curl -fsS "http://127.0.0.1:$SNAPSHOTTER_PORT/metrics"
+wait_ok "starting snapshot-controller" "$L/logs/snapshot-controller.log" 60 curl -fsS "http://127.0.0.1:$SNAPSHOT_CONTROLLER_PORT/metrics"
+kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/storageclass.yaml -f e2e/controlplane/volumesnapshotclass.yaml \
+  >"$L/logs/csi-classes.log" 2>&1 || fail "creating the StorageClass and the VolumeSnapshotClass" "$L/logs/csi-classes.log"
+say "CSI stack running: driver hostpath.csi.rampart.dev (state in $CSI_STATE_DIR), csi-provisioner, csi-snapshotter, snapshot-controller; default StorageClass rampart-hostpath, VolumeSnapshotClass csi-snapclass"
 
 wait_ok "waiting for the default ServiceAccount" "$L/logs/kube-controller-manager.log" 30 kubectl -n default get serviceaccount default
 cat >"$L/env" <<ENV
 KUBECONFIG=$KUBECONFIG_PATH
 APISERVER_PORT=$API_PORT
 ETCD_PORT=$ETCD_PORT
+CSI_STATE_DIR=$CSI_STATE_DIR
+CSI_SOCKET=$CSI_SOCKET
 ENV
 ms=$(( ($(date +%s%N) - started) / 1000000 ))
 say "control plane up in $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s ($(kubectl version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'))"

@@ -1,17 +1,19 @@
 //! Smoke tests that prove the local control plane is a real one: version, CRD validation with
 //! CEL, server-side apply, garbage collection, scheduling onto kwok nodes, namespace deletion
-//! and the VolumeSnapshot API.
+//! and the CSI stack (our hostpath driver, csi-provisioner, csi-snapshotter,
+//! snapshot-controller): PVCs bind, snapshots are cut, restores hold the same bytes and a
+//! corrupted archive is refused.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, ResourceExt};
-use rampart_e2e::{client, seen, unique_id, wait_for, wait_until, TestNamespace};
+use rampart_e2e::{client, csi, seen, unique_id, wait_for, wait_until, TestNamespace};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -284,35 +286,122 @@ async fn namespace_deletion_completes() -> Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn volume_snapshot_can_be_created_and_its_status_patched() -> Result<()> {
-    let c = client().await?;
-    let ns = TestNamespace::create(&c, "snap", &[]).await?;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
-        "volumesnapshots",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
+/// A PVC of the default class in `ns`, optionally restored from a VolumeSnapshot.
+async fn create_pvc(
+    c: &kube::Client,
+    ns: &str,
+    name: &str,
+    from_snapshot: Option<&str>,
+) -> Result<()> {
+    let mut spec =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+    if let Some(snap) = from_snapshot {
+        spec["dataSource"] =
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
+    }
+    let pvc: PersistentVolumeClaim =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?;
+    Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    Ok(())
+}
+
+async fn create_snapshot(c: &kube::Client, ns: &str, name: &str, pvc: &str) -> Result<()> {
     let snap: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": "data-1"},
-        "spec": {"volumeSnapshotClassName": "csi-snapclass", "source": {"persistentVolumeClaimName": "data"}}
+        "metadata": {"name": name},
+        "spec": {"volumeSnapshotClassName": "csi-snapclass", "source": {"persistentVolumeClaimName": pvc}}
     }))?;
-    api.create(&PostParams::default(), &snap).await?;
-    let patched = api
-        .patch_status(
-            "data-1",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"readyToUse": true, "creationTime": "2026-11-23T02:00:00Z"}}),
-            ),
-        )
+    Api::<DynamicObject>::namespaced_with(c.clone(), ns, &csi::snapshot_resource())
+        .create(&PostParams::default(), &snap)
+        .await?;
+    Ok(())
+}
+
+/// A volume with `bytes` in file `data.bin` and a ready snapshot `<pvc>-snap` of it; returns
+/// the snapshot's archive.
+async fn volume_with_ready_snapshot(
+    c: &kube::Client,
+    ns: &str,
+    pvc: &str,
+    bytes: &[u8],
+) -> Result<std::path::PathBuf> {
+    create_pvc(c, ns, pvc, None).await?;
+    let dir = csi::volume_dir(c, ns, pvc, TIMEOUT).await?;
+    std::fs::write(dir.join("data.bin"), bytes)?;
+    let snap = format!("{pvc}-snap");
+    create_snapshot(c, ns, &snap, pvc).await?;
+    csi::wait_snapshot_ready(c, ns, &snap, TIMEOUT).await
+}
+
+#[tokio::test]
+async fn csi_stack_binds_a_pvc_snapshots_it_and_restores_the_same_bytes() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "csi", &[]).await?;
+    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let archive = volume_with_ready_snapshot(&c, &ns.name, "data", &bytes).await?;
+    assert!(
+        archive.is_file(),
+        "the driver's archive {} exists",
+        archive.display()
+    );
+    // Later writes to the source do not reach the snapshot.
+    let source = csi::volume_dir(&c, &ns.name, "data", TIMEOUT).await?;
+    std::fs::write(source.join("data.bin"), b"overwritten after the snapshot")?;
+
+    create_pvc(&c, &ns.name, "restored", Some("data-snap")).await?;
+    let restored = csi::volume_dir(&c, &ns.name, "restored", TIMEOUT).await?;
+    assert_ne!(restored, source, "a restore is a volume of its own");
+    assert_eq!(
+        std::fs::read(restored.join("data.bin"))?,
+        bytes,
+        "the restored volume holds the snapshot's bytes"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn csi_restore_from_a_corrupted_archive_fails_and_the_pvc_stays_pending() -> Result<()> {
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "csibad", &[]).await?;
+    let archive = volume_with_ready_snapshot(&c, &ns.name, "data", b"precious").await?;
+    let mut b = std::fs::read(&archive)?;
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&archive, b)?;
+
+    create_pvc(&c, &ns.name, "restored", Some("data-snap")).await?;
+    let events = wait_for(
+        "a ProvisioningFailed event naming the checksum",
+        TIMEOUT,
+        || {
+            let c = c.clone();
+            let ns = ns.name.clone();
+            async move {
+                let ev = csi::pvc_events(&c, &ns, "restored", "ProvisioningFailed")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if ev.iter().any(|m| m.contains("checksum mismatch")) {
+                    Ok(Some(ev))
+                } else {
+                    Err(seen(&ev))
+                }
+            }
+        },
+    )
+    .await?;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns.name)
+        .get("restored")
         .await?;
     assert_eq!(
-        patched.data["status"]["readyToUse"],
-        json!(true),
-        "status: {}",
-        patched.data["status"]
+        pvc.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "a restore from a corrupted archive must not bind; events: {events:?}"
+    );
+    assert!(
+        pvc.spec.and_then(|s| s.volume_name).is_none(),
+        "no volume was bound"
     );
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Snapshot schedules end to end, with a seconds-level schedule. The tests play the snapshot
-//! controller's part: they mark snapshots ready (or failed) by patching their status.
+//! Snapshot schedules end to end, with a seconds-level schedule, on the local CSI stack: PVCs
+//! bind to hostpath volumes, snapshot-controller and csi-snapshotter have the driver cut each
+//! snapshot (readiness comes from there, never from the tests), and a failure is a real one:
+//! the driver refuses to cut a volume whose directory is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -7,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart_e2e::csi::{snapshot_resource, volume_dir};
 use rampart_e2e::{
     client, delete_profile_and_wait, metric_sum, unique_id, wait_until, OperatorProcess,
     TestNamespace, DEDICATED_LABEL,
@@ -19,25 +21,11 @@ use serde_json::{json, Value};
 const SLOT: &str = "rampart.dev/slot";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn snapshot_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
-        "volumesnapshots",
-    )
-}
-
 struct Fixture {
     client: Client,
     run: String,
     ns: TestNamespace,
     tag: String,
-}
-
-/// What the snapshot controller would do with each new snapshot.
-#[derive(Clone, Copy)]
-enum Outcome {
-    Ready,
-    Failed,
 }
 
 impl Fixture {
@@ -130,37 +118,18 @@ impl Fixture {
         Ok(out)
     }
 
-    /// Plays the snapshot controller until aborted: every snapshot without a status gets one.
-    fn snapshot_controller(&self, outcome: Outcome) -> tokio::task::JoinHandle<()> {
-        let api = self.snapshots();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(list) = api.list(&ListParams::default()).await {
-                    for s in list
-                        .items
-                        .iter()
-                        .filter(|s| s.data.get("status").is_none_or(Value::is_null))
-                    {
-                        let status = match outcome {
-                            Outcome::Ready => {
-                                json!({"readyToUse": true, "creationTime": "2026-11-23T00:00:00Z"})
-                            }
-                            Outcome::Failed => {
-                                json!({"readyToUse": false, "error": {"message": "the CSI driver failed"}})
-                            }
-                        };
-                        let _ = api
-                            .patch_status(
-                                &s.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"status": status})),
-                            )
-                            .await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+    /// Names of Rampart's snapshots that carry a deletionTimestamp.
+    async fn being_deleted(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.labels().contains_key("rampart.dev/profile")
+                    && s.metadata.deletion_timestamp.is_some()
+            })
+            .map(|s| s.name_any())
+            .collect())
     }
 
     async fn condition(&self, profile: &str, type_: &str) -> Result<Option<(String, String)>> {
@@ -186,7 +155,11 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
         "spec": {"volumeSnapshotClassName": "csi-snapclass", "source": {"persistentVolumeClaimName": "data-a"}}
     }))?;
     f.snapshots().create(&PostParams::default(), &user).await?;
-    let controller = f.snapshot_controller(Outcome::Ready);
+    // Real bytes in the volumes, so the snapshots and the restore below carry something.
+    for pvc in ["data-a", "data-b"] {
+        let dir = volume_dir(&f.client, &f.ns.name, pvc, TIMEOUT).await?;
+        std::fs::write(dir.join("contents"), format!("the bytes of {pvc}"))?;
+    }
     let first = OperatorProcess::start(&f.tag).await?;
     let second = OperatorProcess::start(&f.tag).await?;
     let name = f
@@ -220,6 +193,12 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
         )
         .await?;
     f.pvc("restored", false, Some(&early[1])).await?;
+    let restored = volume_dir(&f.client, &f.ns.name, "restored", TIMEOUT).await?;
+    assert_eq!(
+        std::fs::read_to_string(restored.join("contents"))?,
+        "the bytes of data-a",
+        "the driver restores the snapshot's bytes"
+    );
 
     // Let several more slots pass with both operators running, remembering every snapshot
     // seen (retention prunes the old ones as it goes).
@@ -273,7 +252,13 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
         names.contains("team-manual"),
         "the user's snapshot was touched"
     );
-    let b_kept = taken.iter().filter(|(p, _, _)| p == "data-b").count();
+    // A pruned snapshot stays listed, with a deletionTimestamp, until snapshot-controller
+    // and the driver have deleted its content; retention has done its part by then.
+    let being_deleted = f.being_deleted().await?;
+    let b_kept = taken
+        .iter()
+        .filter(|(p, _, n)| p == "data-b" && !being_deleted.contains(n))
+        .count();
     assert!(
         b_kept <= 3,
         "retention keeps 2 ready (plus at most one not yet ready): {b_kept}"
@@ -301,10 +286,18 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
     // is correct but would race the list below) happens between the list and the delete.
     f.apply(f.profile(&name, "0 0 1 1 *", 30, 2)).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_until(
+        "pruned snapshots to be deleted by the CSI stack",
+        TIMEOUT,
+        || async {
+            let d = f.being_deleted().await;
+            (d.as_ref().is_ok_and(BTreeSet::is_empty), format!("{d:?}"))
+        },
+    )
+    .await?;
     let before: BTreeSet<String> = f.taken().await?.into_iter().map(|(_, _, n)| n).collect();
     f.delete_profile(&name).await?;
     drop((first, second));
-    controller.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after: Vec<DynamicObject> = f
         .list()
@@ -328,7 +321,11 @@ async fn two_operators_take_exactly_one_snapshot_per_pvc_per_slot_and_retention_
 async fn failed_snapshots_make_backups_unhealthy_without_a_create_delete_loop() -> Result<()> {
     let f = Fixture::new("snapfail").await?;
     f.pvc("data", true, None).await?;
-    let controller = f.snapshot_controller(Outcome::Failed);
+    // The volume loses its directory (a disk gone from under the driver): the driver refuses
+    // to cut it, csi-snapshotter records the error on the content and snapshot-controller on
+    // the snapshot.
+    let dir = volume_dir(&f.client, &f.ns.name, "data", TIMEOUT).await?;
+    std::fs::remove_dir_all(&dir)?;
     let op = OperatorProcess::start(&f.tag).await?;
     let name = f
         .apply(f.profile(&format!("snapfail-{}", unique_id()), "*/3 * * * * *", 30, 1))
@@ -361,7 +358,32 @@ async fn failed_snapshots_make_backups_unhealthy_without_a_create_delete_loop() 
         "one snapshot per slot, no retries of a failed one: {taken:?}"
     );
     assert!(metric_sum(&m, "rampart_snapshots_failed", &[("profile", &name)]) >= 1.0);
-    controller.abort();
+    let p = Api::<HardeningProfile>::all(f.client.clone())
+        .get(&name)
+        .await?;
+    let b = p.status.and_then(|s| s.backups).context("backups status")?;
+    assert!(
+        b.failed_snapshots >= 1,
+        "status.backups.failedSnapshots counts them: {b:?}"
+    );
+    assert_eq!(b.ready_snapshots, 0, "nothing was cut: {b:?}");
+    // Every snapshot is unready and each error is the driver's (one cut this very moment may
+    // have no status yet).
+    let snaps = f.list().await?;
+    let errors: Vec<&str> = snaps
+        .iter()
+        .filter_map(|s| s.data["status"]["error"]["message"].as_str())
+        .collect();
+    assert!(
+        !errors.is_empty() && errors.iter().all(|m| m.contains("no directory")),
+        "the snapshots report the driver's error: {errors:?}"
+    );
+    assert!(
+        snaps
+            .iter()
+            .all(|s| s.data["status"]["readyToUse"] != json!(true)),
+        "a snapshot of a volume without its directory became ready"
+    );
     f.delete_profile(&name).await?;
     drop(op);
     Ok(())

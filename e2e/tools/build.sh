@@ -3,7 +3,8 @@
 # outside the repository, keyed by version, so a fresh clone rebuilds nothing.
 #
 #   e2e/tools/build.sh            build what is missing, print the bin directory
-#   e2e/tools/build.sh --print    only print the bin directory
+#   e2e/tools/build.sh --print    only print the bin directory (Kubernetes, etcd, kwok, helm)
+#   e2e/tools/build.sh --print-path   every bin directory, PATH-style (those plus the CSI stack)
 #
 # Each tool gets its own small module under e2e/tools/<tool>/ because their
 # dependency graphs disagree (kwok and helm pin older k8s.io libraries than
@@ -19,13 +20,24 @@ ETCD_VERSION=${ETCD_VERSION:-v3.7.0}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}
+PROVISIONER_VERSION=${PROVISIONER_VERSION:-v6.4.0}
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${RAMPART_CACHE:-$HOME/.cache/rampart}
 bin="$cache/k8s-$K8S_VERSION/bin"
 crd_dir="$cache/k8s-$K8S_VERSION/snapshot-crds"
 
-if [ "${1:-}" = "--print" ]; then echo "$bin"; exit 0; fi
+# The CSI stack has its own keys: the sidecars by their release, our hostpath driver by a
+# hash of its source (it changes with this repository, not with a release).
+csi_bin="$cache/csi/external-snapshotter-$SNAPSHOTTER_VERSION+external-provisioner-$PROVISIONER_VERSION/bin"
+driver_hash=$(cd "$here/csi-hostpath" && cat go.mod $(ls go.sum *.go 2>/dev/null | sort) | sha256sum | cut -c1-12)
+driver_bin="$cache/csi/hostpath-$driver_hash/bin"
+
+case "${1:-}" in
+  --print) echo "$bin"; exit 0 ;;
+  # Every directory the control plane runs binaries from, PATH-style.
+  --print-path) echo "$bin:$csi_bin:$driver_bin"; exit 0 ;;
+esac
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
 mkdir -p "$bin" "$crd_dir"
@@ -60,16 +72,28 @@ tools_go() {
   } >"$dir/tools.go"
 }
 
-# build DIR OUT PKG [LDFLAGS]
+# build DIR OUT PKG [LDFLAGS [BIN_DIR]]
 build() {
-  local dir=$1 out=$2 pkg=$3 ldflags=${4:-}
-  if [ -x "$bin/$out" ]; then return 0; fi
+  local dir=$1 out=$2 pkg=$3 ldflags=${4:-} to=${5:-$bin}
+  if [ -x "$to/$out" ]; then return 0; fi
+  mkdir -p "$to"
   log "building $out from $pkg (slow the first time)"
   local t0=$SECONDS
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$out.tmp" "$pkg") \
+  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$to/$out.tmp.$$" "$pkg") \
     || die "go build of $pkg failed (module $dir)"
-  mv "$bin/$out.tmp" "$bin/$out"
+  mv "$to/$out.tmp.$$" "$to/$out"
   log "built $out in $((SECONDS - t0))s"
+}
+
+# replaces_from_upstream DIR MODULE@VERSION: a command's own replace lines do not apply when
+# it is built from another module, so copy those that pin a published version (the ones
+# pointing into the upstream tree, like ./client, are covered by a require instead).
+replaces_from_upstream() {
+  local dir=$1 modver=$2 modfile
+  modfile=$(cd "$dir" && go mod download -json "$modver" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$modfile" ] || die "could not download $modver's go.mod"
+  grep -E '^\s*(replace\s+)?[^ ]+ => [^ .][^ ]* v[0-9]' "$modfile" | sed -E 's/^\s*(replace\s+)?//' \
+    | while read -r from _ to ver; do (cd "$dir" && go mod edit -replace="$from=$to@$ver"); done
 }
 
 # --- kubernetes -------------------------------------------------------------
@@ -123,6 +147,37 @@ write_module "$cyclonus_dir" rampart.dev/e2e/tools/cyclonus "github.com/mattfenw
 tools_go "$cyclonus_dir" github.com/mattfenwick/cyclonus/cmd/cyclonus
 if [ ! -f "$cyclonus_dir/go.sum" ]; then (cd "$cyclonus_dir" && go mod tidy) || die "go mod tidy failed in $cyclonus_dir"; fi
 build "$cyclonus_dir" cyclonus github.com/mattfenwick/cyclonus/cmd/cyclonus "-X github.com/mattfenwick/cyclonus/pkg/cli.version=$CYCLONUS_VERSION"
+
+# --- CSI: external-snapshotter (snapshot-controller, csi-snapshotter sidecar) ----------
+# The two sidecars pin different k8s.io library versions (v0.37.0, and v0.36.1 through
+# their replaces), so each gets its own module.
+snapshotter_dir="$here/external-snapshotter"
+if [ ! -f "$snapshotter_dir/go.mod" ]; then
+  write_module "$snapshotter_dir" rampart.dev/e2e/tools/external-snapshotter \
+    "github.com/kubernetes-csi/external-snapshotter/v8@$SNAPSHOTTER_VERSION" \
+    "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION"
+  replaces_from_upstream "$snapshotter_dir" "github.com/kubernetes-csi/external-snapshotter/v8@$SNAPSHOTTER_VERSION"
+fi
+tools_go "$snapshotter_dir" github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller \
+  github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter
+if [ ! -f "$snapshotter_dir/go.sum" ]; then (cd "$snapshotter_dir" && go mod tidy) || die "go mod tidy failed in $snapshotter_dir"; fi
+for c in snapshot-controller csi-snapshotter; do
+  build "$snapshotter_dir" "$c" "github.com/kubernetes-csi/external-snapshotter/v8/cmd/$c" "-X main.version=$SNAPSHOTTER_VERSION" "$csi_bin"
+done
+
+# --- CSI: external-provisioner ------------------------------------------------
+provisioner_dir="$here/external-provisioner"
+if [ ! -f "$provisioner_dir/go.mod" ]; then
+  write_module "$provisioner_dir" rampart.dev/e2e/tools/external-provisioner \
+    "github.com/kubernetes-csi/external-provisioner/v6@$PROVISIONER_VERSION"
+  replaces_from_upstream "$provisioner_dir" "github.com/kubernetes-csi/external-provisioner/v6@$PROVISIONER_VERSION"
+fi
+tools_go "$provisioner_dir" github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+if [ ! -f "$provisioner_dir/go.sum" ]; then (cd "$provisioner_dir" && go mod tidy) || die "go mod tidy failed in $provisioner_dir"; fi
+build "$provisioner_dir" csi-provisioner github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$PROVISIONER_VERSION" "$csi_bin"
+
+# --- CSI: our hostpath driver (e2e/tools/csi-hostpath, our own code) -----------------
+build "$here/csi-hostpath" rampart-csi-hostpath . "-X main.version=src-$driver_hash" "$driver_bin"
 
 # --- kwok stages --------------------------------------------------------------
 # kwok needs Stage objects to move fake nodes and pods through their lifecycle. Its module
