@@ -506,7 +506,7 @@ pub fn compute(
     HardeningProfileStatus {
         observed_generation: generation,
         conditions: conditions::settle(&previous.conditions, conds, generation, now),
-        summary: Some(summary(findings, drifted_total)),
+        summary: Some(summary(findings, drifted_total, generation, previous)),
         drift,
         covered_by_user_budgets: bounded_sorted(&findings.namespaces.covered_by_user),
         drain_blocking_budgets: bounded_sorted(&findings.namespaces.drain_blocking),
@@ -517,7 +517,18 @@ pub fn compute(
     }
 }
 
-fn summary(findings: &Findings, drifted_total: usize) -> Summary {
+fn summary(
+    findings: &Findings,
+    drifted_total: usize,
+    generation: Option<i64>,
+    previous: &HardeningProfileStatus,
+) -> Summary {
+    let repaired_before = previous
+        .summary
+        .as_ref()
+        .filter(|_| previous.observed_generation == generation)
+        .map(|s| s.repaired_objects)
+        .unwrap_or(0);
     let drifted_namespaces: BTreeSet<&str> = findings
         .unresolved()
         .map(|d| d.key.namespace.as_str())
@@ -540,11 +551,12 @@ fn summary(findings: &Findings, drifted_total: usize) -> Summary {
         drifted_namespaces: drifted_namespaces.len() as i64,
         drifted_objects: drifted_total as i64,
         managed_objects: findings.namespaces.managed.values().sum::<usize>() as i64,
-        repaired_objects: findings
-            .drift
-            .iter()
-            .filter(|(_, o)| *o == DriftOutcome::Repaired)
-            .count() as i64,
+        repaired_objects: repaired_before
+            + findings
+                .drift
+                .iter()
+                .filter(|(_, o)| *o == DriftOutcome::Repaired)
+                .count() as i64,
     }
 }
 
@@ -655,6 +667,16 @@ mod tests {
         assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
         assert!(s.drift.is_empty());
         assert_eq!(s.summary.as_ref().map(|s| s.repaired_objects), Some(1));
+        // The next pass repairs nothing: the total stands and nothing is written.
+        let next = compute(
+            &spec(Mode::Enforce),
+            Some(1),
+            &findings(None),
+            Some(&s),
+            at(5),
+        );
+        assert_eq!(next.summary.as_ref().map(|s| s.repaired_objects), Some(1));
+        assert!(!changed(Some(&s), &next));
     }
 
     #[test]

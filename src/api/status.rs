@@ -118,7 +118,8 @@ pub struct Summary {
     pub drifted_objects: i64,
     /// Objects Rampart manages for this profile.
     pub managed_objects: i64,
-    /// Drifted objects repaired by the last reconcile (Enforce mode).
+    /// Drifted objects repaired (Enforce mode) since the spec last changed. A running total
+    /// rather than the last pass's count, so a pass that repairs nothing writes nothing.
     #[serde(default)]
     pub repaired_objects: i64,
 }
