@@ -1,6 +1,7 @@
 # Shared by the scripts under e2e/ (sourced, never run): where things are, and the few steps
 # every one of them takes. After `source e2e/lib.sh` the working directory is the repository
-# root, PATH has the control plane's binaries (the CSI stack's included) first and KUBECONFIG names the local plane's.
+# root, PATH has the control plane's binaries (the CSI stack's included) first and
+# KUBECONFIG names the local plane's.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 export PATH="$(bash "$root/e2e/tools/build.sh" --print-path):$PATH"
