@@ -48,6 +48,9 @@ pub struct SnapshotInfo {
     pub failed: bool,
     pub keep: bool,
     pub created: Option<DateTime<Utc>>,
+    /// Being deleted (a finalizer holds it while the driver removes its content): no longer
+    /// counted, ordered or pruned, but its name is still taken.
+    pub deleting: bool,
 }
 
 /// The snapshot control's decisions for one reconcile.
@@ -271,6 +274,8 @@ pub fn plan_snapshots(
         .iter()
         .map(|s| (s.namespace.as_str(), s.name.as_str()))
         .collect();
+    let live: Vec<SnapshotInfo> = snapshots.iter().filter(|s| !s.deleting).cloned().collect();
+    let snapshots = live.as_slice();
 
     if let Some(slot) = latest {
         let in_deadline = now - slot <= deadline;
@@ -503,6 +508,7 @@ mod tests {
             failed: false,
             keep: false,
             created: Some(slot),
+            deleting: false,
         }
     }
 
@@ -956,5 +962,34 @@ mod tests {
             on_profile_deletion(Some(&delete), vec![o])[0],
             Write::Delete(_)
         ));
+    }
+
+    #[test]
+    fn a_snapshot_being_deleted_is_neither_counted_nor_pruned_again() {
+        let mut going = snap("data", t(1, 0, 0), true);
+        going.deleting = true;
+        let snaps = [
+            going,
+            snap("data", t(2, 0, 0), true),
+            snap("data", t(3, 0, 0), true),
+        ];
+        let p = decide(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &snaps,
+            None,
+            t(3, 10, 0),
+        );
+        assert!(p.prune.is_empty(), "{:?}", p.prune);
+        assert_eq!(p.ready, 2);
+        // Its name stays taken: a slot is never re-created while its old snapshot goes.
+        let p = decide(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &snaps[..1],
+            None,
+            t(1, 0, 30),
+        );
+        assert!(p.create.is_empty());
     }
 }

@@ -161,6 +161,7 @@ impl Caches {
                     failed: s.failed,
                     keep: s.labels().contains_key(KEEP_LABEL),
                     created: s.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+                    deleting: s.metadata.deletion_timestamp.is_some(),
                 };
                 let observed = observed(ManagedKind::VolumeSnapshot, &s.metadata, None);
                 (info, observed)
