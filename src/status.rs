@@ -40,6 +40,8 @@ pub struct Findings {
     pub namespaces: NamespaceFindings,
     pub rotation: Option<RotationPlan>,
     pub backups: Option<BackupFindings>,
+    /// Restore verification, when `backups.verify` is set.
+    pub verify: Option<crate::controls::verify::VerifyFindings>,
 }
 
 impl Findings {
@@ -206,6 +208,61 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
         status.phase == RotationPhase::Complete,
         reason,
         message,
+    )
+}
+
+/// `BackupsVerified`: True when every selected PVC's last restore verification succeeded.
+fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) -> Computed {
+    use crate::api::VerificationResult;
+    let type_ = conditions::BACKUPS_VERIFIED;
+    if audit {
+        return Computed::new(
+            type_,
+            false,
+            "AuditMode",
+            "restore verification is not run in Audit mode",
+        );
+    }
+    let failed: Vec<_> = v
+        .entries
+        .iter()
+        .filter(|e| e.result == VerificationResult::Failed)
+        .collect();
+    if let Some(first) = failed.first() {
+        return Computed::new(
+            type_,
+            false,
+            "VerificationFailed",
+            format!(
+                "{} of {} PVCs failed restore verification; first {}/{}: {}",
+                failed.len(),
+                v.pvcs,
+                first.namespace,
+                first.pvc,
+                first.message
+            ),
+        );
+    }
+    let unverified = v.pvcs.saturating_sub(v.entries.len());
+    if unverified > 0 {
+        return Computed::new(
+            type_,
+            false,
+            "NotYetVerified",
+            format!(
+                "{unverified} of {} PVCs have no restore verification yet ({} under way)",
+                v.pvcs, v.in_flight
+            ),
+        );
+    }
+    Computed::new(
+        type_,
+        true,
+        "Verified",
+        format!(
+            "the last restore verification of each of {} PVCs succeeded",
+            v.pvcs
+        ),
     )
 }
 
@@ -486,6 +543,11 @@ pub fn compute(
             not_ready.push(format!("backups: {}", c.reason));
         }
         conds.push(c);
+    }
+    if let Some(v) = &findings.verify {
+        // Not part of Ready: a restore that fails is data to act on, not a control that has
+        // not converged, and Ready must not wait for the first verification slot.
+        conds.push(verified_condition(v, audit));
     }
     conds.push(drift_condition(drifted_total, audit));
     conds.push(Computed::new(

@@ -57,6 +57,14 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
         if let Err(e) = Schedule::parse(&b.schedule, b.time_zone.as_deref()) {
             out.push(invalid(e.field(), e.to_string()));
         }
+        if let Some(v) = &b.verify {
+            // A bad time zone is reported once, for spec.backups.timeZone, above.
+            if let Err(e @ crate::schedule::ScheduleError::Cron { .. }) =
+                Schedule::parse(&v.schedule, b.time_zone.as_deref())
+            {
+                out.push(invalid("spec.backups.verify.schedule", e.to_string()));
+            }
+        }
         if let Some(age) = &b.retention.max_age {
             if parse_duration(age).is_none() {
                 out.push(invalid(

@@ -1,0 +1,612 @@
+//! Restore verification: on its own schedule, restore the newest ready snapshot of each
+//! selected PVC into a scratch PVC in a namespace Rampart owns, wait until it binds, record the
+//! result and delete the scratch objects. Pure: the spec, what was observed (scratch objects
+//! included) and `now` are arguments; the writer makes every change.
+//!
+//! A VolumeSnapshot is namespaced and a PVC's dataSource must be in the PVC's namespace, so the
+//! restore goes through a pre-provisioned VolumeSnapshotContent (`deletionPolicy: Retain`, so
+//! deleting it never deletes the real snapshot) pointing at the source snapshot's handle, bound
+//! to a VolumeSnapshot made in the scratch namespace, which the scratch PVC restores from.
+//!
+//! The cluster is the record: scratch objects are named from (namespace, PVC, slot) and carry
+//! labels saying which PVC and slot they verify, so a restart or a retry finds them and goes on,
+//! and never makes a second set. A result is final for its slot once it is in the status.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::snapshots::{pvc_label_value, PVC_LABEL};
+use super::{bounded_name, DesiredObject, ManagedKind, ObjectKey, ObservedObject, Outcome, Write};
+use crate::api::{
+    BackupControl, ControlName, VerificationResult, VerificationStatus, VerifyControl,
+    CONTROL_LABEL, STATUS_LIST_LIMIT,
+};
+use crate::ownership::managed_labels;
+use crate::schedule::Schedule;
+
+/// The `rampart.dev/control` value on scratch objects: they are the backups control's, but are
+/// never counted, pruned or orphaned as its snapshots.
+pub const SCRATCH_CONTROL: &str = "verify";
+/// Label naming the namespace of the PVC a scratch object verifies (hashed when too long).
+pub const SOURCE_NAMESPACE_LABEL: &str = "rampart.dev/pvc-namespace";
+/// Label naming the verification slot a scratch object is for (`20261123T020000Z`).
+pub const SLOT_LABEL: &str = "rampart.dev/verify-slot";
+/// Annotation naming the source VolumeSnapshot a scratch object restores.
+pub const SOURCE_SNAPSHOT_ANNOTATION: &str = "rampart.dev/source-snapshot";
+/// Prefix of the scratch namespace, one per profile.
+pub const SCRATCH_NAMESPACE_PREFIX: &str = "rampart-verify-";
+/// How soon a pass looks again after asking for the scratch namespace.
+const NAMESPACE_WAIT: i64 = 2;
+
+/// The scratch namespace of a profile.
+pub fn scratch_namespace(profile: &str) -> String {
+    bounded_name(SCRATCH_NAMESPACE_PREFIX, profile, 63)
+}
+
+/// The scratch VolumeSnapshot's and PVC's name for a PVC and a slot.
+pub fn scratch_name(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
+    bounded_name(
+        "",
+        &format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S")),
+        253,
+    )
+}
+
+/// The scratch VolumeSnapshotContent's name (cluster-scoped, so the profile is in it).
+pub fn content_name(profile: &str, namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
+    bounded_name(
+        SCRATCH_NAMESPACE_PREFIX,
+        &format!(
+            "{profile}-{namespace}-{pvc}-{}",
+            slot.format("%Y%m%d-%H%M%S")
+        ),
+        253,
+    )
+}
+
+/// The slot as a label value.
+pub fn slot_label(slot: DateTime<Utc>) -> String {
+    slot.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Reads a [`slot_label`] back.
+pub fn parse_slot_label(value: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Whether a write's target is a scratch object (not one of the profile's real snapshots).
+pub fn is_scratch(kind: &str, namespace: &str) -> bool {
+    kind == "VolumeSnapshotContent" || namespace.starts_with(SCRATCH_NAMESPACE_PREFIX)
+}
+
+/// A selected PVC as verification sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyPvc {
+    pub namespace: String,
+    pub name: String,
+    pub storage_class: Option<String>,
+    /// `spec.resources.requests.storage`.
+    pub request: Option<String>,
+}
+
+/// One of the profile's real snapshots, with what a restore needs of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    pub namespace: String,
+    pub name: String,
+    pub pvc: String,
+    /// Its slot, else its creation time: what "newest" orders by.
+    pub taken: Option<DateTime<Utc>>,
+    pub ready: bool,
+    pub failed: bool,
+    /// `status.boundVolumeSnapshotContentName`.
+    pub content: Option<String>,
+    /// `status.restoreSize`.
+    pub restore_size: Option<String>,
+}
+
+/// What a restore needs of a source snapshot's bound content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentInfo {
+    pub snapshot_handle: String,
+    pub driver: String,
+}
+
+/// A scratch object of the profile (its labels and an owner reference to it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScratchObject {
+    pub object: ObservedObject,
+    /// The labels naming the PVC it verifies ([`pvc_label_value`] of each).
+    pub source_namespace: String,
+    pub source_pvc: String,
+    pub slot: Option<DateTime<Utc>>,
+    pub created: Option<DateTime<Utc>>,
+    /// The source snapshot, from [`SOURCE_SNAPSHOT_ANNOTATION`] where the object keeps it.
+    pub snapshot: Option<String>,
+    /// A VolumeSnapshot's `readyToUse`.
+    pub ready: bool,
+    /// A VolumeSnapshot's error message.
+    pub error: Option<String>,
+    /// A PVC's phase is Bound.
+    pub bound: bool,
+}
+
+/// Whether the scratch namespace is there and whose it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScratchNamespace {
+    #[default]
+    Missing,
+    Ours,
+    Terminating,
+    /// Someone else's namespace holds the name: nothing is made there.
+    Taken,
+}
+
+/// What restore verification observes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VerifyObserved {
+    pub namespace: ScratchNamespace,
+    pub pvcs: Vec<VerifyPvc>,
+    pub snapshots: Vec<SourceSnapshot>,
+    /// Bound contents of source snapshots, by name, as far as they were read.
+    pub contents: BTreeMap<String, ContentInfo>,
+    /// Whether [`VerifyFindings::needs_contents`] were read (absent ones do not exist).
+    pub contents_read: bool,
+    pub scratch: Vec<ScratchObject>,
+    /// The newest `ProvisioningFailed` (or other warning) message of each pending scratch PVC.
+    pub pending_reasons: BTreeMap<String, String>,
+    pub previous: Vec<VerificationStatus>,
+}
+
+/// What restore verification reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VerifyFindings {
+    /// The last verification of each selected PVC.
+    pub entries: Vec<VerificationStatus>,
+    /// Selected PVCs.
+    pub pvcs: usize,
+    /// Contents the plan must read before it can start a restore.
+    pub needs_contents: Vec<String>,
+    /// Failures recorded by this pass.
+    pub failed_now: usize,
+    /// Verifications under way.
+    pub in_flight: usize,
+    /// Each PVC's last successful verification time, for the metric.
+    pub verified_times: Vec<(String, String, DateTime<Utc>)>,
+}
+
+/// The newest ready snapshot of a PVC that did not fail: what verification restores.
+pub fn newest_ready<'a>(
+    pvc: &VerifyPvc,
+    snapshots: &'a [SourceSnapshot],
+) -> Option<&'a SourceSnapshot> {
+    snapshots
+        .iter()
+        .filter(|s| s.namespace == pvc.namespace && s.pvc == pvc.name && s.ready && !s.failed)
+        .max_by_key(|s| (s.taken, s.name.clone()))
+}
+
+/// Restore verification for one pass: the scratch objects to make or delete, the results to
+/// record, and when to look again (the next slot, or a running verification's timeout).
+pub fn plan(
+    profile: &str,
+    backups: &BackupControl,
+    spec: &VerifyControl,
+    observed: &VerifyObserved,
+    now: DateTime<Utc>,
+) -> Outcome<VerifyFindings> {
+    let Ok(schedule) = Schedule::parse(&spec.schedule, backups.time_zone.as_deref()) else {
+        return Outcome::default();
+    };
+    let slot = schedule.latest_at_or_before(now);
+    let timeout = Duration::seconds(spec.timeout_seconds);
+    let ns = scratch_namespace(profile);
+    let mut out: Outcome<VerifyFindings> = Outcome {
+        next_due: schedule.next_after(now),
+        ..Default::default()
+    };
+    let due = |t: DateTime<Utc>, out: &mut Outcome<VerifyFindings>| {
+        out.next_due = Some(out.next_due.map_or(t, |d| d.min(t)));
+    };
+    let mut entries: BTreeMap<(String, String), VerificationStatus> = observed
+        .previous
+        .iter()
+        .filter(|e| {
+            observed
+                .pvcs
+                .iter()
+                .any(|p| p.namespace == e.namespace && p.name == e.pvc)
+        })
+        .map(|e| ((e.namespace.clone(), e.pvc.clone()), e.clone()))
+        .collect();
+    let mut namespace_wanted = false;
+    for pvc in &observed.pvcs {
+        let key = (pvc.namespace.clone(), pvc.name.clone());
+        let mine: Vec<&ScratchObject> = observed
+            .scratch
+            .iter()
+            .filter(|o| {
+                o.source_namespace == pvc_label_value(&pvc.namespace)
+                    && o.source_pvc == pvc_label_value(&pvc.name)
+            })
+            .collect();
+        let Some(slot) = slot else {
+            out.writes
+                .extend(mine.iter().map(|o| Write::Delete(o.object.clone())));
+            continue;
+        };
+        let (current, stale): (Vec<&ScratchObject>, Vec<&ScratchObject>) =
+            mine.into_iter().partition(|o| o.slot == Some(slot));
+        out.writes
+            .extend(stale.iter().map(|o| Write::Delete(o.object.clone())));
+        let done = entries.get(&key).is_some_and(|e| e.slot >= slot);
+        if done {
+            out.writes
+                .extend(current.iter().map(|o| Write::Delete(o.object.clone())));
+            continue;
+        }
+        let name = scratch_name(&pvc.namespace, &pvc.name, slot);
+        let content = content_name(profile, &pvc.namespace, &pvc.name, slot);
+        let find = |kind: ManagedKind, n: &str| {
+            current
+                .iter()
+                .find(|o| o.object.key.kind == kind && o.object.key.name == n)
+                .copied()
+        };
+        let scratch_pvc = find(ManagedKind::PersistentVolumeClaim, &name);
+        let scratch_vs = find(ManagedKind::VolumeSnapshot, &name);
+        let scratch_content = find(ManagedKind::VolumeSnapshotContent, &content);
+        let started = current.iter().filter_map(|o| o.created).min();
+        let timed_out = started.is_some_and(|s| now >= s + timeout);
+        let recorded_snapshot = current.iter().find_map(|o| o.snapshot.clone());
+        let chosen = newest_ready(pvc, &observed.snapshots);
+        let snapshot = recorded_snapshot
+            .clone()
+            .or_else(|| chosen.map(|s| s.name.clone()))
+            .unwrap_or_default();
+        let mut record =
+            |result: VerificationResult, message: String, out: &mut Outcome<VerifyFindings>| {
+                if result == VerificationResult::Failed {
+                    out.findings.failed_now += 1;
+                }
+                out.writes
+                    .extend(current.iter().map(|o| Write::Delete(o.object.clone())));
+                entries.insert(
+                    key.clone(),
+                    VerificationStatus {
+                        namespace: pvc.namespace.clone(),
+                        pvc: pvc.name.clone(),
+                        snapshot: snapshot.clone(),
+                        slot,
+                        time: now,
+                        result,
+                        message,
+                    },
+                );
+            };
+        let what = format!(
+            "restore of PVC {}/{} from snapshot {}",
+            pvc.namespace, pvc.name, snapshot
+        );
+        if let Some(p) = scratch_pvc {
+            if p.bound {
+                record(
+                    VerificationResult::Succeeded,
+                    format!("{what}: the restored volume bound"),
+                    &mut out,
+                );
+            } else if timed_out {
+                let why = observed
+                    .pending_reasons
+                    .get(&name)
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                record(
+                    VerificationResult::Failed,
+                    format!(
+                        "{what}: the restored PVC did not bind within {}s{why}",
+                        spec.timeout_seconds
+                    ),
+                    &mut out,
+                );
+            } else {
+                out.findings.in_flight += 1;
+                if let Some(s) = started {
+                    due(s + timeout, &mut out);
+                }
+            }
+            continue;
+        }
+        if let Some(err) = scratch_vs.and_then(|v| v.error.clone()) {
+            record(
+                VerificationResult::Failed,
+                format!("{what}: the scratch snapshot reports an error: {err}"),
+                &mut out,
+            );
+            continue;
+        }
+        if timed_out {
+            record(
+                VerificationResult::Failed,
+                format!(
+                    "{what}: the scratch snapshot was not ready within {}s",
+                    spec.timeout_seconds
+                ),
+                &mut out,
+            );
+            continue;
+        }
+        // Nothing restored yet: the scratch content and snapshot, then (once the snapshot is
+        // ready) the PVC.
+        if scratch_content.is_none() && scratch_vs.is_none() {
+            let Some(source) = chosen else {
+                if now >= slot + timeout {
+                    record(
+                        VerificationResult::Failed,
+                        format!(
+                            "PVC {}/{} has no ready snapshot to restore",
+                            pvc.namespace, pvc.name
+                        ),
+                        &mut out,
+                    );
+                } else {
+                    // A snapshot of the same slot may still be becoming ready; its watch
+                    // event brings the next pass.
+                    due(slot + timeout, &mut out);
+                }
+                continue;
+            };
+            let info = source
+                .content
+                .as_ref()
+                .and_then(|c| observed.contents.get(c));
+            let Some(info) = info else {
+                match &source.content {
+                    Some(c) if !observed.contents_read => {
+                        out.findings.needs_contents.push(c.clone());
+                    }
+                    _ => record(
+                        VerificationResult::Failed,
+                        format!(
+                            "{what}: the snapshot has no bound VolumeSnapshotContent with a handle"
+                        ),
+                        &mut out,
+                    ),
+                }
+                continue;
+            };
+            match observed.namespace {
+                ScratchNamespace::Ours => {}
+                ScratchNamespace::Taken => {
+                    record(
+                        VerificationResult::Failed,
+                        format!(
+                            "{what}: namespace {ns} exists and is not Rampart's; nothing is restored there"
+                        ),
+                        &mut out,
+                    );
+                    continue;
+                }
+                ScratchNamespace::Missing | ScratchNamespace::Terminating => {
+                    namespace_wanted |= observed.namespace == ScratchNamespace::Missing;
+                    out.findings.in_flight += 1;
+                    due(now + Duration::seconds(NAMESPACE_WAIT), &mut out);
+                    continue;
+                }
+            }
+            out.findings.in_flight += 1;
+            out.writes.push(Write::Create(content_object(
+                profile, backups, pvc, source, info, &content, &ns, &name, slot,
+            )));
+            out.writes.push(Write::Create(snapshot_object(
+                profile,
+                pvc,
+                &source.name,
+                &content,
+                &ns,
+                &name,
+                slot,
+            )));
+            due(now + timeout, &mut out);
+            continue;
+        }
+        out.findings.in_flight += 1;
+        if let Some(s) = started {
+            due(s + timeout, &mut out);
+        }
+        let Some(vs) = scratch_vs else {
+            // A crash between the two creates: the content is there, the snapshot is not.
+            out.writes.push(Write::Create(snapshot_object(
+                profile, pvc, &snapshot, &content, &ns, &name, slot,
+            )));
+            continue;
+        };
+        if vs.ready {
+            let source = observed
+                .snapshots
+                .iter()
+                .find(|s| s.namespace == pvc.namespace && s.name == snapshot);
+            out.writes.push(Write::Create(pvc_object(
+                profile, spec, pvc, source, &snapshot, &ns, &name, slot,
+            )));
+        }
+    }
+    if namespace_wanted {
+        out.writes
+            .insert(0, Write::Create(namespace_object(profile, &ns)));
+    }
+    let mut list: Vec<VerificationStatus> = entries.into_values().collect();
+    // Failures first, so the bounded list never drops one for a success.
+    list.sort_by_key(|e| {
+        (
+            e.result != VerificationResult::Failed,
+            e.namespace.clone(),
+            e.pvc.clone(),
+        )
+    });
+    list.truncate(STATUS_LIST_LIMIT);
+    out.findings.verified_times = list
+        .iter()
+        .filter(|e| e.result == VerificationResult::Succeeded)
+        .map(|e| (e.namespace.clone(), e.pvc.clone(), e.time))
+        .collect();
+    out.findings.entries = list;
+    out.findings.pvcs = observed.pvcs.len();
+    out
+}
+
+fn scratch_labels(profile: &str, pvc: &VerifyPvc, slot: DateTime<Utc>) -> BTreeMap<String, String> {
+    let mut labels = managed_labels(profile, ControlName::Backups);
+    labels.insert(CONTROL_LABEL.to_string(), SCRATCH_CONTROL.to_string());
+    labels.insert(PVC_LABEL.to_string(), pvc_label_value(&pvc.name));
+    labels.insert(
+        SOURCE_NAMESPACE_LABEL.to_string(),
+        pvc_label_value(&pvc.namespace),
+    );
+    labels.insert(SLOT_LABEL.to_string(), slot_label(slot));
+    labels
+}
+
+fn namespace_object(profile: &str, ns: &str) -> DesiredObject {
+    let mut labels = managed_labels(profile, ControlName::Backups);
+    labels.insert(CONTROL_LABEL.to_string(), SCRATCH_CONTROL.to_string());
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::Namespace,
+            namespace: String::new(),
+            name: ns.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest: json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels},
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn content_object(
+    profile: &str,
+    backups: &BackupControl,
+    pvc: &VerifyPvc,
+    source: &SourceSnapshot,
+    info: &ContentInfo,
+    content: &str,
+    ns: &str,
+    name: &str,
+    slot: DateTime<Utc>,
+) -> DesiredObject {
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::VolumeSnapshotContent,
+            namespace: String::new(),
+            name: content.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest: json!({
+            "apiVersion": ManagedKind::VolumeSnapshotContent.api_version(),
+            "kind": "VolumeSnapshotContent",
+            "metadata": {
+                "name": content,
+                "labels": scratch_labels(profile, pvc, slot),
+                "annotations": {SOURCE_SNAPSHOT_ANNOTATION: source.name},
+            },
+            "spec": {
+                // Retain: deleting this content never deletes the snapshot it points at.
+                "deletionPolicy": "Retain",
+                "driver": info.driver,
+                "source": {"snapshotHandle": info.snapshot_handle},
+                "volumeSnapshotClassName": backups.volume_snapshot_class_name,
+                "volumeSnapshotRef": {"name": name, "namespace": ns},
+            },
+        }),
+    }
+}
+
+fn snapshot_object(
+    profile: &str,
+    pvc: &VerifyPvc,
+    source: &str,
+    content: &str,
+    ns: &str,
+    name: &str,
+    slot: DateTime<Utc>,
+) -> DesiredObject {
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::VolumeSnapshot,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest: json!({
+            "apiVersion": ManagedKind::VolumeSnapshot.api_version(),
+            "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": scratch_labels(profile, pvc, slot),
+                "annotations": {SOURCE_SNAPSHOT_ANNOTATION: source},
+            },
+            "spec": {"source": {"volumeSnapshotContentName": content}},
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pvc_object(
+    profile: &str,
+    spec: &VerifyControl,
+    pvc: &VerifyPvc,
+    source: Option<&SourceSnapshot>,
+    snapshot: &str,
+    ns: &str,
+    name: &str,
+    slot: DateTime<Utc>,
+) -> DesiredObject {
+    let size = source
+        .and_then(|s| s.restore_size.clone())
+        .filter(|s| !s.is_empty() && s != "0")
+        .or_else(|| pvc.request.clone())
+        .unwrap_or_else(|| "1Gi".to_string());
+    let class = spec
+        .storage_class_name
+        .clone()
+        .or(pvc.storage_class.clone());
+    let mut pvc_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+        "dataSource": {
+            "apiGroup": "snapshot.storage.k8s.io",
+            "kind": "VolumeSnapshot",
+            "name": name,
+        },
+    });
+    if let Some(c) = class {
+        pvc_spec["storageClassName"] = json!(c);
+    }
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::PersistentVolumeClaim,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest: json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": scratch_labels(profile, pvc, slot),
+                "annotations": {SOURCE_SNAPSHOT_ANNOTATION: snapshot},
+            },
+            "spec": pvc_spec,
+        }),
+    }
+}
