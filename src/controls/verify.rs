@@ -234,11 +234,20 @@ pub fn plan(
                     && o.source_pvc == pvc_label_value(&pvc.name)
             })
             .collect();
-        let Some(slot) = slot else {
+        let Some(latest) = slot else {
             out.writes
                 .extend(mine.iter().map(|o| Write::Delete(o.object.clone())));
             continue;
         };
+        // A verification under way finishes for its own slot even when later slots have
+        // passed (a timeout longer than the period); the next one starts after it.
+        let recorded = entries.get(&key).map(|e| e.slot);
+        let slot = mine
+            .iter()
+            .filter_map(|o| o.slot)
+            .filter(|s| *s <= latest && recorded.is_none_or(|r| *s > r))
+            .max()
+            .unwrap_or(latest);
         let (current, stale): (Vec<&ScratchObject>, Vec<&ScratchObject>) =
             mine.into_iter().partition(|o| o.slot == Some(slot));
         out.writes
