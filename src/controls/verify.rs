@@ -619,3 +619,430 @@ fn pvc_object(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LabelSelector, Retention, SnapshotDeletionPolicy};
+    use chrono::TimeZone;
+
+    const PROFILE: &str = "p";
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, h, m, s)
+            .single()
+            .expect("valid")
+    }
+
+    fn backups() -> BackupControl {
+        BackupControl {
+            schedule: "0 * * * *".into(),
+            time_zone: None,
+            pvc_selector: LabelSelector::default(),
+            volume_snapshot_class_name: "csi-snapclass".into(),
+            retention: Retention::default(),
+            suspend: false,
+            starting_deadline_seconds: 300,
+            snapshot_on_create: false,
+            deletion_policy: SnapshotDeletionPolicy::Retain,
+            verify: Some(verify_spec()),
+        }
+    }
+
+    /// Daily at 03:00, ten minutes to finish.
+    fn verify_spec() -> VerifyControl {
+        VerifyControl {
+            schedule: "0 3 * * *".into(),
+            storage_class_name: None,
+            timeout_seconds: 600,
+        }
+    }
+
+    fn pvc(name: &str) -> VerifyPvc {
+        VerifyPvc {
+            namespace: "db".into(),
+            name: name.into(),
+            storage_class: Some("fast".into()),
+            request: Some("5Gi".into()),
+        }
+    }
+
+    fn snap(
+        pvc: &str,
+        name: &str,
+        taken: DateTime<Utc>,
+        ready: bool,
+        failed: bool,
+    ) -> SourceSnapshot {
+        SourceSnapshot {
+            namespace: "db".into(),
+            name: name.into(),
+            pvc: pvc.into(),
+            taken: Some(taken),
+            ready,
+            failed,
+            content: Some(format!("content-{name}")),
+            restore_size: Some("5Gi".into()),
+        }
+    }
+
+    fn content(name: &str) -> (String, ContentInfo) {
+        (
+            format!("content-{name}"),
+            ContentInfo {
+                snapshot_handle: format!("handle-{name}"),
+                driver: "hostpath.csi.rampart.dev".into(),
+            },
+        )
+    }
+
+    /// A scratch object of `kind` for PVC `db/<pvc>` at `slot`, made at `created`.
+    fn scratch(
+        kind: ManagedKind,
+        pvc: &str,
+        slot: DateTime<Utc>,
+        created: DateTime<Utc>,
+    ) -> ScratchObject {
+        let (namespace, name) = match kind {
+            ManagedKind::VolumeSnapshotContent => {
+                (String::new(), content_name(PROFILE, "db", pvc, slot))
+            }
+            _ => (scratch_namespace(PROFILE), scratch_name("db", pvc, slot)),
+        };
+        ScratchObject {
+            object: ObservedObject {
+                key: ObjectKey {
+                    kind,
+                    namespace,
+                    name,
+                },
+                control: Some(ControlName::Backups),
+                uid: Some("u".into()),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                fingerprint: None,
+            },
+            source_namespace: "db".into(),
+            source_pvc: pvc.into(),
+            slot: Some(slot),
+            created: Some(created),
+            snapshot: Some("data-new".into()),
+            ready: false,
+            error: None,
+            bound: false,
+        }
+    }
+
+    fn observed() -> VerifyObserved {
+        VerifyObserved {
+            namespace: ScratchNamespace::Ours,
+            pvcs: vec![pvc("data")],
+            snapshots: vec![
+                snap("data", "data-old", t(1, 0, 0), true, false),
+                snap("data", "data-new", t(2, 0, 0), true, false),
+            ],
+            contents: BTreeMap::from([content("data-old"), content("data-new")]),
+            contents_read: true,
+            ..Default::default()
+        }
+    }
+
+    fn created(out: &Outcome<VerifyFindings>) -> Vec<&DesiredObject> {
+        out.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Create(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deleted(out: &Outcome<VerifyFindings>) -> Vec<ManagedKind> {
+        out.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete(o) => Some(o.key.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn run(o: &VerifyObserved, now: DateTime<Utc>) -> Outcome<VerifyFindings> {
+        plan(PROFILE, &backups(), &verify_spec(), o, now)
+    }
+
+    #[test]
+    fn the_newest_ready_snapshot_is_restored_never_a_failed_or_unready_one() {
+        let mut o = observed();
+        o.snapshots
+            .push(snap("data", "data-failed", t(2, 30, 0), true, true));
+        o.snapshots
+            .push(snap("data", "data-pending", t(2, 45, 0), false, false));
+        let out = run(&o, t(3, 0, 5));
+        let made = created(&out);
+        assert_eq!(made.len(), 2, "content and snapshot: {made:?}");
+        let content = made
+            .iter()
+            .find(|d| d.key.kind == ManagedKind::VolumeSnapshotContent)
+            .expect("a content");
+        assert_eq!(
+            content.manifest["spec"]["source"]["snapshotHandle"],
+            "handle-data-new"
+        );
+        assert_eq!(content.manifest["spec"]["deletionPolicy"], "Retain");
+        assert_eq!(
+            content.manifest["spec"]["volumeSnapshotRef"]["namespace"],
+            scratch_namespace(PROFILE)
+        );
+        let vs = made
+            .iter()
+            .find(|d| d.key.kind == ManagedKind::VolumeSnapshot)
+            .expect("a snapshot");
+        assert_eq!(vs.key.namespace, scratch_namespace(PROFILE));
+        assert_eq!(
+            vs.manifest["spec"]["source"]["volumeSnapshotContentName"],
+            content.key.name.as_str()
+        );
+        assert_eq!(
+            vs.manifest["metadata"]["labels"][SLOT_LABEL],
+            "20261123T030000Z"
+        );
+        assert_eq!(
+            out.next_due,
+            Some(t(3, 10, 5)),
+            "looks again at the timeout"
+        );
+    }
+
+    #[test]
+    fn contents_are_asked_for_before_a_restore_starts() {
+        let mut o = observed();
+        o.contents.clear();
+        o.contents_read = false;
+        let out = run(&o, t(3, 0, 5));
+        assert!(out.writes.is_empty());
+        assert_eq!(
+            out.findings.needs_contents,
+            vec!["content-data-new".to_string()]
+        );
+        o.contents_read = true;
+        let out = run(&o, t(3, 0, 5));
+        assert_eq!(out.findings.entries[0].result, VerificationResult::Failed);
+        assert!(out.findings.entries[0].message.contains("db/data"));
+    }
+
+    #[test]
+    fn one_verification_per_pvc_per_slot() {
+        let mut o = observed();
+        // Content and snapshot already made for 03:00 (a restart, a second replica).
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
+        ];
+        let out = run(&o, t(3, 0, 5));
+        assert!(
+            created(&out).is_empty(),
+            "nothing made twice: {:?}",
+            out.writes
+        );
+        // Once it is ready, the PVC, restored from it, in the class and size asked.
+        o.scratch[1].ready = true;
+        let out = run(&o, t(3, 0, 6));
+        let made = created(&out);
+        assert_eq!(made.len(), 1);
+        let p = made[0];
+        assert_eq!(p.key.kind, ManagedKind::PersistentVolumeClaim);
+        assert_eq!(p.key.name, scratch_name("db", "data", t(3, 0, 0)));
+        assert_eq!(
+            p.manifest["spec"]["dataSource"]["name"],
+            p.key.name.as_str()
+        );
+        assert_eq!(p.manifest["spec"]["storageClassName"], "fast");
+        assert_eq!(
+            p.manifest["spec"]["resources"]["requests"]["storage"],
+            "5Gi"
+        );
+        // A result recorded for the slot: nothing more until the next slot.
+        o.scratch.clear();
+        o.previous = vec![VerificationStatus {
+            namespace: "db".into(),
+            pvc: "data".into(),
+            snapshot: "data-new".into(),
+            slot: t(3, 0, 0),
+            time: t(3, 1, 0),
+            result: VerificationResult::Succeeded,
+            message: "ok".into(),
+        }];
+        let out = run(&o, t(4, 0, 0));
+        assert!(out.writes.is_empty());
+        assert_eq!(
+            out.next_due,
+            Some(
+                Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0)
+                    .single()
+                    .expect("valid")
+            )
+        );
+        assert_eq!(out.findings.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_bound_restore_succeeds_and_its_scratch_objects_are_deleted() {
+        let mut o = observed();
+        let mut p = scratch(
+            ManagedKind::PersistentVolumeClaim,
+            "data",
+            t(3, 0, 0),
+            t(3, 0, 3),
+        );
+        p.bound = true;
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
+            p,
+        ];
+        let out = run(&o, t(3, 0, 9));
+        let e = &out.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Succeeded);
+        assert_eq!(e.snapshot, "data-new");
+        assert_eq!(e.slot, t(3, 0, 0));
+        assert!(e.message.contains("db/data"), "{}", e.message);
+        let mut kinds = deleted(&out);
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec![
+                ManagedKind::VolumeSnapshot,
+                ManagedKind::VolumeSnapshotContent,
+                ManagedKind::PersistentVolumeClaim
+            ]
+        );
+        assert_eq!(
+            out.findings.verified_times,
+            vec![("db".into(), "data".into(), t(3, 0, 9))]
+        );
+        assert_eq!(out.findings.failed_now, 0);
+    }
+
+    #[test]
+    fn a_restore_that_does_not_bind_in_time_fails_naming_the_pvc_and_why() {
+        let mut o = observed();
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
+            scratch(
+                ManagedKind::PersistentVolumeClaim,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 3),
+            ),
+        ];
+        o.pending_reasons.insert(
+            scratch_name("db", "data", t(3, 0, 0)),
+            "ProvisioningFailed: checksum mismatch".into(),
+        );
+        let waiting = run(&o, t(3, 5, 0));
+        assert!(waiting.writes.is_empty());
+        assert_eq!(waiting.next_due, Some(t(3, 10, 1)));
+        assert_eq!(waiting.findings.in_flight, 1);
+        let out = run(&o, t(3, 10, 1));
+        let e = &out.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Failed);
+        assert!(e.message.contains("PVC db/data"), "{}", e.message);
+        assert!(e.message.contains("checksum mismatch"), "{}", e.message);
+        assert_eq!(deleted(&out).len(), 3, "a failed restore is cleaned up too");
+        assert_eq!(out.findings.failed_now, 1);
+    }
+
+    #[test]
+    fn a_verification_under_way_resumes_for_its_own_slot_and_stale_ones_go() {
+        let mut o = observed();
+        // Made for 03:00 before a crash; the operator is back at 03:04, and an older set from
+        // the day before was left behind.
+        let yesterday = Utc
+            .with_ymd_and_hms(2026, 11, 22, 3, 0, 0)
+            .single()
+            .expect("valid");
+        let mut vs = scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1));
+        vs.ready = true;
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            vs,
+            scratch(
+                ManagedKind::PersistentVolumeClaim,
+                "data",
+                yesterday,
+                yesterday,
+            ),
+        ];
+        let out = run(&o, t(3, 4, 0));
+        assert_eq!(deleted(&out), vec![ManagedKind::PersistentVolumeClaim]);
+        let made = created(&out);
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].key.name, scratch_name("db", "data", t(3, 0, 0)));
+    }
+
+    #[test]
+    fn no_ready_snapshot_waits_for_the_timeout_then_fails() {
+        let mut o = observed();
+        o.snapshots = vec![snap("data", "data-failed", t(2, 0, 0), false, true)];
+        let out = run(&o, t(3, 0, 5));
+        assert!(out.writes.is_empty());
+        assert!(out.findings.entries.is_empty());
+        let out = run(&o, t(3, 10, 0));
+        let e = &out.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Failed);
+        assert!(
+            e.message.contains("PVC db/data has no ready snapshot"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_scratch_namespace_comes_first_and_a_foreign_one_is_never_used() {
+        let mut o = observed();
+        o.namespace = ScratchNamespace::Missing;
+        let out = run(&o, t(3, 0, 5));
+        let made = created(&out);
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].key.kind, ManagedKind::Namespace);
+        assert_eq!(made[0].key.name, scratch_namespace(PROFILE));
+        assert_eq!(out.next_due, Some(t(3, 0, 7)));
+        o.namespace = ScratchNamespace::Taken;
+        let out = run(&o, t(3, 0, 5));
+        assert!(out.writes.is_empty());
+        assert!(out.findings.entries[0].message.contains("not Rampart's"));
+    }
+
+    #[test]
+    fn names_are_bounded_and_slots_round_trip_through_labels() {
+        let long = "x".repeat(300);
+        assert!(scratch_namespace(&long).len() <= 63);
+        assert!(scratch_name(&long, &long, t(3, 0, 0)).len() <= 253);
+        assert!(content_name(&long, &long, &long, t(3, 0, 0)).len() <= 253);
+        assert_eq!(parse_slot_label(&slot_label(t(3, 0, 0))), Some(t(3, 0, 0)));
+        assert!(is_scratch("VolumeSnapshot", &scratch_namespace(PROFILE)));
+        assert!(!is_scratch("VolumeSnapshot", "db"));
+    }
+}
