@@ -153,6 +153,16 @@ async fn verify_outcome(
         .verify_observed(name, uid, backups, acting, previous);
     read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
     let out = controls::verify::plan(name, backups, spec, &observed, now);
+    tracing::debug!(
+        profile = name,
+        scratch = ?observed
+            .scratch
+            .iter()
+            .map(|o| (o.object.key.kind, o.slot, o.ready, o.bound))
+            .collect::<Vec<_>>(),
+        writes = ?out.writes.iter().map(|w| (w.verb(), w.target().kind)).collect::<Vec<_>>(),
+        "restore verification planned"
+    );
     if out.findings.needs_contents.is_empty() {
         return Ok(out);
     }

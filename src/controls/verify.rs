@@ -133,6 +133,8 @@ pub struct ScratchObject {
     pub error: Option<String>,
     /// A PVC's phase is Bound.
     pub bound: bool,
+    /// It carries a deletionTimestamp: a finished verification's leftover on its way out.
+    pub deleting: bool,
 }
 
 /// Whether the scratch namespace is there and whose it is.
@@ -235,8 +237,7 @@ pub fn plan(
             })
             .collect();
         let Some(latest) = slot else {
-            out.writes
-                .extend(mine.iter().map(|o| Write::Delete(o.object.clone())));
+            out.writes.extend(delete_all(&mine));
             continue;
         };
         // A verification under way finishes for its own slot even when later slots have
@@ -250,12 +251,17 @@ pub fn plan(
             .unwrap_or(latest);
         let (current, stale): (Vec<&ScratchObject>, Vec<&ScratchObject>) =
             mine.into_iter().partition(|o| o.slot == Some(slot));
-        out.writes
-            .extend(stale.iter().map(|o| Write::Delete(o.object.clone())));
+        out.writes.extend(delete_all(&stale));
         let done = entries.get(&key).is_some_and(|e| e.slot >= slot);
         if done {
-            out.writes
-                .extend(current.iter().map(|o| Write::Delete(o.object.clone())));
+            out.writes.extend(delete_all(&current));
+            continue;
+        }
+        // Objects being deleted mean this slot's result was recorded by a pass whose status
+        // the profile read here may not show yet: wait for them to go rather than judge the
+        // remains as a verification of their own.
+        if current.iter().any(|o| o.deleting) {
+            out.writes.extend(delete_all(&current));
             continue;
         }
         let name = scratch_name(&pvc.namespace, &pvc.name, slot);
@@ -466,6 +472,15 @@ pub fn plan(
     out.findings.entries = list;
     out.findings.pvcs = observed.pvcs.len();
     out
+}
+
+/// Deletes of the objects not already being deleted.
+fn delete_all(objects: &[&ScratchObject]) -> Vec<Write> {
+    objects
+        .iter()
+        .filter(|o| !o.deleting)
+        .map(|o| Write::Delete(o.object.clone()))
+        .collect()
 }
 
 fn scratch_labels(profile: &str, pvc: &VerifyPvc, slot: DateTime<Utc>) -> BTreeMap<String, String> {
@@ -730,6 +745,7 @@ mod tests {
             ready: false,
             error: None,
             bound: false,
+            deleting: false,
         }
     }
 
@@ -1000,6 +1016,20 @@ mod tests {
         let made = created(&out);
         assert_eq!(made.len(), 1);
         assert_eq!(made[0].key.name, scratch_name("db", "data", t(3, 0, 0)));
+    }
+
+    #[test]
+    fn the_remains_of_a_recorded_verification_are_not_judged_again() {
+        // The status read lags the pass that recorded the result and deleted the scratch
+        // objects: what is left, being deleted, is neither a new result nor a restart.
+        let mut o = observed();
+        let mut vs = scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1));
+        vs.ready = true;
+        vs.deleting = true;
+        o.scratch = vec![vs];
+        let out = run(&o, t(3, 20, 0));
+        assert!(out.writes.is_empty(), "{:?}", out.writes);
+        assert!(out.findings.entries.is_empty());
     }
 
     #[test]

@@ -505,6 +505,7 @@ fn scratch_object(kind: ManagedKind, m: &kube::core::ObjectMeta) -> ScratchObjec
         ready: false,
         error: None,
         bound: false,
+        deleting: m.deletion_timestamp.is_some(),
     }
 }
 
