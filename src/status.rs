@@ -796,6 +796,54 @@ mod tests {
     }
 
     #[test]
+    fn backups_verified_names_the_first_failing_pvc_says_audit_and_stays_out_of_ready() {
+        use crate::api::{VerificationResult, VerificationStatus};
+        use crate::controls::verify::VerifyFindings;
+        let entry = |pvc: &str, result: VerificationResult| VerificationStatus {
+            namespace: "a".into(),
+            pvc: pvc.into(),
+            snapshot: format!("{pvc}-snap"),
+            slot: at(0),
+            time: at(5),
+            result,
+            message: format!("restore of PVC a/{pvc}: x"),
+        };
+        let mut f = findings(None);
+        f.verify = Some(VerifyFindings {
+            pvcs: 2,
+            entries: vec![
+                entry("logs", VerificationResult::Failed),
+                entry("data", VerificationResult::Succeeded),
+            ],
+            ..Default::default()
+        });
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        let c = cond(&s, "BackupsVerified");
+        assert_eq!(c.status, ConditionStatus::False);
+        assert_eq!(c.reason, "VerificationFailed");
+        assert!(c.message.contains("a/logs"), "{}", c.message);
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
+
+        if let Some(v) = f.verify.as_mut() {
+            v.entries = vec![
+                entry("data", VerificationResult::Succeeded),
+                entry("logs", VerificationResult::Succeeded),
+            ];
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").status, ConditionStatus::True);
+        if let Some(v) = f.verify.as_mut() {
+            v.entries.pop();
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").reason, "NotYetVerified");
+        let s = compute(&spec(Mode::Audit), Some(1), &f, None, at(10));
+        let c = cond(&s, "BackupsVerified");
+        assert_eq!(c.reason, "AuditMode");
+        assert!(c.message.contains("not run in Audit"), "{}", c.message);
+    }
+
+    #[test]
     fn invalid_spec_names_the_field_and_is_not_ready() {
         let mut f = findings(None);
         f.invalid.push(InvalidField {

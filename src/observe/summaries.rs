@@ -328,6 +328,8 @@ mod tests {
         .expect("valid pvc");
         let p = p.summarize();
         assert_eq!(p.restored_from.as_deref(), Some("snap-1"));
+        assert!(p.bound, "restore verification waits for Bound");
+        assert_eq!(p.request.as_deref(), Some("1Gi"));
         assert!(p.metadata.annotations.is_none());
         assert_eq!(p.metadata.labels.map(|l| l.len()), Some(1));
         let plain: PersistentVolumeClaim = serde_json::from_value(json!({
@@ -351,6 +353,12 @@ mod tests {
         let s = s.summarize();
         assert_eq!(s.pvc, "data");
         assert!(s.ready && !s.failed);
+        assert_eq!(
+            s.content.as_deref(),
+            Some("c"),
+            "a restore needs its content"
+        );
+        assert_eq!(s.restore_size.as_deref(), Some("1Gi"));
         assert!(s.metadata.annotations.is_some());
         let failed: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
@@ -361,6 +369,7 @@ mod tests {
         .expect("valid snapshot");
         let f = failed.summarize();
         assert!(!f.ready && f.failed);
+        assert_eq!(f.error.as_deref(), Some("driver failed"));
         assert_eq!(Snapshot::api_version(&()), "snapshot.storage.k8s.io/v1");
     }
 }
