@@ -116,6 +116,9 @@ pub(crate) async fn apply_profile(
             findings.verify = Some(done.findings);
             events.extend(done.events);
             applied.extend(done.applied);
+        } else if let Some(b) = findings.backups.as_mut() {
+            // Verification switched off: its last results no longer describe anything.
+            b.status.last_verified.clear();
         }
     }
     findings.selection = selection;

@@ -23,6 +23,7 @@ use crate::api::{
     BackupControl, ControlName, VerificationResult, VerificationStatus, VerifyControl,
     CONTROL_LABEL, STATUS_LIST_LIMIT,
 };
+use crate::events::Event;
 use crate::ownership::managed_labels;
 use crate::schedule::Schedule;
 
@@ -287,9 +288,16 @@ pub fn plan(
             |result: VerificationResult, message: String, out: &mut Outcome<VerifyFindings>| {
                 if result == VerificationResult::Failed {
                     out.findings.failed_now += 1;
+                    out.events.push(Event::warning(
+                        "VerificationFailed",
+                        "Verify",
+                        message.clone(),
+                    ));
+                } else {
+                    out.events
+                        .push(Event::normal("Verified", "Verify", message.clone()));
                 }
-                out.writes
-                    .extend(current.iter().map(|o| Write::Delete(o.object.clone())));
+                out.writes.extend(delete_all(&current));
                 entries.insert(
                     key.clone(),
                     VerificationStatus {
