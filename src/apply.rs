@@ -125,7 +125,7 @@ impl Writer {
             } => self.stamp_workload(&consumer, &rotation_id, at).await,
         };
         if effect.as_ref().is_ok_and(|e| *e == Effect::Done) {
-            self.metrics.count_done(&self.owner.name, verb, target.kind);
+            self.metrics.count_done(&self.owner.name, verb, &target);
         }
         Applied {
             verb,
@@ -390,7 +390,11 @@ fn api_for(client: &Client, kind: ManagedKind, namespace: &str) -> Api<DynamicOb
         &GroupVersionKind::gvk(group, version, kind.kind()),
         kind.plural(),
     );
-    Api::namespaced_with(client.clone(), namespace, &ar)
+    if kind.cluster_scoped() {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        Api::namespaced_with(client.clone(), namespace, &ar)
+    }
 }
 
 fn with_owner(manifest: &Value, owner: &OwnerReference) -> Result<DynamicObject, Error> {

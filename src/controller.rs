@@ -163,7 +163,12 @@ pub async fn run(
     let mut controller = Controller::for_stream(profile_changes, profiles)
         .watches_stream(feeds.secrets, move |s| secrets(s.namespace()))
         .watches_stream(feeds.daemonsets, move |d| daemonsets(d.namespace()))
-        .watches_stream(feeds.pvcs, move |p| pvcs(p.namespace()))
+        // A restore verification's scratch PVC names its profile; any other PVC matters to the
+        // profiles selecting its namespace.
+        .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
+            Some(profile) => vec![ObjectRef::new(&profile)],
+            None => pvcs(p.namespace()),
+        })
         .watches_stream(feeds.deployments, move |d| deployments(d.namespace()))
         .watches_stream(feeds.statefulsets, move |s| statefulsets(s.namespace()))
         .watches_stream(feeds.budgets, move |b| budgets(&b.metadata))

@@ -170,8 +170,15 @@ pub fn after_writes(
             summarize("Restarting", &restarted),
         ));
     }
-    let created = done(WriteVerb::Create, Some("VolumeSnapshot")).len();
-    let pruned = done(WriteVerb::Delete, Some("VolumeSnapshot")).len();
+    // Restore verification's scratch snapshots are neither taken nor pruned backups.
+    let real = |targets: Vec<String>| {
+        targets
+            .iter()
+            .filter(|t| !t.starts_with("VolumeSnapshot rampart-verify-"))
+            .count()
+    };
+    let created = real(done(WriteVerb::Create, Some("VolumeSnapshot")));
+    let pruned = real(done(WriteVerb::Delete, Some("VolumeSnapshot")));
     if created > 0 || pruned > 0 {
         out.push(Event::normal(
             "Snapshots",

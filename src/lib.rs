@@ -64,6 +64,13 @@ pub enum Error {
         first: String,
     },
 
+    #[error("reading {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("profile has no name or uid")]
     MissingIdentity,
 
@@ -83,6 +90,7 @@ impl Error {
             Error::StatusWrite { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "CleanupFailed",
             Error::PartialApply { .. } => "ApplyFailed",
+            Error::Read { .. } => "ReadFailed",
             Error::MissingIdentity => "InvalidObject",
             Error::Encode { .. } => "EncodeFailed",
         }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub snapshots_failed: IntGaugeVec,
     pub snapshot_slots_missed: IntCounterVec,
     pub snapshot_last_success: prometheus::GaugeVec,
+    pub backup_last_verified: prometheus::GaugeVec,
+    pub backup_verifications_failed: IntCounterVec,
     pub leader: prometheus::IntGauge,
     pub build_info: IntGaugeVec,
 }
@@ -172,6 +174,20 @@ impl Metrics {
             ),
             &["profile", "namespace", "pvc"],
         )?;
+        let backup_last_verified = prometheus::GaugeVec::new(
+            Opts::new(
+                "rampart_backup_last_verified_timestamp_seconds",
+                "Time of the last successful restore verification of each selected PVC.",
+            ),
+            &["profile", "namespace", "pvc"],
+        )?;
+        let backup_verifications_failed = IntCounterVec::new(
+            Opts::new(
+                "rampart_backup_verifications_failed_total",
+                "Restore verifications recorded as Failed.",
+            ),
+            &["profile"],
+        )?;
         let leader = prometheus::IntGauge::new(
             "rampart_leader",
             "1 while this replica holds the leader lease (or runs without leader election).",
@@ -203,6 +219,8 @@ impl Metrics {
         registry.register(Box::new(snapshots_failed.clone()))?;
         registry.register(Box::new(snapshot_slots_missed.clone()))?;
         registry.register(Box::new(snapshot_last_success.clone()))?;
+        registry.register(Box::new(backup_last_verified.clone()))?;
+        registry.register(Box::new(backup_verifications_failed.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -234,6 +252,8 @@ impl Metrics {
             snapshots_failed,
             snapshot_slots_missed,
             snapshot_last_success,
+            backup_last_verified,
+            backup_verifications_failed,
             leader,
             build_info,
         })
@@ -246,8 +266,20 @@ impl Metrics {
     }
 
     /// Counts a write that changed the cluster under the metric that names what it did.
-    pub fn count_done(&self, profile: &str, verb: crate::controls::WriteVerb, kind: &str) {
+    pub fn count_done(
+        &self,
+        profile: &str,
+        verb: crate::controls::WriteVerb,
+        target: &crate::controls::Target,
+    ) {
         use crate::controls::WriteVerb;
+        let kind = target.kind;
+        // Restore verification's scratch objects are neither snapshots taken nor pruned.
+        if crate::controls::verify::is_scratch(kind, &target.namespace)
+            || matches!(kind, "Namespace" | "PersistentVolumeClaim")
+        {
+            return;
+        }
         let control = match kind {
             "NetworkPolicy" => Some(ControlName::NetworkPolicies),
             "PodDisruptionBudget" => Some(ControlName::PodDisruptionBudgets),
@@ -314,11 +346,33 @@ impl Metrics {
                     .with_label_values(&[profile])
                     .inc_by(b.missed_now as u64);
             }
+            if let Some(v) = &findings.verify {
+                self.report_verification(profile, v);
+            }
             for (ns, pvc, t) in &b.last_success_times {
                 self.snapshot_last_success
                     .with_label_values(&[profile, ns.as_str(), pvc.as_str()])
                     .set(t.timestamp() as f64);
             }
+        }
+    }
+
+    /// Restore verification's metrics for one pass.
+    pub fn report_verification(&self, profile: &str, v: &crate::controls::verify::VerifyFindings) {
+        for (ns, pvc, t) in &v.verified_times {
+            self.backup_last_verified
+                .with_label_values(&[profile, ns.as_str(), pvc.as_str()])
+                .set(t.timestamp() as f64);
+        }
+        if v.failed_now > 0 {
+            self.backup_verifications_failed
+                .with_label_values(&[profile])
+                .inc_by(v.failed_now as u64);
+        } else {
+            // Present from the first pass, so an alert on its increase sees the first failure.
+            self.backup_verifications_failed
+                .with_label_values(&[profile])
+                .inc_by(0);
         }
     }
 
@@ -348,30 +402,12 @@ impl Metrics {
             &self.snapshots_created,
             &self.snapshots_pruned,
             &self.snapshot_slots_missed,
+            &self.backup_verifications_failed,
         ] {
             let _ = m.remove_label_values(&[profile]);
         }
-        let stale: Vec<_> = prometheus::core::Collector::collect(&self.snapshot_last_success)
-            .iter()
-            .flat_map(|f| f.get_metric().to_vec())
-            .map(|m| {
-                m.get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })
-            .filter(|l| l.get("profile").map(String::as_str) == Some(profile))
-            .collect();
-        for l in stale {
-            let (ns, pvc) = (
-                l.get("namespace").cloned().unwrap_or_default(),
-                l.get("pvc").cloned().unwrap_or_default(),
-            );
-            let _ = self.snapshot_last_success.remove_label_values(&[
-                profile,
-                ns.as_str(),
-                pvc.as_str(),
-            ]);
+        for gauge in [&self.snapshot_last_success, &self.backup_last_verified] {
+            forget_pvc_series(gauge, profile);
         }
     }
 
@@ -380,6 +416,28 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// Removes a per-PVC gauge's series of one profile.
+fn forget_pvc_series(gauge: &prometheus::GaugeVec, profile: &str) {
+    let stale: Vec<_> = prometheus::core::Collector::collect(gauge)
+        .iter()
+        .flat_map(|f| f.get_metric().to_vec())
+        .map(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .filter(|l| l.get("profile").map(String::as_str) == Some(profile))
+        .collect();
+    for l in stale {
+        let (ns, pvc) = (
+            l.get("namespace").cloned().unwrap_or_default(),
+            l.get("pvc").cloned().unwrap_or_default(),
+        );
+        let _ = gauge.remove_label_values(&[profile, ns.as_str(), pvc.as_str()]);
     }
 }
 

@@ -103,6 +103,23 @@ pub(crate) async fn apply_profile(
         findings.backups = Some(done.findings);
         events.extend(done.events);
         applied.extend(done.applied);
+        if let Some(v) = &backups.verify {
+            let done = carry_out(
+                verify_outcome(&name, &uid, backups, v, &acting, previous, ctx, now).await?,
+                &writer,
+            )
+            .await;
+            due.push(done.next_due);
+            if let Some(b) = findings.backups.as_mut() {
+                b.status.last_verified = done.findings.entries.clone();
+            }
+            findings.verify = Some(done.findings);
+            events.extend(done.events);
+            applied.extend(done.applied);
+        } else if let Some(b) = findings.backups.as_mut() {
+            // Verification switched off: its last results no longer describe anything.
+            b.status.last_verified.clear();
+        }
     }
     findings.selection = selection;
     events.extend(events::after_writes(&findings.drift, &applied, caught_up));
@@ -117,6 +134,44 @@ pub(crate) async fn apply_profile(
         delay = delay.min(NAME_TAKEN_RETRY);
     }
     Ok(Action::requeue(delay))
+}
+
+/// Restore verification's plan: observe (the caches, then the few scratch objects and, when the
+/// plan asks, the source snapshots' contents, from the API) and plan, twice when contents were
+/// needed.
+#[allow(clippy::too_many_arguments)]
+async fn verify_outcome(
+    name: &str,
+    uid: &str,
+    backups: &crate::api::BackupControl,
+    spec: &crate::api::VerifyControl,
+    acting: &BTreeSet<String>,
+    previous: Option<&crate::api::BackupStatus>,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Outcome<controls::verify::VerifyFindings>, Error> {
+    use crate::observe::queries::{read_source_contents, read_verify_extras};
+    let mut observed = ctx
+        .caches
+        .verify_observed(name, uid, backups, acting, previous);
+    read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
+    let out = controls::verify::plan(name, backups, spec, &observed, now);
+    tracing::debug!(
+        profile = name,
+        scratch = ?observed
+            .scratch
+            .iter()
+            .map(|o| (o.object.key.kind, o.slot, o.ready, o.bound))
+            .collect::<Vec<_>>(),
+        writes = ?out.writes.iter().map(|w| (w.verb(), w.target().kind)).collect::<Vec<_>>(),
+        "restore verification planned"
+    );
+    if out.findings.needs_contents.is_empty() {
+        return Ok(out);
+    }
+    observed.contents = read_source_contents(&ctx.client, &out.findings.needs_contents).await?;
+    observed.contents_read = true;
+    Ok(controls::verify::plan(name, backups, spec, &observed, now))
 }
 
 /// Which namespaces the profile holds, per control, among every profile in the cache.

@@ -40,6 +40,8 @@ pub struct Findings {
     pub namespaces: NamespaceFindings,
     pub rotation: Option<RotationPlan>,
     pub backups: Option<BackupFindings>,
+    /// Restore verification, when `backups.verify` is set.
+    pub verify: Option<crate::controls::verify::VerifyFindings>,
 }
 
 impl Findings {
@@ -206,6 +208,61 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
         status.phase == RotationPhase::Complete,
         reason,
         message,
+    )
+}
+
+/// `BackupsVerified`: True when every selected PVC's last restore verification succeeded.
+fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) -> Computed {
+    use crate::api::VerificationResult;
+    let type_ = conditions::BACKUPS_VERIFIED;
+    if audit {
+        return Computed::new(
+            type_,
+            false,
+            "AuditMode",
+            "restore verification is not run in Audit mode",
+        );
+    }
+    let failed: Vec<_> = v
+        .entries
+        .iter()
+        .filter(|e| e.result == VerificationResult::Failed)
+        .collect();
+    if let Some(first) = failed.first() {
+        return Computed::new(
+            type_,
+            false,
+            "VerificationFailed",
+            format!(
+                "{} of {} PVCs failed restore verification; first {}/{}: {}",
+                failed.len(),
+                v.pvcs,
+                first.namespace,
+                first.pvc,
+                first.message
+            ),
+        );
+    }
+    let unverified = v.pvcs.saturating_sub(v.entries.len());
+    if unverified > 0 {
+        return Computed::new(
+            type_,
+            false,
+            "NotYetVerified",
+            format!(
+                "{unverified} of {} PVCs have no restore verification yet ({} under way)",
+                v.pvcs, v.in_flight
+            ),
+        );
+    }
+    Computed::new(
+        type_,
+        true,
+        "Verified",
+        format!(
+            "the last restore verification of each of {} PVCs succeeded",
+            v.pvcs
+        ),
     )
 }
 
@@ -487,6 +544,11 @@ pub fn compute(
         }
         conds.push(c);
     }
+    if let Some(v) = &findings.verify {
+        // Not part of Ready: a restore that fails is data to act on, not a control that has
+        // not converged, and Ready must not wait for the first verification slot.
+        conds.push(verified_condition(v, audit));
+    }
     conds.push(drift_condition(drifted_total, audit));
     conds.push(Computed::new(
         conditions::INVALID_SPEC,
@@ -753,6 +815,54 @@ mod tests {
         let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
         assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
         assert_eq!(cond(&s, "BackupsHealthy").status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn backups_verified_names_the_first_failing_pvc_says_audit_and_stays_out_of_ready() {
+        use crate::api::{VerificationResult, VerificationStatus};
+        use crate::controls::verify::VerifyFindings;
+        let entry = |pvc: &str, result: VerificationResult| VerificationStatus {
+            namespace: "a".into(),
+            pvc: pvc.into(),
+            snapshot: format!("{pvc}-snap"),
+            slot: at(0),
+            time: at(5),
+            result,
+            message: format!("restore of PVC a/{pvc}: x"),
+        };
+        let mut f = findings(None);
+        f.verify = Some(VerifyFindings {
+            pvcs: 2,
+            entries: vec![
+                entry("logs", VerificationResult::Failed),
+                entry("data", VerificationResult::Succeeded),
+            ],
+            ..Default::default()
+        });
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        let c = cond(&s, "BackupsVerified");
+        assert_eq!(c.status, ConditionStatus::False);
+        assert_eq!(c.reason, "VerificationFailed");
+        assert!(c.message.contains("a/logs"), "{}", c.message);
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
+
+        if let Some(v) = f.verify.as_mut() {
+            v.entries = vec![
+                entry("data", VerificationResult::Succeeded),
+                entry("logs", VerificationResult::Succeeded),
+            ];
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").status, ConditionStatus::True);
+        if let Some(v) = f.verify.as_mut() {
+            v.entries.pop();
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").reason, "NotYetVerified");
+        let s = compute(&spec(Mode::Audit), Some(1), &f, None, at(10));
+        let c = cond(&s, "BackupsVerified");
+        assert_eq!(c.reason, "AuditMode");
+        assert!(c.message.contains("not run in Audit"), "{}", c.message);
     }
 
     #[test]

@@ -139,7 +139,8 @@ fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
             "networkPolicies": {},
             "podDisruptionBudgets": {"minReplicas": 2, "maxUnavailable": 1},
             "secretRotation": {"rotationId": "r1", "selector": {"matchLabels": {"rampart.dev/rotate": "true"}}, "regenerate": [{"key": "password"}]},
-            "backups": {"schedule": "*/5 * * * * *", "pvcSelector": {"matchLabels": {"backup": "true"}}, "volumeSnapshotClassName": "csi-snapclass"}
+            "backups": {"schedule": "*/5 * * * * *", "pvcSelector": {"matchLabels": {"backup": "true"}}, "volumeSnapshotClassName": "csi-snapclass",
+                "verify": {"schedule": "*/5 * * * * *", "timeoutSeconds": 60}}
         }
     })
 }
@@ -221,6 +222,17 @@ async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
                 .map(|l| l.items.len())
                 .unwrap_or(0);
             (n >= 1, format!("{n}"))
+        },
+    )
+    .await?;
+    // Restore verification: a scratch namespace, content, snapshot and PVC, and the events
+    // of a pending restore, all as the ServiceAccount.
+    wait_until(
+        "a restore verified as the ServiceAccount",
+        TIMEOUT,
+        || async {
+            let v = condition(&c, &name, "BackupsVerified").await;
+            (v.as_ref().is_some_and(|r| r.0 == "True"), format!("{v:?}"))
         },
     )
     .await?;

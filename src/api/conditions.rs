@@ -9,6 +9,7 @@ pub const NETWORK_POLICIES_READY: &str = "NetworkPoliciesReady";
 pub const DISRUPTION_BUDGETS_READY: &str = "DisruptionBudgetsReady";
 pub const SECRETS_ROTATED: &str = "SecretsRotated";
 pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+pub const BACKUPS_VERIFIED: &str = "BackupsVerified";
 pub const DRIFTED: &str = "Drifted";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const CONFLICT: &str = "Conflict";

@@ -409,6 +409,32 @@ pub struct BackupControl {
     /// What happens to the snapshots when the profile is deleted.
     #[serde(default)]
     pub deletion_policy: SnapshotDeletionPolicy,
+    /// Restore verification: on its own schedule, restore the newest ready snapshot of each
+    /// selected PVC into a scratch PVC in a namespace Rampart owns, wait until it binds, record
+    /// the result in `status.backups.lastVerified`, and delete the scratch objects. Not run in
+    /// Audit mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyControl>,
+}
+
+/// When and how snapshots are restored to prove they restore.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyControl {
+    /// Cron schedule of verifications (read in `spec.backups.timeZone`): 5 fields, 6 with a
+    /// leading seconds field, or a macro such as @weekly.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("schedule: must not be blank"))]
+    pub schedule: String,
+    /// StorageClass of the scratch PVC; the source PVC's class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// How long one verification may take, from the first scratch object to a bound PVC,
+    /// before it is recorded as Failed.
+    #[serde(default = "default_verify_timeout_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub timeout_seconds: i64,
 }
 
 /// Retention of ready snapshots.
@@ -540,6 +566,9 @@ fn default_secret_length() -> i32 {
 }
 fn default_starting_deadline_seconds() -> i64 {
     3600
+}
+fn default_verify_timeout_seconds() -> i64 {
+    600
 }
 fn default_max_count() -> i32 {
     7

@@ -291,6 +291,38 @@ pub struct BackupStatus {
     /// Failed snapshots and missed slots (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<ObjectRefStatus>,
+    /// The last restore verification of each selected PVC (bounded; `backups.verify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_verified: Vec<VerificationStatus>,
+}
+
+/// The outcome of one restore verification.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerificationResult {
+    /// The snapshot restored into a scratch PVC that bound.
+    Succeeded,
+    /// The restore failed or did not finish within the timeout; the message says why.
+    Failed,
+}
+
+/// One PVC's last restore verification.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// Namespace of the verified PVC.
+    pub namespace: String,
+    /// The verified PVC.
+    pub pvc: String,
+    /// The VolumeSnapshot restored (empty when there was none to restore).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot: String,
+    /// The verification schedule slot this result is for.
+    pub slot: DateTime<Utc>,
+    /// When the result was recorded.
+    pub time: DateTime<Utc>,
+    pub result: VerificationResult,
+    /// What happened, naming the PVC.
+    pub message: String,
 }
 
 /// Where a rotation stands.

@@ -57,6 +57,14 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
         if let Err(e) = Schedule::parse(&b.schedule, b.time_zone.as_deref()) {
             out.push(invalid(e.field(), e.to_string()));
         }
+        if let Some(v) = &b.verify {
+            // A bad time zone is reported once, for spec.backups.timeZone, above.
+            if let Err(e @ crate::schedule::ScheduleError::Cron { .. }) =
+                Schedule::parse(&v.schedule, b.time_zone.as_deref())
+            {
+                out.push(invalid("spec.backups.verify.schedule", e.to_string()));
+            }
+        }
         if let Some(age) = &b.retention.max_age {
             if parse_duration(age).is_none() {
                 out.push(invalid(
@@ -131,7 +139,30 @@ pub fn valid_label_key(key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_label_key;
+    use super::{invalid_fields, valid_label_key, LabelSelector};
+
+    #[test]
+    fn a_bad_verify_schedule_names_its_field() {
+        let mut spec = crate::api::fixtures::budgets_only(crate::api::Mode::Enforce);
+        spec.backups = Some(crate::api::BackupControl {
+            schedule: "0 2 * * *".into(),
+            time_zone: None,
+            pvc_selector: LabelSelector::default(),
+            volume_snapshot_class_name: "csi".into(),
+            retention: Default::default(),
+            suspend: false,
+            starting_deadline_seconds: 60,
+            snapshot_on_create: false,
+            deletion_policy: Default::default(),
+            verify: Some(crate::api::VerifyControl {
+                schedule: "every tuesday".into(),
+                storage_class_name: None,
+                timeout_seconds: 600,
+            }),
+        });
+        let fields: Vec<String> = invalid_fields(&spec).into_iter().map(|f| f.field).collect();
+        assert_eq!(fields, vec!["spec.backups.verify.schedule".to_string()]);
+    }
 
     #[test]
     fn label_keys() {

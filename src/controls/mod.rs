@@ -7,6 +7,7 @@ pub mod disruption_budgets;
 pub mod network_policies;
 pub mod rotation;
 pub mod snapshots;
+pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,12 @@ pub enum ManagedKind {
     NetworkPolicy,
     PodDisruptionBudget,
     VolumeSnapshot,
+    /// The scratch namespace restore verification works in (cluster-scoped).
+    Namespace,
+    /// A pre-provisioned content pointing at a snapshot's handle (cluster-scoped).
+    VolumeSnapshotContent,
+    /// A scratch PVC restored from a snapshot.
+    PersistentVolumeClaim,
 }
 
 impl ManagedKind {
@@ -32,6 +39,9 @@ impl ManagedKind {
             ManagedKind::NetworkPolicy => "NetworkPolicy",
             ManagedKind::PodDisruptionBudget => "PodDisruptionBudget",
             ManagedKind::VolumeSnapshot => "VolumeSnapshot",
+            ManagedKind::Namespace => "Namespace",
+            ManagedKind::VolumeSnapshotContent => "VolumeSnapshotContent",
+            ManagedKind::PersistentVolumeClaim => "PersistentVolumeClaim",
         }
     }
 
@@ -39,7 +49,10 @@ impl ManagedKind {
         match self {
             ManagedKind::NetworkPolicy => "networking.k8s.io/v1",
             ManagedKind::PodDisruptionBudget => "policy/v1",
-            ManagedKind::VolumeSnapshot => "snapshot.storage.k8s.io/v1",
+            ManagedKind::VolumeSnapshot | ManagedKind::VolumeSnapshotContent => {
+                "snapshot.storage.k8s.io/v1"
+            }
+            ManagedKind::Namespace | ManagedKind::PersistentVolumeClaim => "v1",
         }
     }
 
@@ -48,7 +61,18 @@ impl ManagedKind {
             ManagedKind::NetworkPolicy => "networkpolicies",
             ManagedKind::PodDisruptionBudget => "poddisruptionbudgets",
             ManagedKind::VolumeSnapshot => "volumesnapshots",
+            ManagedKind::Namespace => "namespaces",
+            ManagedKind::VolumeSnapshotContent => "volumesnapshotcontents",
+            ManagedKind::PersistentVolumeClaim => "persistentvolumeclaims",
         }
+    }
+
+    /// Whether objects of this kind live outside namespaces (their key's namespace is empty).
+    pub fn cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            ManagedKind::Namespace | ManagedKind::VolumeSnapshotContent
+        )
     }
 }
 

@@ -208,6 +208,10 @@ fn backup_status(
             + plan.missed_slots.len() as i64,
         last_successful: plan.last_successful.clone(),
         problems,
+        // The verification control fills this in; carried forward until it does.
+        last_verified: previous
+            .map(|p| p.last_verified.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -486,6 +490,7 @@ mod tests {
             starting_deadline_seconds: 300,
             snapshot_on_create: false,
             deletion_policy: SnapshotDeletionPolicy::Retain,
+            verify: None,
         }
     }
 

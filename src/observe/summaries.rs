@@ -131,6 +131,14 @@ pub fn spec_fingerprint<S: Serialize>(spec: &S) -> Fingerprint {
 pub struct Pvc {
     pub metadata: ObjectMeta,
     pub restored_from: Option<String>,
+    /// `status.phase` is Bound (restore verification waits for it).
+    #[serde(default)]
+    pub bound: bool,
+    /// `spec.storageClassName` and `spec.resources.requests.storage`: what a restore of it asks for.
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 summary_resource!(
@@ -146,6 +154,23 @@ impl Summarize for PersistentVolumeClaim {
     type Summary = Pvc;
     fn summarize(mut self) -> Pvc {
         meta_without_annotations(&mut self.metadata);
+        let bound = self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Bound");
+        let storage_class = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone());
+        let request = self.spec.as_ref().and_then(|s| {
+            s.resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+                .map(|q| q.0.clone())
+        });
         let restored_from = self.spec.and_then(|s| {
             let snapshot = |kind: &str, name: String| (kind == "VolumeSnapshot").then_some(name);
             s.data_source
@@ -155,6 +180,9 @@ impl Summarize for PersistentVolumeClaim {
         Pvc {
             metadata: self.metadata,
             restored_from,
+            bound,
+            storage_class,
+            request,
         }
     }
 }
@@ -207,6 +235,15 @@ pub struct Snapshot {
     pub pvc: String,
     pub ready: bool,
     pub failed: bool,
+    /// `status.error.message`, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `status.boundVolumeSnapshotContentName` and `status.restoreSize`: what a restore of it
+    /// needs.
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub restore_size: Option<String>,
 }
 
 summary_resource!(
@@ -229,6 +266,19 @@ impl Summarize for DynamicObject {
                 .to_string(),
             ready: self.data["status"]["readyToUse"].as_bool().unwrap_or(false),
             failed: !self.data["status"]["error"].is_null(),
+            error: self.data["status"]["error"]
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .or_else(|| {
+                    (!self.data["status"]["error"].is_null()).then(|| "unknown error".to_string())
+                }),
+            content: self.data["status"]["boundVolumeSnapshotContentName"]
+                .as_str()
+                .map(str::to_string),
+            restore_size: self.data["status"]["restoreSize"]
+                .as_str()
+                .map(str::to_string),
             metadata: self.metadata,
         }
     }
@@ -278,6 +328,8 @@ mod tests {
         .expect("valid pvc");
         let p = p.summarize();
         assert_eq!(p.restored_from.as_deref(), Some("snap-1"));
+        assert!(p.bound, "restore verification waits for Bound");
+        assert_eq!(p.request.as_deref(), Some("1Gi"));
         assert!(p.metadata.annotations.is_none());
         assert_eq!(p.metadata.labels.map(|l| l.len()), Some(1));
         let plain: PersistentVolumeClaim = serde_json::from_value(json!({
@@ -301,6 +353,12 @@ mod tests {
         let s = s.summarize();
         assert_eq!(s.pvc, "data");
         assert!(s.ready && !s.failed);
+        assert_eq!(
+            s.content.as_deref(),
+            Some("c"),
+            "a restore needs its content"
+        );
+        assert_eq!(s.restore_size.as_deref(), Some("1Gi"));
         assert!(s.metadata.annotations.is_some());
         let failed: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
@@ -311,6 +369,7 @@ mod tests {
         .expect("valid snapshot");
         let f = failed.summarize();
         assert!(!f.ready && f.failed);
+        assert_eq!(f.error.as_deref(), Some("driver failed"));
         assert_eq!(Snapshot::api_version(&()), "snapshot.storage.k8s.io/v1");
     }
 }
