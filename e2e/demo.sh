@@ -3,44 +3,28 @@
 # profile and its drift report. The control plane and the operator keep running afterwards;
 # `make down` stops both.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-export PATH="$(bash e2e/tools/build.sh --print-path):$PATH"
-export KUBECONFIG="$root/.local/kubeconfig"
+source "$(dirname "$0")/lib.sh"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "local control plane"
 bash e2e/controlplane/up.sh
 
 step "the HardeningProfile CRD"
-kubectl apply --server-side --force-conflicts -f crds/
-kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s
+install_crd
 
 step "the sample estate (countly, kafka, clickhouse, mongodb, observability)"
 kubectl apply --server-side --force-conflicts -f e2e/demo/estate.yaml
 
 step "the operator"
 mkdir -p .local/logs .local/pids
-# Always the binary just built: an operator left from an earlier run is stopped first
-# (SIGTERM: it closes its write fence and exits; SIGKILL if it has not after 10 s).
-if [ -f .local/pids/operator.pid ] && kill -0 "$(cat .local/pids/operator.pid)" 2>/dev/null; then
-  old=$(cat .local/pids/operator.pid)
-  kill "$old" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$old" 2>/dev/null || true
-  echo "stopped the operator from an earlier run (pid $old)"
-fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Always the binary just built: an operator left from an earlier run is stopped first.
+stop_demo_operator
+port=$(free_port)
 setsid nohup ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" >.local/logs/operator.log 2>&1 < /dev/null &
 echo $! > .local/pids/operator.pid
 echo "$port" > .local/operator-port
 echo "started (pid $!, log .local/logs/operator.log)"
-for _ in $(seq 1 300); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$(cat .local/pids/operator.pid)" 2>/dev/null || { echo "the operator exited; see .local/logs/operator.log"; tail -20 .local/logs/operator.log; exit 1; }
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "the operator is not ready after 30 s; see .local/logs/operator.log"; exit 1; }
+wait_operator "$port" "$(cat .local/pids/operator.pid)" .local/logs/operator.log
 echo "ready (caches synced): http://127.0.0.1:$port/readyz"
 
 step "the samples (config/samples/)"

@@ -40,3 +40,18 @@ wait_operator() {
   echo "the operator did not answer /$path within $((tries / 10)) s; see $log" >&2
   return 1
 }
+
+# Stops the operator `make demo` leaves running (its pid in .local/pids/operator.pid):
+# SIGTERM, so it closes its write fence and exits, then SIGKILL if it has not after 10 s.
+stop_demo_operator() {
+  local pid_file="$root/.local/pids/operator.pid" pid
+  [ -f "$pid_file" ] || return 0
+  pid=$(cat "$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    echo "stopped the operator an earlier \`make demo\` left running (pid $pid)"
+  fi
+  rm -f "$pid_file"
+}

@@ -23,6 +23,10 @@ else
   bash e2e/controlplane/up.sh
 fi
 
+# `make demo` leaves its operator running, and it reconciles every profile, the tests' own
+# included: stopped, or it would overwrite what the tests set up.
+stop_demo_operator
+
 echo "[e2e] installing the HardeningProfile CRD"
 install_crd
 

@@ -56,7 +56,8 @@ pub(crate) async fn apply_profile(
     ctx: &Context,
 ) -> Result<Action, Error> {
     // Whole seconds: status times are compared to decide whether to write.
-    let now = Utc::now().trunc_subsecs(0);
+    let precise = Utc::now();
+    let now = precise.trunc_subsecs(0);
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
     let spec = &profile.spec;
@@ -84,7 +85,9 @@ pub(crate) async fn apply_profile(
         let acting = selection.acting_in(ControlName::SecretRotation);
         let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
         let observed = ctx.caches.rotation_observed(rot, &acting, previous);
-        let done = carry_out(controls::rotation::plan(rot, &observed, now), &writer).await;
+        // Restart stamps keep their milliseconds: they tell one batch from the next, and
+        // two batches can start within one second.
+        let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
         due.push(done.next_due);
         findings.rotation = Some(done.findings);
         events.extend(done.events);
