@@ -205,7 +205,11 @@ pub async fn delete_labelled(c: &Client, r: &ApiResource, selector: &str) -> Res
 pub async fn delete_namespaces(c: &Client, label: &str) -> Result<Duration> {
     let start = Instant::now();
     let nss = Api::<Namespace>::all(c.clone());
-    for ns in nss.list_metadata(&ListParams::default().labels(label)).await?.items {
+    for ns in nss
+        .list_metadata(&ListParams::default().labels(label))
+        .await?
+        .items
+    {
         let _ = nss
             .delete(&ns.name_any(), &DeleteParams::background())
             .await;
@@ -414,7 +418,11 @@ impl RepairTimer {
     /// how many did not come back.
     pub async fn wait(self, timeout: Duration) -> Result<(Vec<f64>, usize)> {
         let deadline = Instant::now() + timeout;
-        while self.state.lock().map(|st| !st.pending.is_empty()).unwrap_or(false)
+        while self
+            .state
+            .lock()
+            .map(|st| !st.pending.is_empty())
+            .unwrap_or(false)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;

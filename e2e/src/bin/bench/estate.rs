@@ -79,14 +79,7 @@ pub async fn build_estate(c: &Client, estate: &str, n: usize) -> Result<()> {
     let setup = Instant::now();
     let names = estate_names(estate, n);
     stream::iter(names.iter().enumerate())
-        .map(|(i, ns)| {
-            estate_namespace(
-                c,
-                ns,
-                json!({ESTATE_LABEL: estate}),
-                i.is_multiple_of(10),
-            )
-        })
+        .map(|(i, ns)| estate_namespace(c, ns, json!({ESTATE_LABEL: estate}), i.is_multiple_of(10)))
         .buffer_unordered(8)
         .try_collect::<Vec<_>>()
         .await?;

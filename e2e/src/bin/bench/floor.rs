@@ -193,6 +193,43 @@ impl Floor {
     }
 }
 
+/// `BENCH_FLOOR=create:64` (or `apply:32`) skips the sweep and writes the floor that way only
+/// (for N=3000, where ten trials of 30,000 objects would take longer than the rest of the
+/// bench; use the winner of a smaller N).
+pub fn fixed_from_env() -> Option<(Method, usize)> {
+    let v = std::env::var("BENCH_FLOOR").ok()?;
+    let (m, k) = v.split_once(':')?;
+    let method = match m {
+        "create" => Method::Create,
+        "apply" => Method::ServerSideApply,
+        _ => return None,
+    };
+    Some((method, k.parse().ok()?))
+}
+
+/// The floor of one run: the whole sweep when `trials` is empty (the first run), then the
+/// trial that won it; or only the `BENCH_FLOOR` choice. Records what it ran in `trials`.
+pub async fn measure(fl: &Floor, c: &Client, trials: &mut Vec<Trial>) -> Result<f64> {
+    let chosen = fixed_from_env().or_else(|| best(trials).map(|t| (t.method, t.concurrency)));
+    match chosen {
+        None => {
+            *trials = fl.sweep(c).await?;
+            Ok(best(trials).map_or(f64::NAN, |t| t.seconds))
+        }
+        Some((method, concurrency)) => {
+            let seconds = fl.write(c, method, concurrency).await?.as_secs_f64();
+            if trials.is_empty() {
+                trials.push(Trial {
+                    method,
+                    concurrency,
+                    seconds,
+                });
+            }
+            Ok(seconds)
+        }
+    }
+}
+
 /// The fastest trial.
 pub fn best(trials: &[Trial]) -> Option<Trial> {
     trials

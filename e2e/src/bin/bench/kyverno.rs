@@ -23,7 +23,9 @@ use rampart::api::{DisruptionBudgetControl, NetworkPolicyControl};
 use rampart::controls::network_policies::desired_network_policies;
 use serde_json::{json, Value};
 
-use crate::common::{api_for, budget_ar, delete_labelled, network_policy_ar, proc_stats, ProcStats};
+use crate::common::{
+    api_for, budget_ar, delete_labelled, network_policy_ar, proc_stats, ProcStats,
+};
 use crate::estate::{policies_and_budgets_profile, ESTATE_LABEL};
 
 /// The namespace the setup creates; Kyverno keeps its certificates, leases and update
@@ -293,7 +295,9 @@ pub async fn apply_policies(c: &Client, policies: &[Value]) -> Result<()> {
 /// Deletes the run's policies and whatever they generated.
 pub async fn remove_policies(c: &Client, run: &str) -> Result<()> {
     let sel = format!("{PEER_LABEL}={run}");
-    let r = crate::common::resource_of(&json!({"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy"}))?;
+    let r = crate::common::resource_of(
+        &json!({"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy"}),
+    )?;
     delete_labelled(c, &r, &sel).await?;
     delete_labelled(c, &network_policy_ar(), &sel).await?;
     delete_labelled(c, &budget_ar(), &sel).await?;

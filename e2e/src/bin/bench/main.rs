@@ -9,7 +9,8 @@
 //! BENCH_OPERATOR (the operator binary, default target/release/rampart), BENCH_OUT (JSON
 //! path, default target/bench/bench-<N>-<unix time>.json or peers-<N>-…), BENCH_ESTATE
 //! (reuse the estate with this id), BENCH_KEEP (1 leaves the estate in place), BENCH_RUNS=0
-//! (only build the estate).
+//! (only build the estate), BENCH_FLOOR (`create:64`: no floor sweep, only that method and
+//! concurrency).
 
 mod churn;
 mod common;
@@ -160,7 +161,10 @@ async fn watched_objects(c: &Client) -> Result<usize> {
         (core("apps", "DaemonSet", "daemonsets"), None),
         (budget_ar(), None),
         (core("", "Secret", "secrets"), None),
-        (core("", "PersistentVolumeClaim", "persistentvolumeclaims"), None),
+        (
+            core("", "PersistentVolumeClaim", "persistentvolumeclaims"),
+            None,
+        ),
         (network_policy_ar(), Some(&managed)),
         (snapshot_ar(), Some(&managed)),
     ];
@@ -175,8 +179,8 @@ async fn watched_objects(c: &Client) -> Result<usize> {
     Ok(total)
 }
 
-/// The floor of one run: the whole sweep the first time, then the method and concurrency
-/// that won it. The floor's namespaces are deleted (and gone) before the operator starts.
+/// The floor of one run (see `floor::measure`); its namespaces are deleted (and gone) before
+/// the operator starts.
 async fn measure_floor(
     c: &Client,
     run: &str,
@@ -184,15 +188,7 @@ async fn measure_floor(
     trials: &mut Vec<Trial>,
 ) -> Result<(f64, usize)> {
     let fl = Floor::prepare(c, run, n, FloorKinds { snapshots: true }).await?;
-    let seconds = if trials.is_empty() {
-        *trials = fl.sweep(c).await?;
-        floor::best(trials).map_or(f64::NAN, |t| t.seconds)
-    } else {
-        let best = floor::best(trials).ok_or_else(|| anyhow!("no floor trial"))?;
-        fl.write(c, best.method, best.concurrency)
-            .await?
-            .as_secs_f64()
-    };
+    let seconds = floor::measure(&fl, c, trials).await?;
     let gone = delete_namespaces(c, &format!("bench.rampart.dev/floor-run={run}")).await?;
     eprintln!(
         "floor: {} objects in {seconds:.2}s; its namespaces deleted in {:.1}s",
@@ -279,8 +275,11 @@ async fn scale_bench(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
     let bin = operator_binary();
     let kubeconfig = kubeconfig_path();
     let with_churn = env_num("BENCH_CHURN", 1) == 1;
-    let (expected_np, expected_pdb, expected_snap) =
-        (expected_policies(n), expected_budgets(n), expected_snapshots(n));
+    let (expected_np, expected_pdb, expected_snap) = (
+        expected_policies(n),
+        expected_budgets(n),
+        expected_snapshots(n),
+    );
     let mut s = Series::default();
     let mut trials: Vec<Trial> = vec![];
     let mut floor_rate = f64::NAN;
@@ -326,7 +325,8 @@ async fn scale_bench(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         let w = op.writes(&profile).await;
         s.writes_conv
             .push(w / (expected_np + expected_pdb + expected_snap) as f64);
-        s.apiserver_conv.push(apiserver_writes(c).await - api_before);
+        s.apiserver_conv
+            .push(apiserver_writes(c).await - api_before);
         let st = op.stats();
         s.rss_peak.push(st.peak_mib);
         s.cpu_conv.push(st.cpu_seconds - cpu0);
@@ -372,14 +372,18 @@ async fn scale_bench(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
                 ch.repair.missing
             );
             s.churn_cpu.push(ch.cpu_seconds);
-            s.churn_cpu_share.push(ch.cpu_share_of_one_core(plan.seconds));
+            s.churn_cpu_share
+                .push(ch.cpu_share_of_one_core(plan.seconds));
             s.churn_writes_per_event.push(ch.writes_per_event());
             s.churn_repair_p99.push(ch.repair.p99);
             extra[format!("churn_run_{r}")] = ch.json(plan.seconds);
         }
 
         if r + 1 == runs {
-            last_run_figures(c, &bin, estate, &run, &profile, op, n, floor_rate, &mut extra).await?;
+            last_run_figures(
+                c, &bin, estate, &run, &profile, op, n, floor_rate, &mut extra,
+            )
+            .await?;
         } else {
             delete_profile(c, &profile).await?;
             drop(op);
@@ -439,12 +443,25 @@ async fn last_run_figures(
     let last_id = if rotate { "bench-2" } else { "bench-0" };
     for (k, max) in [(1, 10), (2, 50)].into_iter().filter(|_| rotate) {
         let id = format!("bench-{k}");
-        apply_profile(c, profile, profile_json(profile, run, estate, &id, max, "0 0 1 1 *")).await?;
+        apply_profile(
+            c,
+            profile,
+            profile_json(profile, run, estate, &id, max, "0 0 1 1 *"),
+        )
+        .await?;
         let d = wait_rotation(c, profile, &id).await?;
         extra[format!("rotation_seconds_max_concurrent_{max}")] = json!(d.as_secs_f64());
-        eprintln!("rotation with maxConcurrentRestarts {max}: {:.1}s", d.as_secs_f64());
+        eprintln!(
+            "rotation with maxConcurrentRestarts {max}: {:.1}s",
+            d.as_secs_f64()
+        );
     }
-    apply_profile(c, profile, profile_json(profile, run, estate, last_id, 50, "*/15 * * * * *")).await?;
+    apply_profile(
+        c,
+        profile,
+        profile_json(profile, run, estate, last_id, 50, "*/15 * * * * *"),
+    )
+    .await?;
     let lags = snapshot_lag(c, profile, 47).await?;
     let target = snapshot_lag_target(expected_snapshots(n), floor_rate);
     extra["snapshot_lag_seconds"] = json!({"p50": pct(&lags, 50.0), "p99": pct(&lags, 99.0), "snapshots": lags.len(),
@@ -455,12 +472,24 @@ async fn last_run_figures(
         pct(&lags, 99.0),
         lags.len()
     );
-    apply_profile(c, profile, profile_json(profile, run, estate, last_id, 50, "0 0 1 1 *")).await?;
+    apply_profile(
+        c,
+        profile,
+        profile_json(profile, run, estate, last_id, 50, "0 0 1 1 *"),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     drop(op);
     let t = Instant::now();
-    let op = Operator::start(bin, run, &format!("bench-{run}-restart"), &kubeconfig_path()).await?;
-    op.wait_ready_metric(profile, Duration::from_secs(600)).await;
+    let op = Operator::start(
+        bin,
+        run,
+        &format!("bench-{run}-restart"),
+        &kubeconfig_path(),
+    )
+    .await?;
+    op.wait_ready_metric(profile, Duration::from_secs(600))
+        .await;
     let to_ready = t.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let w = op.writes(profile).await;
@@ -501,25 +530,58 @@ fn print_scale_table(result: &Value) {
             b["in_flight"]
         );
     }
-    println!("| {:<46} | {:>10} | {:>10} | {:>10} |", "figure", "median", "min", "max");
-    println!("|{}|{}|{}|{}|", "-".repeat(48), "-".repeat(12), "-".repeat(12), "-".repeat(12));
+    println!(
+        "| {:<46} | {:>10} | {:>10} | {:>10} |",
+        "figure", "median", "min", "max"
+    );
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(48),
+        "-".repeat(12),
+        "-".repeat(12),
+        "-".repeat(12)
+    );
     for (name, key) in [
         ("convergence (s)", "convergence_seconds"),
-        ("floor: fastest plain client, same objects (s)", "floor_seconds"),
+        (
+            "floor: fastest plain client, same objects (s)",
+            "floor_seconds",
+        ),
         ("convergence / floor", "convergence_over_floor"),
-        ("operator writes per managed object", "writes_per_managed_object"),
-        ("API server write requests during convergence", "apiserver_write_requests_during_convergence"),
-        (&format!("writes in the {idle} s after convergence"), "writes_after_convergence"),
-        ("drift repair p50 (s), 100 deleted at once", "drift_repair_p50_seconds"),
+        (
+            "operator writes per managed object",
+            "writes_per_managed_object",
+        ),
+        (
+            "API server write requests during convergence",
+            "apiserver_write_requests_during_convergence",
+        ),
+        (
+            &format!("writes in the {idle} s after convergence"),
+            "writes_after_convergence",
+        ),
+        (
+            "drift repair p50 (s), 100 deleted at once",
+            "drift_repair_p50_seconds",
+        ),
         ("drift repair p99 (s)", "drift_repair_p99_seconds"),
         ("peak RSS during convergence (MiB)", "peak_rss_mib"),
         ("RSS at idle (MiB)", "idle_rss_mib"),
         ("CPU seconds, convergence", "cpu_seconds_convergence"),
-        (&format!("CPU seconds, {idle} s idle window"), "cpu_seconds_idle"),
+        (
+            &format!("CPU seconds, {idle} s idle window"),
+            "cpu_seconds_idle",
+        ),
         ("churn: CPU seconds in 60 s", "churn_cpu_seconds"),
         ("churn: share of one core", "churn_cpu_share_of_one_core"),
-        ("churn: writes per scale event", "churn_writes_per_scale_event"),
-        ("churn: drift repair p99 (s)", "churn_drift_repair_p99_seconds"),
+        (
+            "churn: writes per scale event",
+            "churn_writes_per_scale_event",
+        ),
+        (
+            "churn: drift repair p99 (s)",
+            "churn_drift_repair_p99_seconds",
+        ),
     ] {
         row(name, key);
     }

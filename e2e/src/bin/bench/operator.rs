@@ -52,9 +52,7 @@ impl Operator {
     pub async fn wait_ready_metric(&self, profile: &str, timeout: Duration) -> Duration {
         let t = Instant::now();
         loop {
-            let m = scrape(&self.process.metrics_addr)
-                .await
-                .unwrap_or_default();
+            let m = scrape(&self.process.metrics_addr).await.unwrap_or_default();
             if metric_sum(&m, "rampart_profile_ready", &[("profile", profile)]) == 1.0
                 || t.elapsed() > timeout
             {

@@ -66,6 +66,8 @@ struct Figures {
     idle_rss_mib: f64,
     cpu_convergence: f64,
     cpu_idle: f64,
+    /// Why a figure is missing (a convergence that timed out).
+    note: Option<String>,
 }
 
 impl Figures {
@@ -83,6 +85,7 @@ impl Figures {
             "idle_rss_mib": self.idle_rss_mib,
             "cpu_seconds_convergence": self.cpu_convergence,
             "cpu_seconds_idle": self.cpu_idle,
+            "note": self.note,
         })
     }
 }
@@ -118,7 +121,11 @@ impl Measure<'_> {
     }
 
     /// Audited writes of the contender's identity between `from` and `to`, by resource.
-    fn writes_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<BTreeMap<String, usize>> {
+    fn writes_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, usize>> {
         let mut by = BTreeMap::new();
         for w in self.identity.writes()? {
             if w.at >= from && w.at < to {
@@ -140,15 +147,22 @@ impl Measure<'_> {
         stats: impl Fn() -> ProcStats,
     ) -> Result<Figures> {
         let mut f = Figures::default();
-        f.convergence = wait_present(
-            self.c,
-            &self.expected(selector),
-            start,
-            Duration::from_secs(3600),
-            || async { true },
-        )
-        .await?
-        .as_secs_f64();
+        // A contender that does not converge in time is reported as such (NaN and what it
+        // had made), not allowed to stop the comparison.
+        let timeout = Duration::from_secs(crate::common::env_num("BENCH_PEERS_TIMEOUT", 1800));
+        f.convergence =
+            match wait_present(self.c, &self.expected(selector), start, timeout, || async {
+                true
+            })
+            .await
+            {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => {
+                    eprintln!("  {e}");
+                    f.note = Some(e.to_string());
+                    f64::NAN
+                }
+            };
         let s1 = stats();
         f.peak_rss_mib = s1.peak_mib;
         f.cpu_convergence = s1.cpu_seconds - s0.cpu_seconds;
@@ -175,7 +189,13 @@ impl Measure<'_> {
     /// seconds until its 5 policies and 3 budgets exist (None if not within two minutes).
     async fn labelled_in(&self, selector: &str) -> Result<Option<f64>> {
         let ns = format!("bench-{}-late-{}", self.run, Utc::now().timestamp());
-        estate_namespace(self.c, &ns, json!({"bench.rampart.dev/late": self.run}), false).await?;
+        estate_namespace(
+            self.c,
+            &ns,
+            json!({"bench.rampart.dev/late": self.run}),
+            false,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let nss = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.c.clone());
         let start = Instant::now();
@@ -188,7 +208,12 @@ impl Measure<'_> {
         let count_in = |r: kube::core::ApiResource| {
             let api: Api<DynamicObject> = Api::namespaced_with(self.c.clone(), &ns, &r);
             let lp = ListParams::default().labels(selector);
-            async move { api.list_metadata(&lp).await.map(|l| l.items.len()).unwrap_or(0) }
+            async move {
+                api.list_metadata(&lp)
+                    .await
+                    .map(|l| l.items.len())
+                    .unwrap_or(0)
+            }
         };
         let mut took = None;
         while start.elapsed() < Duration::from_secs(120) {
@@ -204,7 +229,13 @@ impl Measure<'_> {
 
     async fn rampart(&self, bin: &Path) -> Result<Figures> {
         let profile = format!("bench-{}", self.run);
-        let op = Operator::start(bin, self.run, &format!("bench-peers-{}", self.run), &self.identity.kubeconfig).await?;
+        let op = Operator::start(
+            bin,
+            self.run,
+            &format!("bench-peers-{}", self.run),
+            &self.identity.kubeconfig,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let s0 = op.stats();
         let t0 = Utc::now();
@@ -213,11 +244,17 @@ impl Measure<'_> {
             .patch(
                 &profile,
                 &PatchParams::apply("bench").force(),
-                &Patch::Apply(policies_and_budgets_profile(&profile, self.run, self.estate)),
+                &Patch::Apply(policies_and_budgets_profile(
+                    &profile,
+                    self.run,
+                    self.estate,
+                )),
             )
             .await?;
         let selector = format!("rampart.dev/profile={profile}");
-        let f = self.after_apply(&selector, start, t0, s0, || op.stats()).await?;
+        let f = self
+            .after_apply(&selector, start, t0, s0, || op.stats())
+            .await?;
         rampart_e2e::delete_profile_and_wait(self.c, &profile).await?;
         drop(op);
         Ok(f)
@@ -230,7 +267,9 @@ impl Measure<'_> {
         let start = Instant::now();
         kyverno::apply_policies(self.c, &kyverno::cluster_policies(self.run, self.estate)?).await?;
         let selector = format!("{PEER_LABEL}={}", self.run);
-        let f = self.after_apply(&selector, start, t0, s0, || k.stats()).await;
+        let f = self
+            .after_apply(&selector, start, t0, s0, || k.stats())
+            .await;
         k.stop().await?;
         kyverno::remove_policies(self.c, self.run).await?;
         f
@@ -255,19 +294,15 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         let run = format!("{estate}-p{r}");
         eprintln!("peers run {r}: load {}", load_average());
         let fl = Floor::prepare(c, &run, n, FloorKinds { snapshots: false }).await?;
-        if trials.is_empty() {
-            trials = fl.sweep(c).await?;
-            floors.push(floor::best(&trials).map(|t| t.seconds).unwrap_or(f64::NAN));
-        } else if let Some(best) = floor::best(&trials) {
-            floors.push(fl.write(c, best.method, best.concurrency).await?.as_secs_f64());
-        }
+        floors.push(floor::measure(&fl, c, &mut trials).await?);
         delete_namespaces(c, &format!("bench.rampart.dev/floor-run={run}")).await?;
         let order = if r % 2 == 0 {
             [Contender::Rampart, Contender::Kyverno]
         } else {
             [Contender::Kyverno, Contender::Rampart]
         };
-        let mut this_run = json!({"order": order.map(Contender::name), "floor_seconds": floors.last()});
+        let mut this_run =
+            json!({"order": order.map(Contender::name), "floor_seconds": floors.last()});
         for who in order {
             let m = Measure {
                 c,
@@ -299,7 +334,11 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
     }
     let objects = expected_policies(n) + expected_budgets(n);
     let figure = |who: &str, pick: &dyn Fn(&Figures) -> f64| -> Value {
-        stats(&by.get(who).map(|v| v.iter().map(pick).collect::<Vec<_>>()).unwrap_or_default())
+        stats(
+            &by.get(who)
+                .map(|v| v.iter().map(pick).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
     };
     let mut summary = json!({});
     for who in ["rampart", "kyverno"] {
@@ -333,7 +372,9 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
 pub fn print_table(result: &Value) {
     let s = &result["summary"];
     let med = |who: &str, key: &str| s[who][key]["median"].as_f64().unwrap_or(f64::NAN);
-    let floor = result["floor_seconds"]["median"].as_f64().unwrap_or(f64::NAN);
+    let floor = result["floor_seconds"]["median"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
     println!(
         "\nRampart and Kyverno, N={} namespaces ({} policies and budgets), {} runs, medians; load {} → {}",
         result["n"], result["objects"], result["runs"], result["load_average_before"].as_str().unwrap_or(""),
@@ -347,26 +388,68 @@ pub fn print_table(result: &Value) {
             b["in_flight"]
         );
     }
-    println!("| {:<46} | {:>10} | {:>10} | {:>16} |", "figure", "Rampart", "Kyverno", "Rampart/Kyverno");
-    println!("|{}|{}|{}|{}|", "-".repeat(48), "-".repeat(12), "-".repeat(12), "-".repeat(18));
+    println!(
+        "| {:<46} | {:>10} | {:>10} | {:>16} |",
+        "figure", "Rampart", "Kyverno", "Rampart/Kyverno"
+    );
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(48),
+        "-".repeat(12),
+        "-".repeat(12),
+        "-".repeat(18)
+    );
     let row = |name: &str, key: &str| {
         let (a, b) = (med("rampart", key), med("kyverno", key));
         println!("| {name:<46} | {a:>10.3} | {b:>10.3} | {:>16.2} |", a / b);
     };
-    row("convergence, all objects present (s)", "convergence_seconds");
-    let (a, b) = (med("rampart", "convergence_seconds"), med("kyverno", "convergence_seconds"));
-    println!("| {:<46} | {:>10.2} | {:>10.2} | {:>16} |", "convergence / floor", a / floor, b / floor, "");
+    row(
+        "convergence, all objects present (s)",
+        "convergence_seconds",
+    );
+    let (a, b) = (
+        med("rampart", "convergence_seconds"),
+        med("kyverno", "convergence_seconds"),
+    );
+    println!(
+        "| {:<46} | {:>10.2} | {:>10.2} | {:>16} |",
+        "convergence / floor",
+        a / floor,
+        b / floor,
+        ""
+    );
     row("API writes per object (audit log)", "writes_per_object");
-    row(&format!("writes in {} s idle (all)", result["idle_seconds"]), "idle_writes");
-    row("writes in the idle window, leases excluded", "idle_writes_without_leases");
-    row("drift repair p50 (s), 100 policies deleted", "drift_repair_p50_seconds");
+    row(
+        &format!("writes in {} s idle (all)", result["idle_seconds"]),
+        "idle_writes",
+    );
+    row(
+        "writes in the idle window, leases excluded",
+        "idle_writes_without_leases",
+    );
+    row(
+        "drift repair p50 (s), 100 policies deleted",
+        "drift_repair_p50_seconds",
+    );
     row("drift repair p99 (s)", "drift_repair_p99_seconds");
-    row("deleted policies back within 120 s (of 100)", "drift_repaired_of_100");
-    row("namespace labelled in → its objects (s)", "new_namespace_seconds");
+    row(
+        "deleted policies back within 120 s (of 100)",
+        "drift_repaired_of_100",
+    );
+    row(
+        "namespace labelled in → its objects (s)",
+        "new_namespace_seconds",
+    );
     row("peak RSS to convergence (MiB)", "peak_rss_mib");
     row("RSS after idle (MiB)", "idle_rss_mib");
     row("CPU seconds, convergence", "cpu_seconds_convergence");
     row("CPU seconds, idle window", "cpu_seconds_idle");
-    println!("| {:<46} | {:>10} | {:>10} | {:>16} |", "drift reported in a status", "yes", "no", "");
-    println!("| {:<46} | {:>10} | {:>10} | {:>16} |", "Audit mode for generated objects", "yes", "no", "");
+    println!(
+        "| {:<46} | {:>10} | {:>10} | {:>16} |",
+        "drift reported in a status", "yes", "no", ""
+    );
+    println!(
+        "| {:<46} | {:>10} | {:>10} | {:>16} |",
+        "Audit mode for generated objects", "yes", "no", ""
+    );
 }
