@@ -112,7 +112,6 @@ pub fn floor_objects(
 /// deleted before the operator starts) and the objects to write into them.
 pub struct Floor {
     pub profile: String,
-    pub namespaces: Vec<String>,
     objects: Vec<(String, Value)>,
     kinds: FloorKinds,
 }
@@ -135,7 +134,6 @@ impl Floor {
         }
         Ok(Self {
             profile,
-            namespaces,
             objects,
             kinds,
         })

@@ -10,7 +10,7 @@
 //! path, default target/bench/bench-<N>-<unix time>.json or peers-<N>-…), BENCH_ESTATE
 //! (reuse the estate with this id), BENCH_KEEP (1 leaves the estate in place), BENCH_RUNS=0
 //! (only build the estate), BENCH_FLOOR (`create:64`: no floor sweep, only that method and
-//! concurrency).
+//! concurrency), BENCH_PRINT_KYVERNO_POLICIES (an estate id: print the Kyverno policies).
 
 mod churn;
 mod common;
@@ -219,6 +219,14 @@ struct Series {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    // BENCH_PRINT_KYVERNO_POLICIES=<estate>: print the ClusterPolicies the comparison applies
+    // (as YAML-compatible JSON, for reading or applying by hand) and stop.
+    if let Ok(estate) = std::env::var("BENCH_PRINT_KYVERNO_POLICIES") {
+        for p in kyverno::cluster_policies("by-hand", &estate)? {
+            println!("{}\n---", serde_json::to_string_pretty(&p)?);
+        }
+        return Ok(());
+    }
     let n = env_num("BENCH_N", 100) as usize;
     let runs = env_num("BENCH_RUNS", 3) as usize;
     let idle = env_num("BENCH_IDLE_SECS", 120);
@@ -404,6 +412,7 @@ async fn scale_bench(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         "floor_seconds": stats(&s.floors),
         "floor_trials": trials.iter().map(Trial::json).collect::<Vec<_>>(),
         "floor_best": floor::best(&trials).map(|t| t.json()),
+        "floor_objects_per_second_last_run": floor_rate,
         "convergence_over_floor": stats(&ratio),
         "writes_per_managed_object": stats(&s.writes_conv),
         "apiserver_write_requests_during_convergence": stats(&s.apiserver_conv),
