@@ -368,6 +368,19 @@ pub struct OperatorProcess {
     pub log: PathBuf,
 }
 
+/// How to start an operator process: which binary, which profiles (a label selector), with
+/// which extra flags, identity (kubeconfig) and environment.
+pub struct OperatorLaunch {
+    pub bin: PathBuf,
+    /// `--profile-selector`, for example `e2e.rampart.dev/dedicated=<tag>`.
+    pub selector: String,
+    pub extra: Vec<String>,
+    pub kubeconfig: PathBuf,
+    /// The log goes to `.local/logs/<log_name>-<metrics port>.log`.
+    pub log_name: String,
+    pub env: Vec<(String, String)>,
+}
+
 impl OperatorProcess {
     /// Starts `target/debug/rampart run` (built by `make test`) for profiles labelled with
     /// `tag`, waiting until it serves /healthz.
@@ -383,26 +396,39 @@ impl OperatorProcess {
     /// Like [`OperatorProcess::start_with`], talking to the API server with `kubeconfig`
     /// (for example one that impersonates a ServiceAccount).
     pub async fn start_as(tag: &str, extra: &[&str], kubeconfig: &std::path::Path) -> Result<Self> {
-        let root = repo_root();
-        let bin = root.join("target/debug/rampart");
+        Self::launch(&OperatorLaunch {
+            bin: repo_root().join("target/debug/rampart"),
+            selector: format!("{DEDICATED_LABEL}={tag}"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            log_name: format!("operator-{tag}"),
+            env: vec![],
+        })
+        .await
+    }
+
+    /// Starts the operator as `launch` says, waiting until it serves /healthz.
+    pub async fn launch(launch: &OperatorLaunch) -> Result<Self> {
+        let bin = &launch.bin;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let logs = root.join(".local/logs");
+        let logs = repo_root().join(".local/logs");
         std::fs::create_dir_all(&logs)?;
-        let log = logs.join(format!("operator-{tag}-{port}.log"));
+        let log = logs.join(format!("{}-{port}.log", launch.log_name));
         let out = std::fs::File::create(&log)?;
-        let child = std::process::Command::new(&bin)
+        let child = std::process::Command::new(bin)
             .args([
                 "run",
                 "--metrics-addr",
                 &metrics_addr,
                 "--profile-selector",
-                &format!("{DEDICATED_LABEL}={tag}"),
+                &launch.selector,
             ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
+            .args(&launch.extra)
+            .env("KUBECONFIG", &launch.kubeconfig)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
@@ -433,6 +459,11 @@ impl OperatorProcess {
         )
         .await?;
         Ok(op)
+    }
+
+    /// The process id (for `/proc/<pid>` figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends `signal` (by name, for example `STOP`, `CONT`, `TERM`) to the process.
