@@ -75,7 +75,7 @@ pub fn floor_objects(
     let np: NetworkPolicyControl = serde_json::from_value(p["spec"]["networkPolicies"].clone())?;
     let pdb: DisruptionBudgetControl =
         serde_json::from_value(p["spec"]["podDisruptionBudgets"].clone())?;
-    let mut out: Vec<Value> = desired_network_policies(profile, &np, ns)
+    let mut out: Vec<Value> = desired_network_policies(profile, &np, &Default::default(), ns)
         .into_iter()
         .map(|d| d.manifest)
         .collect();

@@ -214,22 +214,23 @@ pub fn cluster_policies(run: &str, estate: &str) -> Result<Vec<Value>> {
         serde_json::from_value(profile["spec"]["podDisruptionBudgets"].clone())?;
     let peer_labels = json!({PEER_LABEL: run});
     let namespace_match = json!({"any": [{"resources": {"kinds": ["Namespace"], "selector": {"matchLabels": {ESTATE_LABEL: estate}}}}]});
-    let policy_rules: Vec<Value> = desired_network_policies("template", &np, "template")
-        .into_iter()
-        .map(|d| {
-            let name = d.key.name.replacen("rampart-", "kyverno-", 1);
-            json!({
-                "name": name,
-                "match": namespace_match,
-                "generate": {
-                    "generateExisting": true, "synchronize": true,
-                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "name": name, "namespace": "{{request.object.metadata.name}}",
-                    "data": {"metadata": {"labels": peer_labels}, "spec": d.manifest["spec"]}
-                }
+    let policy_rules: Vec<Value> =
+        desired_network_policies("template", &np, &Default::default(), "template")
+            .into_iter()
+            .map(|d| {
+                let name = d.key.name.replacen("rampart-", "kyverno-", 1);
+                json!({
+                    "name": name,
+                    "match": namespace_match,
+                    "generate": {
+                        "generateExisting": true, "synchronize": true,
+                        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "name": name, "namespace": "{{request.object.metadata.name}}",
+                        "data": {"metadata": {"labels": peer_labels}, "spec": d.manifest["spec"]}
+                    }
+                })
             })
-        })
-        .collect();
+            .collect();
     let max_unavailable = serde_json::to_value(&pdb.max_unavailable)?;
     let budget_rule = |kind: &str, prefix: &str| {
         json!({

@@ -55,7 +55,7 @@ async fn ready(c: &Client, profile: &str) -> bool {
         .is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|x| x.type_ == "Ready" && x.status == "True")
+                .any(|x| x.type_ == "Ready" && x.status == rampart::api::ConditionStatus::True)
         })
 }
 
@@ -74,10 +74,10 @@ async fn wait_rotation(c: &Client, profile: &str, id: &str) -> Result<Duration> 
     let start = Instant::now();
     loop {
         let p = Api::<HardeningProfile>::all(c.clone()).get(profile).await?;
-        if p.status
-            .and_then(|s| s.rotation)
-            .is_some_and(|r| r.observed_rotation_id.as_deref() == Some(id) && r.phase == "Complete")
-        {
+        if p.status.and_then(|s| s.rotation).is_some_and(|r| {
+            r.observed_rotation_id.as_deref() == Some(id)
+                && r.phase == rampart::api::RotationPhase::Complete
+        }) {
             return Ok(start.elapsed());
         }
         if start.elapsed() > Duration::from_secs(1800) {
