@@ -6,19 +6,10 @@
 # the bench binary with BENCH_PEERS=1 once per N. Settings as for e2e/bench.sh, plus
 # BENCH_PEERS_NS and BENCH_PEERS_RUNS (default 3 at N<=100, 1 above).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+source "$(dirname "$0")/lib.sh"
 peers=$(bash e2e/tools/build-peers.sh)
 export BENCH_PEERS_DIR="$peers"
-export PATH="$(bash e2e/tools/build.sh --print):$PATH"
-export KUBECONFIG="$root/.local/kubeconfig"
-started=0
-cleanup() { local rc=$?; [ "$started" = 1 ] && bash e2e/controlplane/down.sh; exit $rc; }
-trap cleanup EXIT INT TERM
-if ! { [ -f "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1; }; then
-  started=1
-  bash e2e/controlplane/up.sh
-fi
+use_or_start_plane
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl apply --server-side --force-conflicts -f "$peers/crds/" >/dev/null
 kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev crd/clusterpolicies.kyverno.io crd/updaterequests.kyverno.io --timeout=60s >/dev/null

@@ -6,20 +6,10 @@
 # e2e/tools/bench-plot.py redraws docs/bench-scaling.png from the JSON of every N run so far
 # (when matplotlib is installed).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-export PATH="$(bash e2e/tools/build.sh --print):$PATH"
-export KUBECONFIG="$root/.local/kubeconfig"
+source "$(dirname "$0")/lib.sh"
 export BENCH_N="${BENCH_N:-${N:-100}}"
-started=0
-cleanup() { local rc=$?; [ "$started" = 1 ] && bash e2e/controlplane/down.sh; exit $rc; }
-trap cleanup EXIT INT TERM
-if ! { [ -f "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1; }; then
-  started=1
-  bash e2e/controlplane/up.sh
-fi
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s >/dev/null
+use_or_start_plane
+install_crd
 echo "[bench] building the operator (release)"
 cargo build --release --quiet -p rampart
 # Release: shares the operator build's dependencies, and the client side of a bench should not

@@ -55,3 +55,10 @@ stop_demo_operator() {
   fi
   rm -f "$pid_file"
 }
+
+# Uses the local plane if one answers, else starts one and stops it when the script exits.
+use_or_start_plane() {
+  plane_running && return 0
+  bash "$root/e2e/controlplane/up.sh"
+  trap 'rc=$?; bash "$root/e2e/controlplane/down.sh"; exit $rc' EXIT INT TERM
+}
