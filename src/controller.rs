@@ -17,12 +17,42 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::api::{HardeningProfile, FINALIZER};
 use crate::events::{Event, Publisher};
 use crate::fence::Fence;
-use crate::incremental::Ledger;
+use crate::incremental::{Ledger, Whole};
 use crate::metrics::Metrics;
 use crate::observe::{self, Caches};
 use crate::ownership::profile_of;
 use crate::selection::{self, NamespaceInfo};
 use crate::Error;
+
+/// How long snapshot events for one profile are gathered before its backups are planned
+/// again (see [`crate::coalesce`]): snapshots turning ready are news for the status and for
+/// retention, never for a deadline, which the pass's own requeue keeps.
+const SNAPSHOT_EVENTS_WINDOW: Duration = Duration::from_secs(2);
+
+/// What an event on a watched kind can change, for the profiles selecting its namespace: the
+/// namespace's network policies and budgets, and one of the whole-profile controls.
+#[derive(Clone, Copy)]
+struct Affects {
+    namespace: bool,
+    whole: Option<Whole>,
+}
+
+const WORKLOADS: Affects = Affects {
+    namespace: true,
+    whole: Some(Whole::Rotation),
+};
+const SECRETS: Affects = Affects {
+    namespace: false,
+    whole: Some(Whole::Rotation),
+};
+const CLAIMS: Affects = Affects {
+    namespace: false,
+    whole: Some(Whole::Backups),
+};
+const OBJECTS: Affects = Affects {
+    namespace: true,
+    whole: None,
+};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -136,10 +166,12 @@ pub async fn run(
         .became_leader
         .map(move |()| leader_ctx.ledger.mark_all_full());
 
-    let touched = |ctx: &Arc<Context>| {
+    let touched = |ctx: &Arc<Context>, affects: Affects| {
         let ctx = ctx.clone();
-        move |namespace: Option<String>| ctx.namespace_touched(namespace.as_deref())
+        move |namespace: Option<String>| ctx.namespace_touched(namespace.as_deref(), affects)
     };
+    // Our own budgets and policies name their profile; a user's matter to every profile
+    // selecting their namespace.
     let owner_or_namespace = |ctx: &Arc<Context>| {
         let ctx = ctx.clone();
         move |meta: &kube::core::ObjectMeta| match profile_of(meta) {
@@ -149,16 +181,17 @@ pub async fn run(
                 }
                 vec![ObjectRef::new(&p)]
             }
-            None => ctx.namespace_touched(meta.namespace.as_deref()),
+            None => ctx.namespace_touched(meta.namespace.as_deref(), OBJECTS),
         }
     };
-    let (deployments, statefulsets, budgets, policies) = (
-        touched(&ctx),
-        touched(&ctx),
-        owner_or_namespace(&ctx),
-        owner_or_namespace(&ctx),
+    let (deployments, statefulsets, daemonsets) = (
+        touched(&ctx, WORKLOADS),
+        touched(&ctx, WORKLOADS),
+        touched(&ctx, WORKLOADS),
     );
-    let (secrets, daemonsets, pvcs) = (touched(&ctx), touched(&ctx), touched(&ctx));
+    let (budgets, policies) = (owner_or_namespace(&ctx), owner_or_namespace(&ctx));
+    let (secrets, pvcs) = (touched(&ctx, SECRETS), touched(&ctx, CLAIMS));
+    let pvc_ctx = ctx.clone();
     let namespaces_ctx = ctx.clone();
     let mut controller = Controller::for_stream(profile_changes, profiles)
         .watches_stream(feeds.secrets, move |s| secrets(s.namespace()))
@@ -166,7 +199,10 @@ pub async fn run(
         // A restore verification's scratch PVC names its profile; any other PVC matters to the
         // profiles selecting its namespace.
         .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
-            Some(profile) => vec![ObjectRef::new(&profile)],
+            Some(profile) => {
+                pvc_ctx.ledger.mark_whole(&profile, Whole::Backups);
+                vec![ObjectRef::new(&profile)]
+            }
             None => pvcs(p.namespace()),
         })
         .watches_stream(feeds.deployments, move |d| deployments(d.namespace()))
@@ -177,9 +213,24 @@ pub async fn run(
         // every pass, and the namespaces that entered or left a profile's scope are planned.
         .watches_stream(feeds.namespaces, move |_| namespaces_ctx.all_profiles());
     if let Some(snapshots) = feeds.snapshots {
-        controller = controller.watches_stream(snapshots, |s| {
-            profile_of(&s.metadata).map(|p| ObjectRef::new(&p))
+        // Snapshots name their profile. Their events mark its backups at once (a pass that
+        // runs for another reason plans them too) and trigger a pass once per window.
+        let snapshot_ctx = ctx.clone();
+        let marked = snapshots.filter_map(move |s| {
+            let profile = match s {
+                Ok(s) => profile_of(&s.metadata),
+                Err(e) => {
+                    warn!(error = %e, "snapshot watch");
+                    None
+                }
+            };
+            if let Some(p) = &profile {
+                snapshot_ctx.ledger.mark_whole(p, Whole::Backups);
+            }
+            futures::future::ready(profile.map(|p| ObjectRef::<HardeningProfile>::new(&p)))
         });
+        controller =
+            controller.reconcile_on(crate::coalesce::coalesce(marked, SNAPSHOT_EVENTS_WINDOW));
     }
     controller
         .reconcile_on(others_rx)
@@ -202,10 +253,14 @@ impl Context {
             .collect()
     }
 
-    /// The profiles whose selectors take in `namespace`, each told the namespace changed; all
-    /// of them when the namespace is not cached yet, since a missed trigger costs more than a
-    /// spare pass.
-    fn namespace_touched(&self, namespace: Option<&str>) -> Vec<ObjectRef<HardeningProfile>> {
+    /// The profiles whose selectors take in `namespace`, each told what the event there can
+    /// have changed; all of them when the namespace is not cached yet, since a missed trigger
+    /// costs more than a spare pass.
+    fn namespace_touched(
+        &self,
+        namespace: Option<&str>,
+        affects: Affects,
+    ) -> Vec<ObjectRef<HardeningProfile>> {
         let Some(namespace) = namespace else {
             return vec![];
         };
@@ -223,7 +278,13 @@ impl Context {
             .iter()
             .filter(|p| ns.as_ref().is_none_or(|ns| selection::selects(&p.spec, ns)))
             .map(|p| {
-                self.ledger.mark_namespace(&p.name_any(), namespace);
+                let name = p.name_any();
+                if affects.namespace {
+                    self.ledger.mark_namespace(&name, namespace);
+                }
+                if let Some(control) = affects.whole {
+                    self.ledger.mark_whole(&name, control);
+                }
                 ObjectRef::from_obj(p.as_ref())
             })
             .collect()

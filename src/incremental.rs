@@ -1,13 +1,22 @@
 //! Reconciles that cost what changed. Watch events mark the namespaces they touch; a pass
 //! re-plans only those (and the namespaces that entered or left the profile's scope), and keeps
-//! each namespace's last findings so the status still covers the whole profile. A full pass
-//! runs on the first reconcile, after a spec change, a failure or a leadership change, and at
-//! least every [`FULL_PASS_EVERY`] as a safety net. Holds state but never calls the API.
+//! each namespace's last findings so the status still covers the whole profile. The controls
+//! planned over the whole profile (rotation, backups) are planned again only when an input of
+//! theirs changed, their scope moved or their next due time came; otherwise their last findings
+//! stand. A full pass runs on the first reconcile, after a spec change, a failure or a
+//! leadership change, and at least every [`FULL_PASS_EVERY`] as a safety net. Holds state but
+//! never calls the API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
+use crate::api::ControlName;
+use crate::controls::rotation::RotationPlan;
+use crate::controls::snapshots::BackupFindings;
+use crate::controls::verify::VerifyFindings;
 use crate::controls::{Drift, NamespaceFindings};
 use crate::status::DriftOutcome;
 
@@ -21,6 +30,40 @@ pub enum Scope {
     Namespaces(BTreeSet<String>),
 }
 
+/// Where a profile reaches: each control with the namespaces it acts in, and `None` with the
+/// namespaces it selects (budgets judge drains there). Keyed per control so that a namespace
+/// moving between controls (an exception expiring) is planned again even when the union of
+/// namespaces stays the same.
+pub type Reach = BTreeSet<(Option<ControlName>, String)>;
+
+/// The controls planned over the whole profile, whose inputs events mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whole {
+    /// Selected Secrets and the workloads that use them.
+    Rotation,
+    /// Selected PVCs and the profile's snapshots (restore verification's scratch objects too).
+    Backups,
+}
+
+/// A whole-profile control's last findings and when it asked to be looked at again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept<F> {
+    pub findings: F,
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// What backups and restore verification found, kept together: they share their inputs.
+pub type BackupsKept = (BackupFindings, Option<VerifyFindings>);
+
+/// What a pass plans: its namespaces, and for each whole-profile control either `None`, plan
+/// it, or the findings to keep.
+#[derive(Debug)]
+pub struct Pass {
+    pub namespaces: Scope,
+    pub rotation: Option<Kept<RotationPlan>>,
+    pub backups: Option<Kept<BackupsKept>>,
+}
+
 /// What a pass found in one namespace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceResult {
@@ -32,6 +75,8 @@ pub struct NamespaceResult {
 #[derive(Default)]
 struct Entry {
     dirty: BTreeSet<String>,
+    rotation_inputs: bool,
+    backup_inputs: bool,
     full: bool,
     retained: Option<Retained>,
 }
@@ -39,10 +84,12 @@ struct Entry {
 struct Retained {
     /// The profile's identity and spec generation the results were computed for.
     version: (String, Option<i64>),
-    /// The namespaces in scope at that pass.
-    scope: BTreeSet<String>,
+    /// Where the profile reached at that pass.
+    reach: Reach,
     /// Unresolved drift and findings, per namespace.
     namespaces: BTreeMap<String, NamespaceResult>,
+    rotation: Option<Kept<RotationPlan>>,
+    backups: Option<Kept<BackupsKept>>,
     full_at: Instant,
 }
 
@@ -77,6 +124,17 @@ impl Ledger {
         });
     }
 
+    /// An event changed an input of `control` for `profile`.
+    pub fn mark_whole(&self, profile: &str, control: Whole) {
+        self.with(|m| {
+            let e = m.entry(profile.to_string()).or_default();
+            match control {
+                Whole::Rotation => e.rotation_inputs = true,
+                Whole::Backups => e.backup_inputs = true,
+            }
+        });
+    }
+
     /// The next pass of `profile` plans everything.
     pub fn mark_full(&self, profile: &str) {
         self.with(|m| m.entry(profile.to_string()).or_default().full = true);
@@ -91,42 +149,79 @@ impl Ledger {
         self.with(|m| m.remove(profile));
     }
 
-    /// Decides this pass's scope and takes the marks. `version` is the profile's uid and
-    /// generation; `scope` the namespaces it now acts in or selects.
+    /// Decides what this pass plans and takes the marks. `version` is the profile's uid and
+    /// generation; `reach` where it now acts and selects; `wall` the time due times are
+    /// compared with. Kept findings are handed over, and come back through
+    /// [`Ledger::finish`].
     pub fn begin(
         &self,
         profile: &str,
         version: &(String, Option<i64>),
-        scope: &BTreeSet<String>,
+        reach: &Reach,
         now: Instant,
-    ) -> Scope {
+        wall: DateTime<Utc>,
+    ) -> Pass {
         self.with(|m| {
             let e = m.entry(profile.to_string()).or_default();
             let dirty = std::mem::take(&mut e.dirty);
             let full = std::mem::take(&mut e.full);
-            match &e.retained {
-                Some(r)
-                    if !full
-                        && &r.version == version
-                        && now.duration_since(r.full_at) < FULL_PASS_EVERY =>
-                {
-                    let moved = r.scope.symmetric_difference(scope).cloned();
-                    Scope::Namespaces(dirty.into_iter().chain(moved).collect())
-                }
-                _ => Scope::Full,
+            let rotation_inputs = std::mem::take(&mut e.rotation_inputs);
+            let backup_inputs = std::mem::take(&mut e.backup_inputs);
+            let full_pass = Pass {
+                namespaces: Scope::Full,
+                rotation: None,
+                backups: None,
+            };
+            let Some(r) = e.retained.as_mut() else {
+                return full_pass;
+            };
+            if full || &r.version != version || now.duration_since(r.full_at) >= FULL_PASS_EVERY {
+                return full_pass;
+            }
+            let moved: Vec<&(Option<ControlName>, String)> =
+                r.reach.symmetric_difference(reach).collect();
+            let moved_in = |c: ControlName| moved.iter().any(|(k, _)| *k == Some(c));
+            fn keep<F>(
+                kept: &mut Option<Kept<F>>,
+                marked: bool,
+                wall: DateTime<Utc>,
+            ) -> Option<Kept<F>> {
+                let k = kept.take()?;
+                let due = k.next_due.is_some_and(|d| d <= wall);
+                (!marked && !due).then_some(k)
+            }
+            Pass {
+                namespaces: Scope::Namespaces(
+                    dirty
+                        .into_iter()
+                        .chain(moved.iter().map(|(_, ns)| ns.clone()))
+                        .collect(),
+                ),
+                rotation: keep(
+                    &mut r.rotation,
+                    rotation_inputs || moved_in(ControlName::SecretRotation),
+                    wall,
+                ),
+                backups: keep(
+                    &mut r.backups,
+                    backup_inputs || moved_in(ControlName::Backups),
+                    wall,
+                ),
             }
         })
     }
 
     /// Records this pass's results and returns the whole profile's: every namespace's
     /// unresolved drift plus this pass's repairs, and the findings summed.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &self,
         profile: &str,
         version: (String, Option<i64>),
-        scope: BTreeSet<String>,
+        reach: Reach,
         planned: &Scope,
         results: BTreeMap<String, NamespaceResult>,
+        whole: (Option<Kept<RotationPlan>>, Option<Kept<BackupsKept>>),
         now: Instant,
     ) -> NamespaceResult {
         self.with(|m| {
@@ -148,16 +243,20 @@ impl Ledger {
                     for (ns, result) in results {
                         r.namespaces.insert(ns, keep(result));
                     }
+                    let held: BTreeSet<&String> = reach.iter().map(|(_, ns)| ns).collect();
                     r.namespaces
-                        .retain(|ns, res| scope.contains(ns) || !res.drift.is_empty());
+                        .retain(|ns, res| held.contains(ns) || !res.drift.is_empty());
                     r.version = version;
-                    r.scope = scope;
+                    r.reach = reach;
+                    (r.rotation, r.backups) = whole;
                     r
                 }
                 _ => Retained {
                     version,
-                    scope,
+                    reach,
                     namespaces: results.into_iter().map(|(ns, r)| (ns, keep(r))).collect(),
+                    rotation: whole.0,
+                    backups: whole.1,
                     full_at: now,
                 },
             };
@@ -178,8 +277,20 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ControlName;
     use crate::controls::{DriftReason, ManagedKind, ObjectKey};
+
+    /// Every namespace reached by network policies and selected.
+    fn reach(names: &[&str]) -> Reach {
+        names
+            .iter()
+            .flat_map(|ns| {
+                [
+                    (Some(ControlName::NetworkPolicies), ns.to_string()),
+                    (None, ns.to_string()),
+                ]
+            })
+            .collect()
+    }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
@@ -187,6 +298,10 @@ mod tests {
 
     fn version(g: i64) -> (String, Option<i64>) {
         ("uid".into(), Some(g))
+    }
+
+    fn wall() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
     }
 
     fn result(ns: &str, outcome: Option<DriftOutcome>, managed: usize) -> NamespaceResult {
@@ -215,58 +330,176 @@ mod tests {
         }
     }
 
-    fn full_pass(l: &Ledger, scope: &BTreeSet<String>, t: Instant) {
-        assert_eq!(l.begin("p", &version(1), scope, t), Scope::Full);
-        let results = scope
+    fn rotation(next_due: Option<DateTime<Utc>>) -> Kept<RotationPlan> {
+        Kept {
+            findings: RotationPlan {
+                phase: crate::api::RotationPhase::Complete,
+                rotate: vec![],
+                adopt: vec![],
+                restart: vec![],
+                in_progress: vec![],
+                stalled: None,
+                secrets_selected: 3,
+                secrets_rotated: 3,
+                secrets_adopted_before: 0,
+                consumers_total: 1,
+                consumers_restarted: 1,
+                next_deadline: None,
+            },
+            next_due,
+        }
+    }
+
+    fn backups(next_due: Option<DateTime<Utc>>) -> Kept<BackupsKept> {
+        Kept {
+            findings: (BackupFindings::default(), None),
+            next_due,
+        }
+    }
+
+    fn begin(l: &Ledger, g: i64, r: &Reach, t: Instant) -> Pass {
+        l.begin("p", &version(g), r, t, wall())
+    }
+
+    fn finish(
+        l: &Ledger,
+        r: &Reach,
+        planned: &Scope,
+        results: BTreeMap<String, NamespaceResult>,
+        whole: (Option<Kept<RotationPlan>>, Option<Kept<BackupsKept>>),
+        t: Instant,
+    ) -> NamespaceResult {
+        l.finish("p", version(1), r.clone(), planned, results, whole, t)
+    }
+
+    /// A full pass whose rotation and backups ask to be looked at again at `due`.
+    fn full_pass_due(l: &Ledger, r: &Reach, t: Instant, due: Option<DateTime<Utc>>) {
+        let pass = begin(l, 1, r, t);
+        assert_eq!(pass.namespaces, Scope::Full);
+        assert!(pass.rotation.is_none() && pass.backups.is_none());
+        let results = r
             .iter()
-            .map(|ns| (ns.clone(), result(ns, None, 5)))
+            .map(|(_, ns)| (ns.clone(), result(ns, None, 5)))
             .collect();
-        l.finish("p", version(1), scope.clone(), &Scope::Full, results, t);
+        finish(
+            l,
+            r,
+            &Scope::Full,
+            results,
+            (Some(rotation(due)), Some(backups(due))),
+            t,
+        );
+    }
+
+    fn full_pass(l: &Ledger, r: &Reach, t: Instant) {
+        full_pass_due(l, r, t, None)
     }
 
     #[test]
     fn the_first_pass_is_full_and_an_event_replans_only_its_namespace() {
         let l = Ledger::default();
-        let (scope, t) = (set(&["a", "b", "c"]), Instant::now());
-        full_pass(&l, &scope, t);
+        let (r, t) = (reach(&["a", "b", "c"]), Instant::now());
+        full_pass(&l, &r, t);
         l.mark_namespace("p", "b");
-        assert_eq!(
-            l.begin("p", &version(1), &scope, t),
-            Scope::Namespaces(set(&["b"]))
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.namespaces, Scope::Namespaces(set(&["b"])));
+        // A namespace event is no input of rotation or backups: their findings are kept.
+        assert_eq!(pass.rotation, Some(rotation(None)));
+        assert_eq!(pass.backups, Some(backups(None)));
+        finish(
+            &l,
+            &r,
+            &pass.namespaces,
+            BTreeMap::new(),
+            (pass.rotation, pass.backups),
+            t,
         );
         // With nothing marked, nothing is re-planned.
-        assert_eq!(
-            l.begin("p", &version(1), &scope, t),
-            Scope::Namespaces(set(&[]))
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.namespaces, Scope::Namespaces(set(&[])));
+        assert!(pass.rotation.is_some() && pass.backups.is_some());
+    }
+
+    #[test]
+    fn a_marked_input_replans_its_control_only() {
+        let l = Ledger::default();
+        let (r, t) = (reach(&["a"]), Instant::now());
+        full_pass(&l, &r, t);
+        l.mark_whole("p", Whole::Backups);
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.backups, None, "backups are planned again");
+        assert!(pass.rotation.is_some(), "rotation keeps its findings");
+        assert_eq!(pass.namespaces, Scope::Namespaces(set(&[])));
+        finish(
+            &l,
+            &r,
+            &pass.namespaces,
+            BTreeMap::new(),
+            (pass.rotation, Some(backups(None))),
+            t,
         );
+        l.mark_whole("p", Whole::Rotation);
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.rotation, None);
+        assert!(pass.backups.is_some());
+    }
+
+    #[test]
+    fn a_due_time_that_came_replans_the_control() {
+        let l = Ledger::default();
+        let (r, t) = (reach(&["a"]), Instant::now());
+        full_pass_due(&l, &r, t, Some(wall()));
+        let pass = begin(&l, 1, &r, t);
+        assert!(pass.rotation.is_none() && pass.backups.is_none());
+        // Not yet due: kept.
+        let later = wall() + chrono::Duration::seconds(1);
+        full_pass_due(&l, &r, t + FULL_PASS_EVERY, Some(later));
+        let pass = begin(&l, 1, &r, t + FULL_PASS_EVERY);
+        assert!(pass.rotation.is_some() && pass.backups.is_some());
+    }
+
+    #[test]
+    fn a_namespace_moving_between_controls_is_replanned_with_them() {
+        let l = Ledger::default();
+        let t = Instant::now();
+        full_pass(&l, &reach(&["a", "b"]), t);
+        // `b` stays selected and under network policies, and an expired exception lets
+        // backups act there: the union of namespaces is unchanged, yet `b` and backups are
+        // planned again.
+        let mut r = reach(&["a", "b"]);
+        r.insert((Some(ControlName::Backups), "b".into()));
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.namespaces, Scope::Namespaces(set(&["b"])));
+        assert!(pass.backups.is_none());
+        assert!(pass.rotation.is_some());
     }
 
     #[test]
     fn results_of_untouched_namespaces_still_count() {
         let l = Ledger::default();
-        let (scope, t) = (set(&["a", "b"]), Instant::now());
-        full_pass(&l, &scope, t);
+        let (r, t) = (reach(&["a", "b"]), Instant::now());
+        full_pass(&l, &r, t);
         let planned = Scope::Namespaces(set(&["b"]));
-        let all = l.finish(
-            "p",
-            version(1),
-            scope.clone(),
+        let all = finish(
+            &l,
+            &r,
             &planned,
             BTreeMap::from([(
                 "b".to_string(),
                 result("b", Some(DriftOutcome::Reported), 5),
             )]),
+            (None, None),
             t,
         );
         assert_eq!(all.findings.managed[&ControlName::NetworkPolicies], 10);
         assert_eq!(all.drift.len(), 1);
         // A repair is reported once, then forgotten; unresolved drift stays until replanned.
-        let again = l.finish(
-            "p",
-            version(1),
-            scope,
+        let again = finish(
+            &l,
+            &r,
             &Scope::Namespaces(set(&[])),
             BTreeMap::new(),
+            (None, None),
             t,
         );
         assert_eq!(again.drift.len(), 1);
@@ -275,27 +508,27 @@ mod tests {
     #[test]
     fn repairs_are_reported_by_the_pass_that_made_them_only() {
         let l = Ledger::default();
-        let (scope, t) = (set(&["a"]), Instant::now());
-        full_pass(&l, &scope, t);
+        let (r, t) = (reach(&["a"]), Instant::now());
+        full_pass(&l, &r, t);
         let planned = Scope::Namespaces(set(&["a"]));
-        let now = l.finish(
-            "p",
-            version(1),
-            scope.clone(),
+        let now = finish(
+            &l,
+            &r,
             &planned,
             BTreeMap::from([(
                 "a".to_string(),
                 result("a", Some(DriftOutcome::Repaired), 5),
             )]),
+            (None, None),
             t,
         );
         assert_eq!(now.drift.len(), 1);
-        let later = l.finish(
-            "p",
-            version(1),
-            scope,
+        let later = finish(
+            &l,
+            &r,
             &Scope::Namespaces(set(&[])),
             BTreeMap::new(),
+            (None, None),
             t,
         );
         assert!(later.drift.is_empty());
@@ -305,9 +538,9 @@ mod tests {
     fn namespaces_entering_or_leaving_scope_are_replanned() {
         let l = Ledger::default();
         let t = Instant::now();
-        full_pass(&l, &set(&["a", "b"]), t);
+        full_pass(&l, &reach(&["a", "b"]), t);
         assert_eq!(
-            l.begin("p", &version(1), &set(&["b", "c"]), t),
+            begin(&l, 1, &reach(&["b", "c"]), t).namespaces,
             Scope::Namespaces(set(&["a", "c"]))
         );
     }
@@ -315,15 +548,19 @@ mod tests {
     #[test]
     fn a_spec_change_a_mark_or_time_makes_the_pass_full() {
         let l = Ledger::default();
-        let (scope, t) = (set(&["a"]), Instant::now());
-        full_pass(&l, &scope, t);
-        assert_eq!(l.begin("p", &version(2), &scope, t), Scope::Full);
+        let (r, t) = (reach(&["a"]), Instant::now());
+        full_pass(&l, &r, t);
+        assert_eq!(begin(&l, 2, &r, t).namespaces, Scope::Full);
         l.mark_all_full();
-        assert_eq!(l.begin("p", &version(1), &scope, t), Scope::Full);
+        assert_eq!(begin(&l, 1, &r, t).namespaces, Scope::Full);
         l.mark_full("p");
-        full_pass(&l, &scope, t);
+        let pass = begin(&l, 1, &r, t);
+        assert_eq!(pass.namespaces, Scope::Full);
+        assert!(pass.rotation.is_none() && pass.backups.is_none());
+        l.mark_full("p");
+        full_pass(&l, &r, t);
         assert_eq!(
-            l.begin("p", &version(1), &scope, t + FULL_PASS_EVERY),
+            begin(&l, 1, &r, t + FULL_PASS_EVERY).namespaces,
             Scope::Full
         );
     }

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod coalesce;
 pub mod controller;
 pub mod controls;
 pub mod events;

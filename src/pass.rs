@@ -16,7 +16,7 @@ use crate::apply::{Applied, Writer};
 use crate::controller::Context;
 use crate::controls::{self, snapshots, DriftReason, NamespaceObserved, Outcome};
 use crate::events::{self, Event};
-use crate::incremental::{NamespaceResult, Scope, FULL_PASS_EVERY};
+use crate::incremental::{Kept, NamespaceResult, Reach, Scope, FULL_PASS_EVERY};
 use crate::observe::to_chrono;
 use crate::selection::{self, ProfileInfo, Selection};
 use crate::status::{self, drift_outcomes, DriftOutcome, Findings};
@@ -73,57 +73,104 @@ pub(crate) async fn apply_profile(
         return Ok(Action::await_change());
     }
     let selection = select(profile, ctx, now);
-    let (namespaced, mut applied) = plan_namespaces(profile, &uid, &selection, ctx, &writer).await;
-    let mut findings = Findings {
-        drift: namespaced.drift,
-        namespaces: namespaced.findings,
-        ..Default::default()
-    };
+    let reach = reach_of(&selection);
+    let version = (uid.clone(), profile.metadata.generation);
+    let pass = ctx
+        .ledger
+        .begin(&name, &version, &reach, Instant::now(), precise);
+    let (results, mut applied) =
+        plan_namespaces(profile, &uid, &selection, &pass.namespaces, ctx, &writer).await;
+    let mut findings = Findings::default();
     let mut events = Vec::new();
     let mut due: Vec<Option<DateTime<Utc>>> = vec![selection::next_exception_expiry(spec, now)];
-    if let Some(rot) = &spec.secret_rotation {
-        let acting = selection.acting_in(ControlName::SecretRotation);
-        let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
-        let observed = ctx.caches.rotation_observed(rot, &acting, previous);
-        // Restart stamps keep their milliseconds: they tell one batch from the next, and
-        // two batches can start within one second.
-        let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
-        due.push(done.next_due);
-        findings.rotation = Some(done.findings);
-        events.extend(done.events);
-        applied.extend(done.applied);
-    }
-    let mut caught_up = false;
-    if let Some(backups) = &spec.backups {
-        let acting = selection.acting_in(ControlName::Backups);
-        let previous = profile.status.as_ref().and_then(|s| s.backups.as_ref());
-        let observed = ctx
-            .caches
-            .backup_observed(&name, &uid, backups, &acting, previous);
-        let done = carry_out(snapshots::plan(&name, backups, &observed, now), &writer).await;
-        caught_up = done.findings.catching_up;
-        due.push(done.next_due);
-        findings.backups = Some(done.findings);
-        events.extend(done.events);
-        applied.extend(done.applied);
-        if let Some(v) = &backups.verify {
-            let done = carry_out(
-                verify_outcome(&name, &uid, backups, v, &acting, previous, ctx, now).await?,
-                &writer,
-            )
-            .await;
-            due.push(done.next_due);
-            if let Some(b) = findings.backups.as_mut() {
-                b.status.last_verified = done.findings.entries.clone();
-            }
-            findings.verify = Some(done.findings);
+    let rotation = match (&spec.secret_rotation, pass.rotation) {
+        (None, _) => None,
+        (Some(_), Some(kept)) => Some(kept),
+        (Some(rot), None) => {
+            let acting = selection.acting_in(ControlName::SecretRotation);
+            let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
+            let observed = ctx.caches.rotation_observed(rot, &acting, previous);
+            // Restart stamps keep their milliseconds: they tell one batch from the next, and
+            // two batches can start within one second.
+            let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
             events.extend(done.events);
             applied.extend(done.applied);
-        } else if let Some(b) = findings.backups.as_mut() {
-            // Verification switched off: its last results no longer describe anything.
-            b.status.last_verified.clear();
+            Some(Kept {
+                findings: done.findings,
+                next_due: done.next_due,
+            })
         }
+    };
+    if let Some(kept) = &rotation {
+        due.push(kept.next_due);
+        findings.rotation = Some(kept.findings.clone());
     }
+    let mut caught_up = false;
+    let backups = match (&spec.backups, pass.backups) {
+        (None, _) => None,
+        (Some(_), Some(mut kept)) => {
+            // What happened once was counted by the pass that saw it.
+            kept.findings.0.missed_now = 0;
+            kept.findings.0.catching_up = false;
+            if let Some(v) = kept.findings.1.as_mut() {
+                v.failed_now = 0;
+            }
+            Some(kept)
+        }
+        (Some(backups), None) => {
+            let acting = selection.acting_in(ControlName::Backups);
+            let previous = profile.status.as_ref().and_then(|s| s.backups.as_ref());
+            let observed = ctx
+                .caches
+                .backup_observed(&name, &uid, backups, &acting, previous);
+            let done = carry_out(snapshots::plan(&name, backups, &observed, now), &writer).await;
+            caught_up = done.findings.catching_up;
+            events.extend(done.events);
+            applied.extend(done.applied);
+            let mut found = done.findings;
+            let mut next_due = done.next_due;
+            let verified = match &backups.verify {
+                Some(v) => {
+                    let done = carry_out(
+                        verify_outcome(&name, &uid, backups, v, &acting, previous, ctx, now)
+                            .await?,
+                        &writer,
+                    )
+                    .await;
+                    next_due = earliest(next_due, done.next_due);
+                    found.status.last_verified = done.findings.entries.clone();
+                    events.extend(done.events);
+                    applied.extend(done.applied);
+                    Some(done.findings)
+                }
+                None => {
+                    // Verification switched off: its last results no longer describe anything.
+                    found.status.last_verified.clear();
+                    None
+                }
+            };
+            Some(Kept {
+                findings: (found, verified),
+                next_due,
+            })
+        }
+    };
+    if let Some(kept) = &backups {
+        due.push(kept.next_due);
+        findings.backups = Some(kept.findings.0.clone());
+        findings.verify = kept.findings.1.clone();
+    }
+    let namespaced = ctx.ledger.finish(
+        &name,
+        version,
+        reach,
+        &pass.namespaces,
+        results,
+        (rotation, backups),
+        Instant::now(),
+    );
+    findings.drift = namespaced.drift;
+    findings.namespaces = namespaced.findings;
     findings.selection = selection;
     events.extend(events::after_writes(&findings.drift, &applied, caught_up));
     report(profile, ctx, &writer, &findings, events, now).await?;
@@ -191,40 +238,49 @@ fn select(profile: &HardeningProfile, ctx: &Context, now: DateTime<Utc>) -> Sele
     selection::select(&info(profile), &others, &ctx.caches.namespace_infos(), now)
 }
 
+/// Where the profile reaches: each control's namespaces, and the selected ones.
+fn reach_of(selection: &Selection) -> Reach {
+    let acting = selection
+        .acting
+        .iter()
+        .flat_map(|(c, set)| set.iter().map(move |ns| (Some(*c), ns.clone())));
+    let selected = selection.namespaces.iter().map(|ns| (None, ns.clone()));
+    acting.chain(selected).collect()
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    a.into_iter().chain(b).min()
+}
+
 /// Network policies and budgets, namespace by namespace over what changed (see
-/// [`crate::incremental`]), writing whenever a batch is pending. Returns the whole profile's
-/// drift and findings, and the writes made.
+/// [`crate::incremental`]), writing whenever a batch is pending. Returns what each planned
+/// namespace found, and the writes made.
 async fn plan_namespaces(
     profile: &HardeningProfile,
     uid: &str,
     selection: &Selection,
+    planned: &Scope,
     ctx: &Context,
     writer: &Writer,
-) -> (NamespaceResult, Vec<Applied>) {
+) -> (BTreeMap<String, NamespaceResult>, Vec<Applied>) {
     let name = profile.name_any();
     let spec = &profile.spec;
     let policy_ns = selection.acting_in(ControlName::NetworkPolicies);
     let budget_ns = selection.acting_in(ControlName::PodDisruptionBudgets);
-    let scope: BTreeSet<String> = policy_ns
-        .iter()
-        .chain(&budget_ns)
-        .chain(&selection.namespaces)
-        .cloned()
-        .collect();
-    let version = (uid.to_string(), profile.metadata.generation);
-    let planned = ctx.ledger.begin(&name, &version, &scope, Instant::now());
     let index = ctx.caches.namespace_index(
         &name,
         uid,
-        match &planned {
+        match planned {
             Scope::Full => None,
             Scope::Namespaces(set) => Some(set),
         },
     );
-    let namespaces: BTreeSet<String> = match &planned {
+    let namespaces: BTreeSet<String> = match planned {
         // Namespaces holding objects of ours outside the scope are where deletions come from.
-        Scope::Full => scope
+        Scope::Full => policy_ns
             .iter()
+            .chain(&budget_ns)
+            .chain(&selection.namespaces)
             .chain(index.owned_namespaces())
             .cloned()
             .collect(),
@@ -277,10 +333,7 @@ async fn plan_namespaces(
         }
     }
     flush(pending, writer, &mut results, &mut applied).await;
-    let all = ctx
-        .ledger
-        .finish(&name, version, scope, &planned, results, Instant::now());
-    (all, applied)
+    (results, applied)
 }
 
 /// Carries out pending writes and files each drift, with its outcome, under its namespace.
