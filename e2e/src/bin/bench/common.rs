@@ -109,6 +109,20 @@ pub async fn count(c: &Client, r: &ApiResource, selector: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// VolumeSnapshots of `r` matching `selector` whose `status.readyToUse` is true.
+pub async fn count_ready(c: &Client, r: &ApiResource, selector: &str) -> usize {
+    Api::<DynamicObject>::all_with(c.clone(), r)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|o| o.data["status"]["readyToUse"].as_bool() == Some(true))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// What a convergence waits for: at least `expected` objects of `resource` with `selector`.
 pub struct Expected {
     pub resource: ApiResource,
