@@ -33,26 +33,37 @@ const SNAPSHOT_EVENTS_WINDOW: Duration = Duration::from_secs(2);
 /// namespace's network policies and budgets, and one of the whole-profile controls.
 #[derive(Clone, Copy)]
 struct Affects {
+    /// The kind, for `rampart_reconcile_triggers_total`.
+    kind: &'static str,
     namespace: bool,
     whole: Option<Whole>,
 }
 
-const WORKLOADS: Affects = Affects {
-    namespace: true,
-    whole: Some(Whole::Rotation),
-};
+const fn workloads(kind: &'static str) -> Affects {
+    Affects {
+        kind,
+        namespace: true,
+        whole: Some(Whole::Rotation),
+    }
+}
 const SECRETS: Affects = Affects {
+    kind: "Secret",
     namespace: false,
     whole: Some(Whole::Rotation),
 };
 const CLAIMS: Affects = Affects {
+    kind: "PersistentVolumeClaim",
     namespace: false,
     whole: Some(Whole::Backups),
 };
-const OBJECTS: Affects = Affects {
-    namespace: true,
-    whole: None,
-};
+/// A user's budget or policy.
+const fn objects(kind: &'static str) -> Affects {
+    Affects {
+        kind,
+        namespace: true,
+        whole: None,
+    }
+}
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -172,24 +183,27 @@ pub async fn run(
     };
     // Our own budgets and policies name their profile; a user's matter to every profile
     // selecting their namespace.
-    let owner_or_namespace = |ctx: &Arc<Context>| {
+    let owner_or_namespace = |ctx: &Arc<Context>, kind: &'static str| {
         let ctx = ctx.clone();
         move |meta: &kube::core::ObjectMeta| match profile_of(meta) {
             Some(p) => {
                 if let Some(ns) = &meta.namespace {
                     ctx.ledger.mark_namespace(&p, ns);
                 }
-                vec![ObjectRef::new(&p)]
+                ctx.triggered(kind, vec![ObjectRef::new(&p)])
             }
-            None => ctx.namespace_touched(meta.namespace.as_deref(), OBJECTS),
+            None => ctx.namespace_touched(meta.namespace.as_deref(), objects(kind)),
         }
     };
     let (deployments, statefulsets, daemonsets) = (
-        touched(&ctx, WORKLOADS),
-        touched(&ctx, WORKLOADS),
-        touched(&ctx, WORKLOADS),
+        touched(&ctx, workloads("Deployment")),
+        touched(&ctx, workloads("StatefulSet")),
+        touched(&ctx, workloads("DaemonSet")),
     );
-    let (budgets, policies) = (owner_or_namespace(&ctx), owner_or_namespace(&ctx));
+    let (budgets, policies) = (
+        owner_or_namespace(&ctx, "PodDisruptionBudget"),
+        owner_or_namespace(&ctx, "NetworkPolicy"),
+    );
     let (secrets, pvcs) = (touched(&ctx, SECRETS), touched(&ctx, CLAIMS));
     let pvc_ctx = ctx.clone();
     let namespaces_ctx = ctx.clone();
@@ -201,7 +215,7 @@ pub async fn run(
         .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
             Some(profile) => {
                 pvc_ctx.ledger.mark_whole(&profile, Whole::Backups);
-                vec![ObjectRef::new(&profile)]
+                pvc_ctx.triggered(CLAIMS.kind, vec![ObjectRef::new(&profile)])
             }
             None => pvcs(p.namespace()),
         })
@@ -211,7 +225,9 @@ pub async fn run(
         .watches_stream(feeds.policies, move |np| policies(&np.metadata))
         // A namespace's labels decide which profiles select it; selection is recomputed by
         // every pass, and the namespaces that entered or left a profile's scope are planned.
-        .watches_stream(feeds.namespaces, move |_| namespaces_ctx.all_profiles());
+        .watches_stream(feeds.namespaces, move |_| {
+            namespaces_ctx.triggered("Namespace", namespaces_ctx.all_profiles())
+        });
     if let Some(snapshots) = feeds.snapshots {
         // Snapshots name their profile. Their events mark its backups at once (a pass that
         // runs for another reason plans them too) and trigger a pass once per window.
@@ -226,6 +242,11 @@ pub async fn run(
             };
             if let Some(p) = &profile {
                 snapshot_ctx.ledger.mark_whole(p, Whole::Backups);
+                snapshot_ctx
+                    .metrics
+                    .triggers
+                    .with_label_values(&["VolumeSnapshot"])
+                    .inc();
             }
             futures::future::ready(profile.map(|p| ObjectRef::<HardeningProfile>::new(&p)))
         });
@@ -273,7 +294,8 @@ impl Context {
                 labels: n.labels().clone(),
                 terminating: false,
             });
-        self.profiles
+        let refs = self
+            .profiles
             .state()
             .iter()
             .filter(|p| ns.as_ref().is_none_or(|ns| selection::selects(&p.spec, ns)))
@@ -287,7 +309,20 @@ impl Context {
                 }
                 ObjectRef::from_obj(p.as_ref())
             })
-            .collect()
+            .collect();
+        self.triggered(affects.kind, refs)
+    }
+
+    /// Counts an event that asks for passes, by kind.
+    fn triggered(
+        &self,
+        kind: &str,
+        refs: Vec<ObjectRef<HardeningProfile>>,
+    ) -> Vec<ObjectRef<HardeningProfile>> {
+        if !refs.is_empty() {
+            self.metrics.triggers.with_label_values(&[kind]).inc();
+        }
+        refs
     }
 }
 

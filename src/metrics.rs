@@ -11,6 +11,7 @@ pub struct Metrics {
     registry: Registry,
     pub reconciles: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
+    pub triggers: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub api_writes: IntCounterVec,
     pub drifted_objects: IntGaugeVec,
@@ -50,6 +51,13 @@ impl Metrics {
                 "Profile reconciles by result (success, error).",
             ),
             &["result"],
+        )?;
+        let triggers = IntCounterVec::new(
+            Opts::new(
+                "rampart_reconcile_triggers_total",
+                "Watch events that asked for a pass, by the kind that changed (what the reconcile load comes from).",
+            ),
+            &["kind"],
         )?;
         let reconcile_errors = IntCounterVec::new(
             Opts::new(
@@ -223,6 +231,7 @@ impl Metrics {
         registry.register(Box::new(backup_verifications_failed.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(triggers.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(drifted_objects.clone()))?;
@@ -235,6 +244,7 @@ impl Metrics {
             registry,
             reconciles,
             reconcile_errors,
+            triggers,
             reconcile_duration,
             api_writes,
             drifted_objects,

@@ -177,8 +177,26 @@ pub fn plan(
     observed: &RotationObserved,
     now: DateTime<Utc>,
 ) -> Outcome<RotationPlan> {
-    let plan = plan_rotation(spec, &observed.secrets, &observed.consumers, now);
     let id = &spec.rotation_id;
+    // A rotation the status already records as complete stays complete: a consumer that
+    // scales, or whose pods fail, long after its restart is not rolling out this rotation,
+    // and must not turn it back to Restarting (nor to Stalled once the timeout passes).
+    let settled = observed.previous.as_ref().is_some_and(|p| {
+        p.phase == RotationPhase::Complete && p.observed_rotation_id.as_deref() == Some(id)
+    });
+    let plan = if settled {
+        let consumers: Vec<ConsumerInfo> = observed
+            .consumers
+            .iter()
+            .map(|c| ConsumerInfo {
+                rollout_complete: c.rollout_complete || c.stamped_id.as_deref() == Some(id),
+                ..c.clone()
+            })
+            .collect();
+        plan_rotation(spec, &observed.secrets, &consumers, now)
+    } else {
+        plan_rotation(spec, &observed.secrets, &observed.consumers, now)
+    };
     let mut writes: Vec<Write> = Vec::new();
     writes.extend(plan.rotate.iter().map(|s| {
         Write::RotateSecret(SecretRotation {
@@ -686,6 +704,39 @@ mod tests {
             ..crate::status::empty_rotation_status()
         });
         assert!(plan(&spec(1), &o, now()).events.is_empty());
+    }
+
+    #[test]
+    fn a_completed_rotation_stays_complete_when_a_consumer_scales_or_fails_later() {
+        // Stamped at the id long ago, its pods now short of ready (a scale-up, a crash).
+        let mut scaling = consumer("a", "db", Some("r2"), false);
+        scaling.stamped_at = Some(now() - Duration::seconds(3600));
+        let mut o = observed(vec![secret("db", Some("r2"))], vec![scaling]);
+        // Without a record of completion it is a rollout that overran its timeout...
+        assert_eq!(
+            plan(&spec(1), &o, now()).findings.phase,
+            RotationPhase::Stalled
+        );
+        // ...but the status says this id completed: nothing is in progress, no event.
+        o.previous = Some(RotationStatus {
+            phase: RotationPhase::Complete,
+            observed_rotation_id: Some("r2".into()),
+            ..crate::status::empty_rotation_status()
+        });
+        let out = plan(&spec(1), &o, now());
+        assert_eq!(out.findings.phase, RotationPhase::Complete);
+        assert!(out.findings.in_progress.is_empty() && out.events.is_empty());
+        assert!(out.writes.is_empty());
+        // Completion of an earlier id does not carry over to a new one.
+        o.previous = Some(RotationStatus {
+            phase: RotationPhase::Complete,
+            observed_rotation_id: Some("r1".into()),
+            ..crate::status::empty_rotation_status()
+        });
+        assert_eq!(
+            plan(&spec(1), &o, now()).findings.phase,
+            RotationPhase::Stalled
+        );
     }
 
     #[test]

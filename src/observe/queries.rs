@@ -9,7 +9,7 @@
 //! caches' own shared pointers, so a pass over a thousand namespaces never holds the estate
 //! as control inputs at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -75,6 +75,7 @@ impl Caches {
         namespaces: &BTreeSet<String>,
         previous: Option<&RotationStatus>,
     ) -> RotationObserved {
+        let namespaces = &NamespaceSet::of(namespaces);
         let mut secrets: Vec<SecretInfo> = self
             .secrets
             .state()
@@ -124,6 +125,7 @@ impl Caches {
         namespaces: &BTreeSet<String>,
         previous: Option<&BackupStatus>,
     ) -> BackupObserved {
+        let namespaces = &NamespaceSet::of(namespaces);
         let pvcs = self.pvcs.state();
         let in_scope = || pvcs.iter().filter(|p| in_any(&p.metadata, namespaces));
         let mut selected: Vec<PvcInfo> = in_scope()
@@ -199,6 +201,7 @@ impl Caches {
             Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
             Some(_) => ScratchNamespace::Ours,
         };
+        let namespaces = &NamespaceSet::of(namespaces);
         let all_pvcs = self.pvcs.state();
         let mut pvcs: Vec<VerifyPvc> = all_pvcs
             .iter()
@@ -401,16 +404,26 @@ fn observed(
     }
 }
 
-fn in_any(meta: &kube::core::ObjectMeta, namespaces: &BTreeSet<String>) -> bool {
+/// Namespaces looked up once per cached object, thousands of times a pass: hashed, not a
+/// search through sorted strings.
+struct NamespaceSet<'a>(HashSet<&'a str>);
+
+impl<'a> NamespaceSet<'a> {
+    fn of(namespaces: &'a BTreeSet<String>) -> Self {
+        Self(namespaces.iter().map(String::as_str).collect())
+    }
+}
+
+fn in_any(meta: &kube::core::ObjectMeta, namespaces: &NamespaceSet<'_>) -> bool {
     meta.namespace
-        .as_ref()
-        .is_some_and(|ns| namespaces.contains(ns))
+        .as_deref()
+        .is_some_and(|ns| namespaces.0.contains(ns))
 }
 
 fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
     store: &Store<Workload<K>>,
     kind: ConsumerKind,
-    namespaces: &BTreeSet<String>,
+    namespaces: &NamespaceSet<'_>,
 ) -> Vec<ConsumerInfo> {
     store
         .state()

@@ -72,6 +72,13 @@ fn meta_without_annotations(m: &mut ObjectMeta) {
     m.annotations = None;
 }
 
+/// Finalizers of PVCs and snapshots come and go with every snapshot the snapshot controller
+/// cuts (`pvc-as-source-protection`, `volumesnapshot-bound-protection`); nothing here reads
+/// them, and kept they made each cut two more events, each a backups pass.
+fn without_finalizers(m: &mut ObjectMeta) {
+    m.finalizers = None;
+}
+
 /// Budgets keep their annotations: a managed budget's are compared for drift.
 impl Summarize for PodDisruptionBudget {
     type Summary = PodDisruptionBudget;
@@ -154,6 +161,7 @@ impl Summarize for PersistentVolumeClaim {
     type Summary = Pvc;
     fn summarize(mut self) -> Pvc {
         meta_without_annotations(&mut self.metadata);
+        without_finalizers(&mut self.metadata);
         let bound = self
             .status
             .as_ref()
@@ -259,6 +267,7 @@ impl Summarize for DynamicObject {
     type Summary = Snapshot;
     fn summarize(mut self) -> Snapshot {
         meta(&mut self.metadata);
+        without_finalizers(&mut self.metadata);
         Snapshot {
             pvc: self.data["spec"]["source"]["persistentVolumeClaimName"]
                 .as_str()
