@@ -14,8 +14,10 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
 use rampart_e2e::csi::{snapshot_content_resource, snapshot_resource, volume_dir};
@@ -197,8 +199,80 @@ impl Fixture {
                 out.push(p.metadata.name.unwrap_or_default());
             }
         }
+        for j in Api::<Job>::all(self.client.clone()).list(&lp).await?.items {
+            if j.metadata.deletion_timestamp.is_none() {
+                out.push(format!("job/{}", j.metadata.name.unwrap_or_default()));
+            }
+        }
         Ok(out)
     }
+
+    /// Waits until this verification's Job and restored PVC are deleted (gone or on their
+    /// way). Later slots make their own, so the test looks at these two only.
+    async fn gone(&self, ns: &str, job: &str, claim: &str) -> Result<()> {
+        let jobs = Api::<Job>::namespaced(self.client.clone(), ns);
+        let pvcs = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns);
+        wait_for(
+            "the check Job and its restored PVC to be deleted",
+            TIMEOUT,
+            || {
+                let (jobs, pvcs) = (jobs.clone(), pvcs.clone());
+                async move {
+                    let j = jobs.get_opt(job).await.map_err(|e| e.to_string())?;
+                    let p = pvcs.get_opt(claim).await.map_err(|e| e.to_string())?;
+                    let going = |m: Option<&kube::core::ObjectMeta>| {
+                        m.is_none_or(|m| m.deletion_timestamp.is_some())
+                    };
+                    if going(j.as_ref().map(|j| &j.metadata))
+                        && going(p.as_ref().map(|p| &p.metadata))
+                    {
+                        Ok(Some(()))
+                    } else {
+                        Err(format!(
+                            "job {job} present: {}, pvc {claim} present: {}",
+                            j.is_some(),
+                            p.is_some()
+                        ))
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// The profile's check Job, once Rampart made it.
+    async fn check_job(&self) -> Result<Job> {
+        let selector = format!(
+            "rampart.dev/profile={},rampart.dev/control=verify",
+            self.profile
+        );
+        let jobs = Api::<Job>::all(self.client.clone());
+        wait_for("Rampart's check Job", TIMEOUT, || {
+            let (jobs, selector) = (jobs.clone(), selector.clone());
+            async move {
+                let list = jobs
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(list.items.into_iter().next())
+            }
+        })
+        .await
+    }
+}
+
+/// A check Job's pod template: one container reading the restored volume at /restored.
+fn check_template(node_selector: Option<Value>) -> Value {
+    let mut t = json!({"spec": {"containers": [{
+        "name": "check",
+        "image": "registry.example/checker:1",
+        "command": ["sha256sum", "/restored/contents"],
+        "volumeMounts": [{"name": "restored", "mountPath": "/restored"}],
+    }]}});
+    if let Some(n) = node_selector {
+        t["spec"]["nodeSelector"] = n;
+    }
+    t
 }
 
 fn verify_spec(timeout: i64) -> Value {
@@ -324,6 +398,147 @@ async fn a_corrupted_archive_fails_verification_naming_the_pvc() -> Result<()> {
         reason.contains(&format!("{}/ledger", f.ns.name)),
         "the condition names the PVC: {reason}"
     );
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// With `verify.job`, a bound restore is not the end: Rampart runs the user's check as a Job
+/// with the restored PVC mounted, and the Job's completion (kwok completes the pods of Jobs on
+/// its nodes; no container really runs here) is what makes the verification Succeeded.
+#[tokio::test]
+async fn a_check_job_runs_against_the_restored_volume_and_decides_the_result() -> Result<()> {
+    let f = Fixture::new("verjob").await?;
+    f.pvc_with("orders", "the orders").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    let mut verify = verify_spec(60);
+    verify["job"] = json!({"template": check_template(None)});
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    let (snapshot, _) = f.ready_snapshot("orders").await?;
+
+    let job = f.check_job().await?;
+    let scratch_ns = job.namespace().unwrap_or_default();
+    assert!(scratch_ns.starts_with("rampart-verify-"), "{scratch_ns}");
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "restored")
+        .and_then(|v| v.persistent_volume_claim.clone());
+    let claim = volume
+        .as_ref()
+        .map(|c| c.claim_name.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        volume.and_then(|c| c.read_only),
+        Some(true),
+        "mounted read-only"
+    );
+    let restored = Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), &scratch_ns)
+        .get_opt(&claim)
+        .await?;
+    let source = restored
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.data_source.as_ref())
+        .map(|d| d.kind.clone());
+    assert_eq!(
+        source.as_deref(),
+        Some("VolumeSnapshot"),
+        "the Job mounts the PVC restored from the snapshot ({claim})"
+    );
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        pod.containers[0].name, "check",
+        "the user's container is kept"
+    );
+
+    let entry = f.verified("orders", "Succeeded").await?;
+    assert_eq!(entry["snapshot"], snapshot.as_str(), "{entry}");
+    let message = entry["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("{}/orders", f.ns.name)) && message.contains("completed"),
+        "the message names the PVC and the Job's completion: {message}"
+    );
+    f.gone(&scratch_ns, &job.name_any(), &claim).await?;
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// A check that fails fails the verification. The check's pod is pinned to a node no kwok
+/// node matches, so nothing moves it; the test then ends it as a kubelet would end a container
+/// that exited 1 (the bytes did not match), and the real Job controller turns that into the
+/// Job's Failed condition, which Rampart records naming the PVC.
+#[tokio::test]
+async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
+    let f = Fixture::new("verjobbad").await?;
+    f.pvc_with("invoices", "the invoices").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    let mut verify = verify_spec(60);
+    verify["job"] =
+        json!({"template": check_template(Some(json!({"e2e.rampart.dev/no-such-node": "true"})))});
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    f.ready_snapshot("invoices").await?;
+
+    let job = f.check_job().await?;
+    let scratch_ns = job.namespace().unwrap_or_default();
+    let job_name = job.name_any();
+    let pods = Api::<Pod>::namespaced(f.client.clone(), &scratch_ns);
+    let pod = wait_for("the check Job's pod", TIMEOUT, || {
+        let (pods, job_name) = (pods.clone(), job_name.clone());
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list.items.into_iter().next().map(|p| p.name_any()))
+        }
+    })
+    .await?;
+    pods.patch_status(
+        &pod,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Failed",
+            "containerStatuses": [{
+                "name": "check", "image": "registry.example/checker:1", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "reason": "Error",
+                    "message": "checksum of /restored/contents differs"}},
+            }],
+        }})),
+    )
+    .await?;
+
+    let entry = f.verified("invoices", "Failed").await?;
+    let message = entry["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("{}/invoices", f.ns.name)),
+        "the message names the PVC: {message}"
+    );
+    assert!(
+        message.contains(&job_name) && message.contains("failed"),
+        "the message names the Job and its failure: {message}"
+    );
+    let (status, reason) = f.condition("BackupsVerified").await?.unwrap_or_default();
+    assert_eq!(status, "False");
+    assert!(
+        reason.contains("invoices"),
+        "the condition names the PVC: {reason}"
+    );
+    let claim = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.volumes.iter().flatten().find(|v| v.name == "restored"))
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .unwrap_or_default();
+    f.gone(&scratch_ns, &job_name, &claim).await?;
     delete_profile_and_wait(&f.client, &f.profile).await?;
     Ok(())
 }

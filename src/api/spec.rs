@@ -435,6 +435,38 @@ pub struct VerifyControl {
     #[serde(default = "default_verify_timeout_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub timeout_seconds: i64,
+    /// A check run against the restored volume once it binds: a Job made from this pod template
+    /// in the scratch namespace, with the scratch PVC added read-only as the volume
+    /// `volumeName` (mount it in the containers that check it). The verification succeeds when
+    /// the Job completes and fails, naming the PVC and the Job's reason, when it fails or does
+    /// not finish within `timeoutSeconds`. Without it, a restored volume that binds is the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<VerifyJob>,
+}
+
+/// The Job restore verification runs against a restored volume.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyJob {
+    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`). Checked by the
+    /// controller, which reports an `InvalidSpec` naming this field when it is not a pod
+    /// template with at least one container; `restartPolicy` defaults to Never.
+    #[schemars(schema_with = "free_form_object")]
+    pub template: serde_json::Value,
+    /// Name of the volume the restored PVC is added as.
+    #[serde(default = "default_verify_volume_name")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("volumeName: must be a DNS label"))]
+    pub volume_name: String,
+}
+
+/// An object kept as given (a pod template): the API server validates it when the Job is made,
+/// the controller reads it into its type before that.
+fn free_form_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// Retention of ready snapshots.
@@ -569,6 +601,9 @@ fn default_starting_deadline_seconds() -> i64 {
 }
 fn default_verify_timeout_seconds() -> i64 {
     600
+}
+fn default_verify_volume_name() -> String {
+    "restored".to_string()
 }
 fn default_max_count() -> i32 {
     7

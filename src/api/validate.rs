@@ -27,6 +27,49 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
     }
 }
 
+/// The verification Job's template must read as a pod template with a container, and must not
+/// already use the name the restored volume is added as.
+fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
+    const FIELD: &str = "spec.backups.verify.job.template";
+    let template: k8s_openapi::api::core::v1::PodTemplateSpec =
+        match serde_json::from_value(job.template.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(invalid(FIELD, format!("not a pod template: {e}")));
+                return;
+            }
+        };
+    let Some(pod) = template.spec else {
+        out.push(invalid(FIELD, "spec: a pod template needs a spec"));
+        return;
+    };
+    if pod.containers.is_empty() {
+        out.push(invalid(FIELD, "spec.containers: at least one container"));
+    }
+    if pod
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == job.volume_name)
+    {
+        out.push(invalid(
+            "spec.backups.verify.job.volumeName",
+            format!(
+                "the template already has a volume named {:?}; the restored PVC is added under this name",
+                job.volume_name
+            ),
+        ));
+    }
+    if let Some(policy) = pod.restart_policy.as_deref() {
+        if policy == "Always" {
+            out.push(invalid(
+                FIELD,
+                "spec.restartPolicy: a Job's pods restart Never or OnFailure",
+            ));
+        }
+    }
+}
+
 /// Every problem the controller can find in a spec; empty when the spec is usable.
 pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
     let mut out = Vec::new();
@@ -63,6 +106,9 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
                 Schedule::parse(&v.schedule, b.time_zone.as_deref())
             {
                 out.push(invalid("spec.backups.verify.schedule", e.to_string()));
+            }
+            if let Some(job) = &v.job {
+                check_verify_job(job, &mut out);
             }
         }
         if let Some(age) = &b.retention.max_age {
@@ -158,10 +204,88 @@ mod tests {
                 schedule: "every tuesday".into(),
                 storage_class_name: None,
                 timeout_seconds: 600,
+                job: None,
             }),
         });
         let fields: Vec<String> = invalid_fields(&spec).into_iter().map(|f| f.field).collect();
         assert_eq!(fields, vec!["spec.backups.verify.schedule".to_string()]);
+    }
+
+    fn with_job(template: serde_json::Value, volume: &str) -> crate::api::HardeningProfileSpec {
+        let mut spec = crate::api::fixtures::budgets_only(crate::api::Mode::Enforce);
+        spec.backups = Some(crate::api::BackupControl {
+            schedule: "0 2 * * *".into(),
+            time_zone: None,
+            pvc_selector: LabelSelector::default(),
+            volume_snapshot_class_name: "csi".into(),
+            retention: Default::default(),
+            suspend: false,
+            starting_deadline_seconds: 60,
+            snapshot_on_create: false,
+            deletion_policy: Default::default(),
+            verify: Some(crate::api::VerifyControl {
+                schedule: "0 3 * * *".into(),
+                storage_class_name: None,
+                timeout_seconds: 600,
+                job: Some(crate::api::VerifyJob {
+                    template,
+                    volume_name: volume.into(),
+                }),
+            }),
+        });
+        spec
+    }
+
+    fn messages(spec: &crate::api::HardeningProfileSpec) -> Vec<String> {
+        invalid_fields(spec).iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn a_usable_verify_job_template_passes() {
+        let template = serde_json::json!({"spec": {"containers": [
+            {"name": "check", "image": "busybox", "volumeMounts": [{"name": "restored", "mountPath": "/data"}]}
+        ]}});
+        assert!(messages(&with_job(template, "restored")).is_empty());
+    }
+
+    #[test]
+    fn a_bad_verify_job_template_names_its_field() {
+        let cases = [
+            (
+                serde_json::json!({"spec": {"containers": "busybox"}}),
+                "restored",
+                "spec.backups.verify.job.template: not a pod template",
+            ),
+            (
+                serde_json::json!({"metadata": {"labels": {"a": "b"}}}),
+                "restored",
+                "spec.backups.verify.job.template: spec: a pod template needs a spec",
+            ),
+            (
+                serde_json::json!({"spec": {"containers": []}}),
+                "restored",
+                "spec.backups.verify.job.template: spec.containers: at least one container",
+            ),
+            (
+                serde_json::json!({"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}),
+                "restored",
+                "spec.backups.verify.job.template: spec.restartPolicy",
+            ),
+            (
+                serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "data", "emptyDir": {}}]}}),
+                "data",
+                "spec.backups.verify.job.volumeName: the template already has a volume named \"data\"",
+            ),
+        ];
+        for (template, volume, want) in cases {
+            let got = messages(&with_job(template.clone(), volume));
+            assert_eq!(got.len(), 1, "{template}: {got:?}");
+            assert!(
+                got[0].starts_with(want),
+                "{template}: {got:?} does not start with {want}"
+            );
+        }
     }
 
     #[test]

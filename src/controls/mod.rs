@@ -31,6 +31,8 @@ pub enum ManagedKind {
     VolumeSnapshotContent,
     /// A scratch PVC restored from a snapshot.
     PersistentVolumeClaim,
+    /// The check restore verification runs against a restored volume.
+    Job,
 }
 
 impl ManagedKind {
@@ -42,6 +44,7 @@ impl ManagedKind {
             ManagedKind::Namespace => "Namespace",
             ManagedKind::VolumeSnapshotContent => "VolumeSnapshotContent",
             ManagedKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ManagedKind::Job => "Job",
         }
     }
 
@@ -53,6 +56,7 @@ impl ManagedKind {
                 "snapshot.storage.k8s.io/v1"
             }
             ManagedKind::Namespace | ManagedKind::PersistentVolumeClaim => "v1",
+            ManagedKind::Job => "batch/v1",
         }
     }
 
@@ -64,6 +68,7 @@ impl ManagedKind {
             ManagedKind::Namespace => "namespaces",
             ManagedKind::VolumeSnapshotContent => "volumesnapshotcontents",
             ManagedKind::PersistentVolumeClaim => "persistentvolumeclaims",
+            ManagedKind::Job => "jobs",
         }
     }
 

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::snapshots::{pvc_label_value, PVC_LABEL};
 use super::{bounded_name, DesiredObject, ManagedKind, ObjectKey, ObservedObject, Outcome, Write};
 use crate::api::{
-    BackupControl, ControlName, VerificationResult, VerificationStatus, VerifyControl,
+    BackupControl, ControlName, VerificationResult, VerificationStatus, VerifyControl, VerifyJob,
     CONTROL_LABEL, STATUS_LIST_LIMIT,
 };
 use crate::events::Event;
@@ -40,6 +40,9 @@ pub const SOURCE_SNAPSHOT_ANNOTATION: &str = "rampart.dev/source-snapshot";
 pub const SCRATCH_NAMESPACE_PREFIX: &str = "rampart-verify-";
 /// How soon a pass looks again after asking for the scratch namespace.
 const NAMESPACE_WAIT: i64 = 2;
+/// How often a running check Job is looked at: Jobs are not watched (a cluster-wide Job cache
+/// for the few scratch Jobs would cost more than reading them while one runs).
+const JOB_POLL: i64 = 5;
 
 /// The scratch namespace of a profile.
 pub fn scratch_namespace(profile: &str) -> String {
@@ -52,6 +55,16 @@ pub fn scratch_name(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
         "",
         &format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S")),
         253,
+    )
+}
+
+/// The check Job's name for a PVC and a slot: 63 characters at most, since the Job controller
+/// puts it in its pods' `job-name` label.
+pub fn job_name(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
+    bounded_name(
+        "",
+        &format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S")),
+        63,
     )
 }
 
@@ -136,6 +149,18 @@ pub struct ScratchObject {
     pub bound: bool,
     /// It carries a deletionTimestamp: a finished verification's leftover on its way out.
     pub deleting: bool,
+    /// A check Job's state.
+    pub job: JobState,
+}
+
+/// Where a check Job stands, from its `Complete` and `Failed` conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum JobState {
+    #[default]
+    Running,
+    Complete,
+    /// The Failed condition's reason and message.
+    Failed(String),
 }
 
 /// Whether the scratch namespace is there and whose it is.
@@ -317,11 +342,45 @@ pub fn plan(
         );
         if let Some(p) = scratch_pvc {
             if p.bound {
-                record(
-                    VerificationResult::Succeeded,
-                    format!("{what}: the restored volume bound"),
-                    &mut out,
-                );
+                let Some(job) = &spec.job else {
+                    record(
+                        VerificationResult::Succeeded,
+                        format!("{what}: the restored volume bound"),
+                        &mut out,
+                    );
+                    continue;
+                };
+                let jname = job_name(&pvc.namespace, &pvc.name, slot);
+                let state = find(ManagedKind::Job, &jname).map(|j| j.job.clone());
+                match state {
+                    Some(JobState::Complete) => record(
+                        VerificationResult::Succeeded,
+                        format!("{what}: the restored volume bound and Job {jname} completed"),
+                        &mut out,
+                    ),
+                    Some(JobState::Failed(why)) => record(
+                        VerificationResult::Failed,
+                        format!("{what}: Job {jname} failed: {why}"),
+                        &mut out,
+                    ),
+                    _ if timed_out => record(
+                        VerificationResult::Failed,
+                        format!(
+                            "{what}: Job {jname} did not finish within {}s",
+                            spec.timeout_seconds
+                        ),
+                        &mut out,
+                    ),
+                    running => {
+                        if running.is_none() {
+                            out.writes.push(Write::Create(job_object(
+                                profile, spec, job, pvc, &snapshot, &ns, &name, &jname, slot,
+                            )));
+                        }
+                        out.findings.in_flight += 1;
+                        due(now + Duration::seconds(JOB_POLL), &mut out);
+                    }
+                }
             } else if timed_out {
                 let why = observed
                     .pending_reasons
@@ -643,6 +702,65 @@ fn pvc_object(
     }
 }
 
+/// The check Job: the user's pod template with the scratch PVC added read-only as the volume
+/// it names, run once (no retries: a check that fails has answered), stopped by the API server
+/// at the verification's timeout.
+#[allow(clippy::too_many_arguments)]
+fn job_object(
+    profile: &str,
+    spec: &VerifyControl,
+    job: &VerifyJob,
+    pvc: &VerifyPvc,
+    snapshot: &str,
+    ns: &str,
+    claim: &str,
+    name: &str,
+    slot: DateTime<Utc>,
+) -> DesiredObject {
+    let mut template = job.template.clone();
+    if !template.is_object() {
+        template = json!({});
+    }
+    if !template["spec"].is_object() {
+        template["spec"] = json!({});
+    }
+    let pod = &mut template["spec"];
+    if pod.get("restartPolicy").is_none() {
+        pod["restartPolicy"] = json!("Never");
+    }
+    let volume = json!({
+        "name": job.volume_name,
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": true},
+    });
+    match pod.get_mut("volumes").and_then(|v| v.as_array_mut()) {
+        Some(volumes) => volumes.push(volume),
+        None => pod["volumes"] = json!([volume]),
+    }
+    DesiredObject {
+        key: ObjectKey {
+            kind: ManagedKind::Job,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        },
+        control: ControlName::Backups,
+        manifest: json!({
+            "apiVersion": ManagedKind::Job.api_version(),
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": scratch_labels(profile, pvc, slot),
+                "annotations": {SOURCE_SNAPSHOT_ANNOTATION: snapshot},
+            },
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": spec.timeout_seconds,
+                "template": template,
+            },
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,6 +796,7 @@ mod tests {
             schedule: "0 3 * * *".into(),
             storage_class_name: None,
             timeout_seconds: 600,
+            job: None,
         }
     }
 
@@ -730,6 +849,7 @@ mod tests {
             ManagedKind::VolumeSnapshotContent => {
                 (String::new(), content_name(PROFILE, "db", pvc, slot))
             }
+            ManagedKind::Job => (scratch_namespace(PROFILE), job_name("db", pvc, slot)),
             _ => (scratch_namespace(PROFILE), scratch_name("db", pvc, slot)),
         };
         ScratchObject {
@@ -754,6 +874,7 @@ mod tests {
             error: None,
             bound: false,
             deleting: false,
+            job: JobState::Running,
         }
     }
 
@@ -956,6 +1077,142 @@ mod tests {
             vec![("db".into(), "data".into(), t(3, 0, 9))]
         );
         assert_eq!(out.findings.failed_now, 0);
+    }
+
+    fn job_spec() -> VerifyControl {
+        VerifyControl {
+            job: Some(VerifyJob {
+                template: json!({"spec": {"containers": [{
+                    "name": "check", "image": "busybox",
+                    "volumeMounts": [{"name": "restored", "mountPath": "/data"}],
+                }]}}),
+                volume_name: "restored".into(),
+            }),
+            ..verify_spec()
+        }
+    }
+
+    /// The scratch content, snapshot and a bound PVC of slot 03:00, plus `more`.
+    fn restored(more: Vec<ScratchObject>) -> VerifyObserved {
+        let mut o = observed();
+        let mut p = scratch(
+            ManagedKind::PersistentVolumeClaim,
+            "data",
+            t(3, 0, 0),
+            t(3, 0, 3),
+        );
+        p.bound = true;
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
+            p,
+        ];
+        o.scratch.extend(more);
+        o
+    }
+
+    #[test]
+    fn with_a_job_a_bound_restore_runs_the_check_against_the_restored_volume() {
+        let spec = job_spec();
+        let out = plan(PROFILE, &backups(), &spec, &restored(vec![]), t(3, 0, 9));
+        assert!(
+            out.findings.entries.is_empty(),
+            "no result before the Job ran"
+        );
+        assert_eq!(out.findings.in_flight, 1);
+        assert_eq!(out.next_due, Some(t(3, 0, 14)), "a running Job is polled");
+        let made = created(&out);
+        assert_eq!(made.len(), 1);
+        let job = &made[0].manifest;
+        assert_eq!(made[0].key.kind, ManagedKind::Job);
+        assert_eq!(made[0].key.namespace, scratch_namespace(PROFILE));
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(
+            pod["containers"][0]["name"], "check",
+            "the user's template is kept"
+        );
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "restored", "persistentVolumeClaim": {
+                "claimName": scratch_name("db", "data", t(3, 0, 0)), "readOnly": true}}])
+        );
+        assert!(job["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.len() <= 63));
+    }
+
+    #[test]
+    fn the_check_job_decides_the_result_and_goes_with_the_scratch_objects() {
+        let spec = job_spec();
+        let job = |state: JobState| {
+            let mut j = scratch(ManagedKind::Job, "data", t(3, 0, 0), t(3, 0, 10));
+            j.job = state;
+            j
+        };
+        let running = plan(
+            PROFILE,
+            &backups(),
+            &spec,
+            &restored(vec![job(JobState::Running)]),
+            t(3, 1, 0),
+        );
+        assert!(running.writes.is_empty(), "{:?}", running.writes);
+        assert_eq!(running.findings.in_flight, 1);
+
+        let done = plan(
+            PROFILE,
+            &backups(),
+            &spec,
+            &restored(vec![job(JobState::Complete)]),
+            t(3, 1, 0),
+        );
+        let e = &done.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Succeeded);
+        assert!(e.message.contains("completed"), "{}", e.message);
+        assert_eq!(
+            deleted(&done).len(),
+            4,
+            "the Job goes with the scratch objects"
+        );
+
+        let failed = plan(
+            PROFILE,
+            &backups(),
+            &spec,
+            &restored(vec![job(JobState::Failed(
+                "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
+            ))]),
+            t(3, 1, 0),
+        );
+        let e = &failed.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Failed);
+        assert!(e.message.contains("PVC db/data"), "{}", e.message);
+        assert!(e.message.contains("BackoffLimitExceeded"), "{}", e.message);
+        assert_eq!(failed.findings.failed_now, 1);
+        assert_eq!(deleted(&failed).len(), 4);
+
+        let late = plan(
+            PROFILE,
+            &backups(),
+            &spec,
+            &restored(vec![job(JobState::Running)]),
+            t(3, 10, 1),
+        );
+        let e = &late.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Failed);
+        assert!(
+            e.message.contains("did not finish within 600s"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

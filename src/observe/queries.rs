@@ -520,7 +520,29 @@ fn scratch_object(kind: ManagedKind, m: &kube::core::ObjectMeta) -> ScratchObjec
         error: None,
         bound: false,
         deleting: m.deletion_timestamp.is_some(),
+        job: verify::JobState::Running,
     }
+}
+
+/// A check Job's state from its conditions (`Complete` or `Failed` true), else Running.
+fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> verify::JobState {
+    let conditions = job
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten());
+    for c in conditions.filter(|c| c.status == "True") {
+        match c.type_.as_str() {
+            "Complete" => return verify::JobState::Complete,
+            "Failed" => {
+                let reason = c.reason.clone().unwrap_or_default();
+                let message = c.message.clone().unwrap_or_default();
+                let text: String = format!("{reason}: {message}").chars().take(512).collect();
+                return verify::JobState::Failed(text);
+            }
+            _ => {}
+        }
+    }
+    verify::JobState::Running
 }
 
 fn content_resource() -> kube::core::ApiResource {
@@ -566,13 +588,34 @@ pub async fn read_verify_extras(
             ));
         }
     }
+    let ns = verify::scratch_namespace(profile);
+    // Check Jobs exist only once a restored PVC bound; no list before that.
+    if observed
+        .scratch
+        .iter()
+        .any(|o| o.object.key.kind == ManagedKind::PersistentVolumeClaim && o.bound)
+    {
+        let jobs = kube::Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| crate::Error::Read {
+                what: format!("check Jobs in {ns}"),
+                source,
+            })?;
+        for j in jobs.items {
+            if belongs_to(&j.metadata, profile, uid) {
+                let mut o = scratch_object(ManagedKind::Job, &j.metadata);
+                o.job = job_state(&j);
+                observed.scratch.push(o);
+            }
+        }
+    }
     let pending: Vec<String> = observed
         .scratch
         .iter()
         .filter(|o| o.object.key.kind == ManagedKind::PersistentVolumeClaim && !o.bound)
         .map(|o| o.object.key.name.clone())
         .collect();
-    let ns = verify::scratch_namespace(profile);
     let events = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns);
     for name in pending {
         let list = events
