@@ -187,8 +187,11 @@ pub fn valid_label_key(key: &str) -> bool {
 mod tests {
     use super::{invalid_fields, valid_label_key, LabelSelector};
 
-    #[test]
-    fn a_bad_verify_schedule_names_its_field() {
+    /// A budgets-only spec with backups verified on `schedule`, with `job` when given.
+    fn with_verify(
+        schedule: &str,
+        job: Option<crate::api::VerifyJob>,
+    ) -> crate::api::HardeningProfileSpec {
         let mut spec = crate::api::fixtures::budgets_only(crate::api::Mode::Enforce);
         spec.backups = Some(crate::api::BackupControl {
             schedule: "0 2 * * *".into(),
@@ -201,39 +204,30 @@ mod tests {
             snapshot_on_create: false,
             deletion_policy: Default::default(),
             verify: Some(crate::api::VerifyControl {
-                schedule: "every tuesday".into(),
+                schedule: schedule.into(),
                 storage_class_name: None,
                 timeout_seconds: 600,
-                job: None,
+                job,
             }),
         });
+        spec
+    }
+
+    #[test]
+    fn a_bad_verify_schedule_names_its_field() {
+        let spec = with_verify("every tuesday", None);
         let fields: Vec<String> = invalid_fields(&spec).into_iter().map(|f| f.field).collect();
         assert_eq!(fields, vec!["spec.backups.verify.schedule".to_string()]);
     }
 
     fn with_job(template: serde_json::Value, volume: &str) -> crate::api::HardeningProfileSpec {
-        let mut spec = crate::api::fixtures::budgets_only(crate::api::Mode::Enforce);
-        spec.backups = Some(crate::api::BackupControl {
-            schedule: "0 2 * * *".into(),
-            time_zone: None,
-            pvc_selector: LabelSelector::default(),
-            volume_snapshot_class_name: "csi".into(),
-            retention: Default::default(),
-            suspend: false,
-            starting_deadline_seconds: 60,
-            snapshot_on_create: false,
-            deletion_policy: Default::default(),
-            verify: Some(crate::api::VerifyControl {
-                schedule: "0 3 * * *".into(),
-                storage_class_name: None,
-                timeout_seconds: 600,
-                job: Some(crate::api::VerifyJob {
-                    template,
-                    volume_name: volume.into(),
-                }),
+        with_verify(
+            "0 3 * * *",
+            Some(crate::api::VerifyJob {
+                template,
+                volume_name: volume.into(),
             }),
-        });
-        spec
+        )
     }
 
     fn messages(spec: &crate::api::HardeningProfileSpec) -> Vec<String> {

@@ -1038,24 +1038,7 @@ mod tests {
 
     #[test]
     fn a_bound_restore_succeeds_and_its_scratch_objects_are_deleted() {
-        let mut o = observed();
-        let mut p = scratch(
-            ManagedKind::PersistentVolumeClaim,
-            "data",
-            t(3, 0, 0),
-            t(3, 0, 3),
-        );
-        p.bound = true;
-        o.scratch = vec![
-            scratch(
-                ManagedKind::VolumeSnapshotContent,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 1),
-            ),
-            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
-            p,
-        ];
+        let o = restored(vec![]);
         let out = run(&o, t(3, 0, 9));
         let e = &out.findings.entries[0];
         assert_eq!(e.result, VerificationResult::Succeeded);
