@@ -403,19 +403,19 @@ pub fn plan(
             }
             continue;
         }
-        if let Some(err) = scratch_vs.and_then(|v| v.error.clone()) {
-            record(
-                VerificationResult::Failed,
-                format!("{what}: the scratch snapshot reports an error: {err}"),
-                &mut out,
-            );
-            continue;
-        }
+        // A scratch snapshot's error is not final: the snapshot controller reports
+        // "VolumeSnapshotContent is missing" when its cache has not yet seen the content made
+        // a moment before, and clears it once it binds. Only an error still there at the
+        // timeout is the verdict, and then it says why.
         if timed_out {
+            let why = scratch_vs
+                .and_then(|v| v.error.clone())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             record(
                 VerificationResult::Failed,
                 format!(
-                    "{what}: the scratch snapshot was not ready within {}s",
+                    "{what}: the scratch snapshot was not ready within {}s{why}",
                     spec.timeout_seconds
                 ),
                 &mut out,
@@ -1195,6 +1195,48 @@ mod tests {
             e.message.contains("did not finish within 600s"),
             "{}",
             e.message
+        );
+    }
+
+    #[test]
+    fn a_scratch_snapshot_error_waits_for_the_timeout_and_is_then_the_reason() {
+        let mut o = observed();
+        let mut vs = scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1));
+        vs.error = Some("VolumeSnapshotContent is missing".into());
+        o.scratch = vec![
+            scratch(
+                ManagedKind::VolumeSnapshotContent,
+                "data",
+                t(3, 0, 0),
+                t(3, 0, 1),
+            ),
+            vs,
+        ];
+        let early = run(&o, t(3, 0, 2));
+        assert!(
+            early.findings.entries.is_empty(),
+            "a transient error is not a verdict"
+        );
+        assert_eq!(early.findings.in_flight, 1);
+        assert!(early.writes.is_empty(), "{:?}", early.writes);
+        let late = run(&o, t(3, 10, 1));
+        let e = &late.findings.entries[0];
+        assert_eq!(e.result, VerificationResult::Failed);
+        assert!(
+            e.message.contains("PVC db/data")
+                && e.message.contains("VolumeSnapshotContent is missing"),
+            "{}",
+            e.message
+        );
+        // Once the controller has bound it, the error it still shows does not stop the restore.
+        o.scratch[1].ready = true;
+        let bound = run(&o, t(3, 0, 5));
+        assert_eq!(
+            created(&bound)
+                .iter()
+                .map(|d| d.key.kind)
+                .collect::<Vec<_>>(),
+            vec![ManagedKind::PersistentVolumeClaim]
         );
     }
 
