@@ -17,7 +17,9 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::api::{HardeningProfile, FINALIZER};
 use crate::events::{Event, Publisher};
 use crate::fence::Fence;
-use crate::incremental::{Ledger, Whole};
+use crate::incremental::{
+    objects, workloads, Affects, Ledger, RotationInputs, Whole, CLAIMS, SECRETS,
+};
 use crate::metrics::Metrics;
 use crate::observe::{self, Caches};
 use crate::ownership::profile_of;
@@ -28,42 +30,6 @@ use crate::Error;
 /// again (see [`crate::coalesce`]): snapshots turning ready are news for the status and for
 /// retention, never for a deadline, which the pass's own requeue keeps.
 const SNAPSHOT_EVENTS_WINDOW: Duration = Duration::from_secs(2);
-
-/// What an event on a watched kind can change, for the profiles selecting its namespace: the
-/// namespace's network policies and budgets, and one of the whole-profile controls.
-#[derive(Clone, Copy)]
-struct Affects {
-    /// The kind, for `rampart_reconcile_triggers_total`.
-    kind: &'static str,
-    namespace: bool,
-    whole: Option<Whole>,
-}
-
-const fn workloads(kind: &'static str) -> Affects {
-    Affects {
-        kind,
-        namespace: true,
-        whole: Some(Whole::Rotation),
-    }
-}
-const SECRETS: Affects = Affects {
-    kind: "Secret",
-    namespace: false,
-    whole: Some(Whole::Rotation),
-};
-const CLAIMS: Affects = Affects {
-    kind: "PersistentVolumeClaim",
-    namespace: false,
-    whole: Some(Whole::Backups),
-};
-/// A user's budget or policy.
-const fn objects(kind: &'static str) -> Affects {
-    Affects {
-        kind,
-        namespace: true,
-        whole: None,
-    }
-}
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -79,6 +45,8 @@ pub struct Context {
     /// Open while this replica may write (always, without leader election).
     pub(crate) fence: Fence,
     pub(crate) ledger: Ledger,
+    /// What rotation read of each workload, to tell which workload events concern it.
+    pub(crate) rotation_inputs: RotationInputs,
     pub(crate) failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -145,6 +113,7 @@ pub async fn run(
         synced,
         fence: leadership.fence,
         ledger: Ledger::default(),
+        rotation_inputs: RotationInputs::default(),
         failures: Mutex::new(HashMap::new()),
     });
 
@@ -181,6 +150,21 @@ pub async fn run(
         let ctx = ctx.clone();
         move |namespace: Option<String>| ctx.namespace_touched(namespace.as_deref(), affects)
     };
+    // A workload still in its cache after the event is there; one that is not was deleted.
+    fn workload<K: kube::Resource<DynamicType = ()> + Clone + 'static>(
+        ctx: &Arc<Context>,
+        kind: &'static str,
+        store: Store<observe::workloads::Workload<K>>,
+    ) -> impl Fn(observe::workloads::Workload<K>) -> Vec<ObjectRef<HardeningProfile>> {
+        let ctx = ctx.clone();
+        move |w| {
+            let (ns, name) = (w.namespace().unwrap_or_default(), w.name_any());
+            let present = store.get(&ObjectRef::from_obj(&w)).is_some();
+            let digest = present.then(|| w.rotation_inputs());
+            let changed = ctx.rotation_inputs.changed(kind, &ns, &name, digest);
+            ctx.namespace_touched(Some(&ns), workloads(kind, changed))
+        }
+    }
     // Our own budgets and policies name their profile; a user's matter to every profile
     // selecting their namespace.
     let owner_or_namespace = |ctx: &Arc<Context>, kind: &'static str| {
@@ -196,9 +180,9 @@ pub async fn run(
         }
     };
     let (deployments, statefulsets, daemonsets) = (
-        touched(&ctx, workloads("Deployment")),
-        touched(&ctx, workloads("StatefulSet")),
-        touched(&ctx, workloads("DaemonSet")),
+        workload(&ctx, "Deployment", ctx.caches.deployments.clone()),
+        workload(&ctx, "StatefulSet", ctx.caches.statefulsets.clone()),
+        workload(&ctx, "DaemonSet", ctx.caches.daemonsets.clone()),
     );
     let (budgets, policies) = (
         owner_or_namespace(&ctx, "PodDisruptionBudget"),
@@ -209,7 +193,7 @@ pub async fn run(
     let namespaces_ctx = ctx.clone();
     let mut controller = Controller::for_stream(profile_changes, profiles)
         .watches_stream(feeds.secrets, move |s| secrets(s.namespace()))
-        .watches_stream(feeds.daemonsets, move |d| daemonsets(d.namespace()))
+        .watches_stream(feeds.daemonsets, daemonsets)
         // A restore verification's scratch PVC names its profile; any other PVC matters to the
         // profiles selecting its namespace.
         .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
@@ -219,8 +203,8 @@ pub async fn run(
             }
             None => pvcs(p.namespace()),
         })
-        .watches_stream(feeds.deployments, move |d| deployments(d.namespace()))
-        .watches_stream(feeds.statefulsets, move |s| statefulsets(s.namespace()))
+        .watches_stream(feeds.deployments, deployments)
+        .watches_stream(feeds.statefulsets, statefulsets)
         .watches_stream(feeds.budgets, move |b| budgets(&b.metadata))
         .watches_stream(feeds.policies, move |np| policies(&np.metadata))
         // A namespace's labels decide which profiles select it; selection is recomputed by
@@ -305,7 +289,9 @@ impl Context {
                     self.ledger.mark_namespace(&name, namespace);
                 }
                 if let Some(control) = affects.whole {
-                    self.ledger.mark_whole(&name, control);
+                    if !(affects.only_if_under_way && rotation_settled(p)) {
+                        self.ledger.mark_whole(&name, control);
+                    }
                 }
                 ObjectRef::from_obj(p.as_ref())
             })
@@ -365,6 +351,20 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
     }
     .instrument(span)
     .await
+}
+
+/// No rotation to plan, or the one for the current id is recorded complete.
+fn rotation_settled(p: &HardeningProfile) -> bool {
+    let Some(spec) = &p.spec.secret_rotation else {
+        return true;
+    };
+    p.status
+        .as_ref()
+        .and_then(|s| s.rotation.as_ref())
+        .is_some_and(|r| {
+            r.phase == crate::api::RotationPhase::Complete
+                && r.observed_rotation_id.as_deref() == Some(spec.rotation_id.as_str())
+        })
 }
 
 fn error_policy(profile: Arc<HardeningProfile>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -45,6 +45,79 @@ pub enum Whole {
     Backups,
 }
 
+/// What an event on a watched kind can change, for the profiles selecting its namespace: the
+/// namespace's network policies and budgets, and one of the whole-profile controls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affects {
+    /// The kind, for `rampart_reconcile_triggers_total`.
+    pub kind: &'static str,
+    pub namespace: bool,
+    pub whole: Option<Whole>,
+    /// The whole control is marked only for profiles where it is under way (a settled
+    /// rotation does not read a workload's replicas or rollout progress).
+    pub only_if_under_way: bool,
+}
+
+/// A workload's event: its namespace always; rotation when the event changed what rotation
+/// reads of it (`rotation_inputs_changed`), else only where a rotation is under way.
+pub const fn workloads(kind: &'static str, rotation_inputs_changed: bool) -> Affects {
+    Affects {
+        kind,
+        namespace: true,
+        whole: Some(Whole::Rotation),
+        only_if_under_way: !rotation_inputs_changed,
+    }
+}
+pub const SECRETS: Affects = Affects {
+    kind: "Secret",
+    namespace: false,
+    whole: Some(Whole::Rotation),
+    only_if_under_way: false,
+};
+pub const CLAIMS: Affects = Affects {
+    kind: "PersistentVolumeClaim",
+    namespace: false,
+    whole: Some(Whole::Backups),
+    only_if_under_way: false,
+};
+/// A user's budget or policy.
+pub const fn objects(kind: &'static str) -> Affects {
+    Affects {
+        kind,
+        namespace: true,
+        whole: None,
+        only_if_under_way: false,
+    }
+}
+
+/// A digest of what rotation reads of each workload (the Secrets it names and its restart
+/// stamps), so that an event that changed only replicas or rollout progress (a scale, a pod
+/// turning ready) does not re-plan a settled rotation over the whole profile. Keys and values
+/// are hashes: 16 bytes a workload.
+#[derive(Default)]
+pub struct RotationInputs {
+    seen: Mutex<HashMap<u64, u64>>,
+}
+
+impl RotationInputs {
+    /// Records a workload's event and says whether rotation's inputs changed: a workload seen
+    /// for the first time, one gone (`digest` None), or one whose digest moved.
+    pub fn changed(&self, kind: &str, namespace: &str, name: &str, digest: Option<u64>) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kind, namespace, name).hash(&mut h);
+        let key = h.finish();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match digest {
+            None => {
+                seen.remove(&key);
+                true
+            }
+            Some(d) => seen.insert(key, d) != Some(d),
+        }
+    }
+}
+
 /// A whole-profile control's last findings and when it asked to be looked at again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kept<F> {
@@ -294,6 +367,37 @@ mod tests {
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rotation_inputs_change_on_new_changed_and_gone_workloads_only() {
+        let seen = RotationInputs::default();
+        assert!(
+            seen.changed("Deployment", "a", "web", Some(1)),
+            "first sight"
+        );
+        assert!(!seen.changed("Deployment", "a", "web", Some(1)), "a scale");
+        assert!(
+            seen.changed("StatefulSet", "a", "web", Some(1)),
+            "another kind, same name"
+        );
+        assert!(
+            seen.changed("Deployment", "a", "web", Some(2)),
+            "new Secrets"
+        );
+        assert!(seen.changed("Deployment", "a", "web", None), "deleted");
+        assert!(
+            seen.changed("Deployment", "a", "web", Some(2)),
+            "made again after the delete"
+        );
+    }
+
+    #[test]
+    fn a_workload_event_marks_rotation_unconditionally_only_when_its_inputs_changed() {
+        assert!(!workloads("Deployment", true).only_if_under_way);
+        assert!(workloads("Deployment", false).only_if_under_way);
+        assert_eq!(workloads("Deployment", false).whole, Some(Whole::Rotation));
+        assert!(!SECRETS.only_if_under_way);
     }
 
     fn version(g: i64) -> (String, Option<i64>) {

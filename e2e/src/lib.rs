@@ -34,8 +34,12 @@ pub fn kubeconfig_path() -> PathBuf {
 
 /// A client for the local control plane, with a message that says how to start it.
 pub async fn client() -> Result<Client> {
-    let path = kubeconfig_path();
-    let kc = Kubeconfig::read_from(&path).with_context(|| {
+    client_from(&kubeconfig_path()).await
+}
+
+/// A client for the identity of the kubeconfig at `path`.
+pub async fn client_from(path: &std::path::Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(path).with_context(|| {
         format!(
             "no kubeconfig at {}: start the local control plane with `make up` (or run `make test`, which does)",
             path.display()

@@ -616,11 +616,21 @@ async fn deselected_namespace_loses_rampart_objects_but_keeps_users() -> Result<
         || e.policy_names(&b),
     )
     .await?;
-    let p = e.wait_condition(&name, "Ready", "True", CONVERGE).await?;
-    assert_eq!(
-        p.status.and_then(|s| s.summary).map(|s| s.namespaces),
-        Some(1)
-    );
+    e.wait_condition(&name, "Ready", "True", CONVERGE).await?;
+    // Ready was True before the deselection too, and the status that counts one namespace is
+    // written just after the deletes: wait for it rather than read the first one.
+    let api = Api::<HardeningProfile>::all(e.client.clone());
+    rampart_e2e::wait_for("the summary to count one namespace", CONVERGE, || {
+        let (api, name) = (api.clone(), name.clone());
+        async move {
+            let p = api.get(&name).await.map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.summary).map(|s| s.namespaces) {
+                Some(1) => Ok(Some(())),
+                other => Err(format!("summary.namespaces {other:?}")),
+            }
+        }
+    })
+    .await?;
     e.delete_profile(&name).await
 }
 
