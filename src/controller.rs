@@ -289,7 +289,7 @@ impl Context {
                     self.ledger.mark_namespace(&name, namespace);
                 }
                 if let Some(control) = affects.whole {
-                    if !(affects.only_if_under_way && rotation_settled(p)) {
+                    if !(affects.only_if_under_way && crate::incremental::rotation_settled(p)) {
                         self.ledger.mark_whole(&name, control);
                     }
                 }
@@ -351,20 +351,6 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
     }
     .instrument(span)
     .await
-}
-
-/// No rotation to plan, or the one for the current id is recorded complete.
-fn rotation_settled(p: &HardeningProfile) -> bool {
-    let Some(spec) = &p.spec.secret_rotation else {
-        return true;
-    };
-    p.status
-        .as_ref()
-        .and_then(|s| s.rotation.as_ref())
-        .is_some_and(|r| {
-            r.phase == crate::api::RotationPhase::Complete
-                && r.observed_rotation_id.as_deref() == Some(spec.rotation_id.as_str())
-        })
 }
 
 fn error_policy(profile: Arc<HardeningProfile>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -118,6 +118,21 @@ impl RotationInputs {
     }
 }
 
+/// No rotation to plan, or the one for the current id is recorded complete: a workload's
+/// replicas and rollout progress no longer matter to it.
+pub fn rotation_settled(p: &crate::api::HardeningProfile) -> bool {
+    let Some(spec) = &p.spec.secret_rotation else {
+        return true;
+    };
+    p.status
+        .as_ref()
+        .and_then(|s| s.rotation.as_ref())
+        .is_some_and(|r| {
+            r.phase == crate::api::RotationPhase::Complete
+                && r.observed_rotation_id.as_deref() == Some(spec.rotation_id.as_str())
+        })
+}
+
 /// A whole-profile control's last findings and when it asked to be looked at again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kept<F> {
@@ -393,11 +408,38 @@ mod tests {
     }
 
     #[test]
-    fn a_workload_event_marks_rotation_unconditionally_only_when_its_inputs_changed() {
-        assert!(!workloads("Deployment", true).only_if_under_way);
-        assert!(workloads("Deployment", false).only_if_under_way);
-        assert_eq!(workloads("Deployment", false).whole, Some(Whole::Rotation));
-        assert!(!SECRETS.only_if_under_way);
+    fn a_rotation_is_settled_once_complete_for_the_current_id_only() {
+        use crate::api::{
+            fixtures, HardeningProfile, HardeningProfileStatus, Mode, RotationPhase, RotationStatus,
+        };
+        let mut spec = fixtures::budgets_only(Mode::Enforce);
+        let mut p = HardeningProfile::new("p", spec.clone());
+        assert!(rotation_settled(&p), "no rotation to plan");
+        spec.secret_rotation = Some(fixtures::rotation("r2", 5));
+        p.spec = spec;
+        assert!(!rotation_settled(&p), "no status yet");
+        let status = |id: &str, phase: RotationPhase| HardeningProfileStatus {
+            rotation: Some(RotationStatus {
+                observed_rotation_id: Some(id.into()),
+                phase,
+                secrets_selected: 1,
+                secrets_rotated: 1,
+                secrets_adopted: 0,
+                workloads_total: 1,
+                workloads_restarted: 1,
+                in_progress: vec![],
+                message: None,
+                started_at: None,
+                completed_at: None,
+            }),
+            ..Default::default()
+        };
+        p.status = Some(status("r2", RotationPhase::Restarting));
+        assert!(!rotation_settled(&p), "under way");
+        p.status = Some(status("r1", RotationPhase::Complete));
+        assert!(!rotation_settled(&p), "complete, but for the previous id");
+        p.status = Some(status("r2", RotationPhase::Complete));
+        assert!(rotation_settled(&p));
     }
 
     fn version(g: i64) -> (String, Option<i64>) {
