@@ -261,18 +261,38 @@ impl Fixture {
     }
 }
 
-/// A check Job's pod template: one container reading the restored volume at /restored.
-fn check_template(node_selector: Option<Value>) -> Value {
-    let mut t = json!({"spec": {"containers": [{
+/// The check Job's `restored` volume: the PVC Rampart restored for it.
+fn restored_volume(
+    job: &Job,
+) -> Option<k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource> {
+    job.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "restored")?
+        .persistent_volume_claim
+        .clone()
+}
+
+/// Verification every 5 s (60 s timeout) with a check Job: one container reading the restored
+/// volume at /restored, on a node matching `node_selector` when given.
+fn verify_with_check(node_selector: Option<Value>) -> Value {
+    let mut template = json!({"spec": {"containers": [{
         "name": "check",
         "image": "registry.example/checker:1",
         "command": ["sha256sum", "/restored/contents"],
         "volumeMounts": [{"name": "restored", "mountPath": "/restored"}],
     }]}});
     if let Some(n) = node_selector {
-        t["spec"]["nodeSelector"] = n;
+        template["spec"]["nodeSelector"] = n;
     }
-    t
+    let mut verify = verify_spec(60);
+    verify["job"] = json!({"template": template});
+    verify
 }
 
 fn verify_spec(timeout: i64) -> Value {
@@ -410,9 +430,7 @@ async fn a_check_job_runs_against_the_restored_volume_and_decides_the_result() -
     let f = Fixture::new("verjob").await?;
     f.pvc_with("orders", "the orders").await?;
     let _op = OperatorProcess::start(&f.tag).await?;
-    let mut verify = verify_spec(60);
-    verify["job"] = json!({"template": check_template(None)});
-    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify_with_check(None)))).await?;
     let (snapshot, _) = f.ready_snapshot("orders").await?;
 
     let job = f.check_job().await?;
@@ -423,12 +441,7 @@ async fn a_check_job_runs_against_the_restored_volume_and_decides_the_result() -
         .as_ref()
         .and_then(|s| s.template.spec.clone())
         .unwrap_or_default();
-    let volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "restored")
-        .and_then(|v| v.persistent_volume_claim.clone());
+    let volume = restored_volume(&job);
     let claim = volume
         .as_ref()
         .map(|c| c.claim_name.clone())
@@ -478,10 +491,9 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
     let f = Fixture::new("verjobbad").await?;
     f.pvc_with("invoices", "the invoices").await?;
     let _op = OperatorProcess::start(&f.tag).await?;
-    let mut verify = verify_spec(60);
-    verify["job"] =
-        json!({"template": check_template(Some(json!({"e2e.rampart.dev/no-such-node": "true"})))});
-    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    let nowhere = json!({"e2e.rampart.dev/no-such-node": "true"});
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify_with_check(Some(nowhere)))))
+        .await?;
     f.ready_snapshot("invoices").await?;
 
     let job = f.check_job().await?;
@@ -530,13 +542,8 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
         reason.contains("invoices"),
         "the condition names the PVC: {reason}"
     );
-    let claim = job
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.volumes.iter().flatten().find(|v| v.name == "restored"))
-        .and_then(|v| v.persistent_volume_claim.as_ref())
-        .map(|c| c.claim_name.clone())
+    let claim = restored_volume(&job)
+        .map(|c| c.claim_name)
         .unwrap_or_default();
     f.gone(&scratch_ns, &job_name, &claim).await?;
     delete_profile_and_wait(&f.client, &f.profile).await?;

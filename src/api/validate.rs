@@ -60,13 +60,11 @@ fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
             ),
         ));
     }
-    if let Some(policy) = pod.restart_policy.as_deref() {
-        if policy == "Always" {
-            out.push(invalid(
-                FIELD,
-                "spec.restartPolicy: a Job's pods restart Never or OnFailure",
-            ));
-        }
+    if pod.restart_policy.as_deref() == Some("Always") {
+        out.push(invalid(
+            FIELD,
+            "spec.restartPolicy: a Job's pods restart Never or OnFailure",
+        ));
     }
 }
 

@@ -49,33 +49,27 @@ pub fn scratch_namespace(profile: &str) -> String {
     bounded_name(SCRATCH_NAMESPACE_PREFIX, profile, 63)
 }
 
+/// What a scratch object of a PVC and a slot is named from.
+fn slot_base(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
+    format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S"))
+}
+
 /// The scratch VolumeSnapshot's and PVC's name for a PVC and a slot.
 pub fn scratch_name(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
-    bounded_name(
-        "",
-        &format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S")),
-        253,
-    )
+    bounded_name("", &slot_base(namespace, pvc, slot), 253)
 }
 
 /// The check Job's name for a PVC and a slot: 63 characters at most, since the Job controller
 /// puts it in its pods' `job-name` label.
 pub fn job_name(namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
-    bounded_name(
-        "",
-        &format!("{namespace}-{pvc}-{}", slot.format("%Y%m%d-%H%M%S")),
-        63,
-    )
+    bounded_name("", &slot_base(namespace, pvc, slot), 63)
 }
 
 /// The scratch VolumeSnapshotContent's name (cluster-scoped, so the profile is in it).
 pub fn content_name(profile: &str, namespace: &str, pvc: &str, slot: DateTime<Utc>) -> String {
     bounded_name(
         SCRATCH_NAMESPACE_PREFIX,
-        &format!(
-            "{profile}-{namespace}-{pvc}-{}",
-            slot.format("%Y%m%d-%H%M%S")
-        ),
+        &format!("{profile}-{}", slot_base(namespace, pvc, slot)),
         253,
     )
 }
@@ -978,17 +972,8 @@ mod tests {
 
     #[test]
     fn one_verification_per_pvc_per_slot() {
-        let mut o = observed();
         // Content and snapshot already made for 03:00 (a restart, a second replica).
-        o.scratch = vec![
-            scratch(
-                ManagedKind::VolumeSnapshotContent,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 1),
-            ),
-            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
-        ];
+        let mut o = begun(vec![]);
         let out = run(&o, t(3, 0, 5));
         assert!(
             created(&out).is_empty(),
@@ -1075,16 +1060,10 @@ mod tests {
         }
     }
 
-    /// The scratch content, snapshot and a bound PVC of slot 03:00, plus `more`.
-    fn restored(more: Vec<ScratchObject>) -> VerifyObserved {
+    /// The scratch content and snapshot (not yet ready) of slot 03:00, made at 03:00:01, then
+    /// `more`.
+    fn begun(more: Vec<ScratchObject>) -> VerifyObserved {
         let mut o = observed();
-        let mut p = scratch(
-            ManagedKind::PersistentVolumeClaim,
-            "data",
-            t(3, 0, 0),
-            t(3, 0, 3),
-        );
-        p.bound = true;
         o.scratch = vec![
             scratch(
                 ManagedKind::VolumeSnapshotContent,
@@ -1093,10 +1072,21 @@ mod tests {
                 t(3, 0, 1),
             ),
             scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
-            p,
         ];
         o.scratch.extend(more);
         o
+    }
+
+    /// [`begun`] with the PVC restored and bound at 03:00:03, then `more`.
+    fn restored(more: Vec<ScratchObject>) -> VerifyObserved {
+        let mut p = scratch(
+            ManagedKind::PersistentVolumeClaim,
+            "data",
+            t(3, 0, 0),
+            t(3, 0, 3),
+        );
+        p.bound = true;
+        begun(std::iter::once(p).chain(more).collect())
     }
 
     #[test]
@@ -1134,29 +1124,17 @@ mod tests {
 
     #[test]
     fn the_check_job_decides_the_result_and_goes_with_the_scratch_objects() {
-        let spec = job_spec();
-        let job = |state: JobState| {
+        // The restore bound and its check Job (made at 03:00:10) in `state`, planned at `now`.
+        let with_job = |state: JobState, now: DateTime<Utc>| {
             let mut j = scratch(ManagedKind::Job, "data", t(3, 0, 0), t(3, 0, 10));
             j.job = state;
-            j
+            plan(PROFILE, &backups(), &job_spec(), &restored(vec![j]), now)
         };
-        let running = plan(
-            PROFILE,
-            &backups(),
-            &spec,
-            &restored(vec![job(JobState::Running)]),
-            t(3, 1, 0),
-        );
+        let running = with_job(JobState::Running, t(3, 1, 0));
         assert!(running.writes.is_empty(), "{:?}", running.writes);
         assert_eq!(running.findings.in_flight, 1);
 
-        let done = plan(
-            PROFILE,
-            &backups(),
-            &spec,
-            &restored(vec![job(JobState::Complete)]),
-            t(3, 1, 0),
-        );
+        let done = with_job(JobState::Complete, t(3, 1, 0));
         let e = &done.findings.entries[0];
         assert_eq!(e.result, VerificationResult::Succeeded);
         assert!(e.message.contains("completed"), "{}", e.message);
@@ -1166,13 +1144,10 @@ mod tests {
             "the Job goes with the scratch objects"
         );
 
-        let failed = plan(
-            PROFILE,
-            &backups(),
-            &spec,
-            &restored(vec![job(JobState::Failed(
+        let failed = with_job(
+            JobState::Failed(
                 "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
-            ))]),
+            ),
             t(3, 1, 0),
         );
         let e = &failed.findings.entries[0];
@@ -1182,13 +1157,7 @@ mod tests {
         assert_eq!(failed.findings.failed_now, 1);
         assert_eq!(deleted(&failed).len(), 4);
 
-        let late = plan(
-            PROFILE,
-            &backups(),
-            &spec,
-            &restored(vec![job(JobState::Running)]),
-            t(3, 10, 1),
-        );
+        let late = with_job(JobState::Running, t(3, 10, 1));
         let e = &late.findings.entries[0];
         assert_eq!(e.result, VerificationResult::Failed);
         assert!(
@@ -1200,18 +1169,8 @@ mod tests {
 
     #[test]
     fn a_scratch_snapshot_error_waits_for_the_timeout_and_is_then_the_reason() {
-        let mut o = observed();
-        let mut vs = scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1));
-        vs.error = Some("VolumeSnapshotContent is missing".into());
-        o.scratch = vec![
-            scratch(
-                ManagedKind::VolumeSnapshotContent,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 1),
-            ),
-            vs,
-        ];
+        let mut o = begun(vec![]);
+        o.scratch[1].error = Some("VolumeSnapshotContent is missing".into());
         let early = run(&o, t(3, 0, 2));
         assert!(
             early.findings.entries.is_empty(),
@@ -1242,22 +1201,12 @@ mod tests {
 
     #[test]
     fn a_restore_that_does_not_bind_in_time_fails_naming_the_pvc_and_why() {
-        let mut o = observed();
-        o.scratch = vec![
-            scratch(
-                ManagedKind::VolumeSnapshotContent,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 1),
-            ),
-            scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1)),
-            scratch(
-                ManagedKind::PersistentVolumeClaim,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 3),
-            ),
-        ];
+        let mut o = begun(vec![scratch(
+            ManagedKind::PersistentVolumeClaim,
+            "data",
+            t(3, 0, 0),
+            t(3, 0, 3),
+        )]);
         o.pending_reasons.insert(
             scratch_name("db", "data", t(3, 0, 0)),
             "ProvisioningFailed: checksum mismatch".into(),
@@ -1277,30 +1226,19 @@ mod tests {
 
     #[test]
     fn a_verification_under_way_resumes_for_its_own_slot_and_stale_ones_go() {
-        let mut o = observed();
         // Made for 03:00 before a crash; the operator is back at 03:04, and an older set from
         // the day before was left behind.
         let yesterday = Utc
             .with_ymd_and_hms(2026, 11, 22, 3, 0, 0)
             .single()
             .expect("valid");
-        let mut vs = scratch(ManagedKind::VolumeSnapshot, "data", t(3, 0, 0), t(3, 0, 1));
-        vs.ready = true;
-        o.scratch = vec![
-            scratch(
-                ManagedKind::VolumeSnapshotContent,
-                "data",
-                t(3, 0, 0),
-                t(3, 0, 1),
-            ),
-            vs,
-            scratch(
-                ManagedKind::PersistentVolumeClaim,
-                "data",
-                yesterday,
-                yesterday,
-            ),
-        ];
+        let mut o = begun(vec![scratch(
+            ManagedKind::PersistentVolumeClaim,
+            "data",
+            yesterday,
+            yesterday,
+        )]);
+        o.scratch[1].ready = true;
         let out = run(&o, t(3, 4, 0));
         assert_eq!(deleted(&out), vec![ManagedKind::PersistentVolumeClaim]);
         let made = created(&out);
