@@ -135,7 +135,11 @@ impl Writer {
     }
 
     /// Writes the profile's status, as one server-side apply of the status subresource.
-    pub async fn write_status(&self, status: &HardeningProfileStatus) -> Result<(), Error> {
+    /// Writes the profile's status; returns the resource version the API server stored.
+    pub async fn write_status(
+        &self,
+        status: &HardeningProfileStatus,
+    ) -> Result<Option<String>, Error> {
         let name = self.owner.name.clone();
         let patch = json!({
             "apiVersion": "rampart.dev/v1alpha1",
@@ -150,7 +154,7 @@ impl Writer {
                 &Patch::Apply(&patch),
             )
             .await
-            .map(|_| ())
+            .map(|p| p.metadata.resource_version)
             .map_err(|source| Error::StatusWrite {
                 profile: name,
                 source,

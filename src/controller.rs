@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::observe::{self, Caches};
 use crate::ownership::profile_of;
 use crate::selection::{self, NamespaceInfo};
+use crate::written_status::WrittenStatus;
 use crate::Error;
 
 /// How long snapshot events for one profile are gathered before its backups are planned
@@ -48,6 +49,8 @@ pub struct Context {
     /// What rotation read of each workload, to tell which workload events concern it.
     pub(crate) rotation_inputs: RotationInputs,
     pub(crate) failures: Mutex<HashMap<String, u32>>,
+    /// Each profile's last written status, for passes that read a copy from before it.
+    pub(crate) written: WrittenStatus,
 }
 
 /// How this operator process runs.
@@ -115,6 +118,7 @@ pub async fn run(
         ledger: Ledger::default(),
         rotation_inputs: RotationInputs::default(),
         failures: Mutex::new(HashMap::new()),
+        written: WrittenStatus::default(),
     });
 
     // A profile that appears, changes its spec or goes can hand namespaces to, or take them
@@ -171,10 +175,11 @@ pub async fn run(
         let ctx = ctx.clone();
         move |meta: &kube::core::ObjectMeta| match profile_of(meta) {
             Some(p) => {
-                if let Some(ns) = &meta.namespace {
+                let refs = ctx.reconciled_here(&p);
+                if let (Some(ns), false) = (&meta.namespace, refs.is_empty()) {
                     ctx.ledger.mark_namespace(&p, ns);
                 }
-                ctx.triggered(kind, vec![ObjectRef::new(&p)])
+                ctx.triggered(kind, refs)
             }
             None => ctx.namespace_touched(meta.namespace.as_deref(), objects(kind)),
         }
@@ -198,8 +203,11 @@ pub async fn run(
         // profiles selecting its namespace.
         .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
             Some(profile) => {
-                pvc_ctx.ledger.mark_whole(&profile, Whole::Backups);
-                pvc_ctx.triggered(CLAIMS.kind, vec![ObjectRef::new(&profile)])
+                let refs = pvc_ctx.reconciled_here(&profile);
+                if !refs.is_empty() {
+                    pvc_ctx.ledger.mark_whole(&profile, Whole::Backups);
+                }
+                pvc_ctx.triggered(CLAIMS.kind, refs)
             }
             None => pvcs(p.namespace()),
         })
@@ -224,15 +232,16 @@ pub async fn run(
                     None
                 }
             };
-            if let Some(p) = &profile {
-                snapshot_ctx.ledger.mark_whole(p, Whole::Backups);
+            let target = profile.and_then(|p| snapshot_ctx.reconciled_here(&p).pop());
+            if let Some(p) = &target {
+                snapshot_ctx.ledger.mark_whole(&p.name, Whole::Backups);
                 snapshot_ctx
                     .metrics
                     .triggers
                     .with_label_values(&["VolumeSnapshot"])
                     .inc();
             }
-            futures::future::ready(profile.map(|p| ObjectRef::<HardeningProfile>::new(&p)))
+            futures::future::ready(target)
         });
         controller =
             controller.reconcile_on(crate::coalesce::coalesce(marked, SNAPSHOT_EVENTS_WINDOW));
@@ -242,14 +251,31 @@ pub async fn run(
         .reconcile_all_on(became_leader)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "reconcile failed");
+            match res {
+                Ok(_) => {}
+                // A pass queued for a profile that has since gone (its deletion finished
+                // while a requeue or an event for it was pending): nothing left to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                    tracing::debug!(profile = %r.name, "profile gone before its queued pass");
+                }
+                Err(e) => warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
 }
 
 impl Context {
+    /// `profile` when this process reconciles it: objects name their profile whichever
+    /// operator (another `--profile-selector`, say) it belongs to, and a pass asked for a
+    /// profile outside the cache would only fail.
+    fn reconciled_here(&self, profile: &str) -> Vec<ObjectRef<HardeningProfile>> {
+        let target = ObjectRef::new(profile);
+        match self.profiles.get(&target) {
+            Some(_) => vec![target],
+            None => vec![],
+        }
+    }
+
     fn all_profiles(&self) -> Vec<ObjectRef<HardeningProfile>> {
         self.profiles
             .state()

@@ -28,6 +28,7 @@ pub mod pass;
 pub mod schedule;
 pub mod selection;
 pub mod status;
+pub mod written_status;
 
 /// Everything that can go wrong in a reconcile, each with a fixed [`Error::category`] used as a
 /// metric label and event reason, never a free-form string.

@@ -55,6 +55,20 @@ pub(crate) async fn apply_profile(
     profile: &HardeningProfile,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // The cache can still hold the copy from before this replica's last status write; the
+    // controls read their past from the status, so they plan from what was written.
+    let caught_up;
+    let profile = match ctx.written.newer_than(profile) {
+        Some(status) => {
+            tracing::debug!(profile = %profile.name_any(), "the cache is behind this replica's last status write; planning from that write");
+            caught_up = HardeningProfile {
+                status: Some(status),
+                ..profile.clone()
+            };
+            &caught_up
+        }
+        None => profile,
+    };
     // Whole seconds: status times are compared to decide whether to write.
     let precise = Utc::now();
     let now = precise.trunc_subsecs(0);
@@ -388,7 +402,8 @@ async fn report(
     }
     ctx.events.publish(&ctx.metrics, profile, &events).await;
     if changed {
-        writer.write_status(&next).await?;
+        let wrote = writer.write_status(&next).await?;
+        ctx.written.remember(profile, &next, wrote);
     }
     Ok(())
 }
@@ -432,5 +447,6 @@ pub(crate) async fn cleanup_profile(
     info!(profile = %name, written = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);
     ctx.ledger.forget(&name);
+    ctx.written.forget(&name);
     Ok(Action::await_change())
 }
