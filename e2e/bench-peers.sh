@@ -4,7 +4,7 @@
 # (never part of `make test`). Builds Kyverno into the cache first (e2e/tools/build-peers.sh;
 # slow the first time), installs its CRDs and what it expects to find (e2e/peers/), then runs
 # the bench binary with BENCH_PEERS=1 once per N. Settings as for e2e/bench.sh, plus
-# BENCH_PEERS_NS and BENCH_PEERS_RUNS (default 3 at N<=100, 1 above).
+# BENCH_PEERS_NS and BENCH_PEERS_RUNS (default 3: the table gives medians).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 peers=$(bash e2e/tools/build-peers.sh)
@@ -21,6 +21,6 @@ cargo build --release --quiet -p rampart
 cargo build --release --quiet -p rampart-e2e --bin bench
 echo "[bench-peers] machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in ${BENCH_PEERS_NS:-100 1000}; do
-  runs=${BENCH_PEERS_RUNS:-$([ "$n" -le 100 ] && echo 3 || echo 1)}
+  runs=${BENCH_PEERS_RUNS:-3}
   BENCH_PEERS=1 BENCH_N="$n" BENCH_RUNS="$runs" BENCH_IDLE_SECS="${BENCH_IDLE_SECS:-60}" ./target/release/bench
 done
