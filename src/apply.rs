@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use futures::{stream, StreamExt};
+use futures::{stream, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -86,17 +86,24 @@ impl Writer {
     /// Carries out `writes` with bounded concurrency (every write is attempted, so one failing
     /// namespace never holds up the others), or, in Audit mode, reports each as [`Effect::Audited`].
     pub async fn execute(&self, writes: Vec<Write>) -> Vec<Applied> {
+        self.execute_stream(stream::iter(writes)).await
+    }
+
+    /// Like [`Writer::execute`], taking the writes as they are planned: a new write starts as
+    /// soon as one in flight ends, so a long plan keeps [`WRITE_CONCURRENCY`] writes in flight
+    /// throughout and holds only those in memory.
+    pub async fn execute_stream(&self, writes: impl Stream<Item = Write> + Send) -> Vec<Applied> {
         if self.mode == Mode::Audit {
             return writes
-                .into_iter()
                 .map(|w| Applied {
                     verb: w.verb(),
                     target: w.target(),
                     effect: Ok(Effect::Audited),
                 })
-                .collect();
+                .collect()
+                .await;
         }
-        stream::iter(writes)
+        writes
             .map(|w| {
                 let this = self.clone();
                 async move { this.write(w).await }

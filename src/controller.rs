@@ -359,11 +359,20 @@ async fn reconcile(profile: Arc<HardeningProfile>, ctx: Arc<Context>) -> Result<
                 Finalizer::Cleanup(p) => crate::pass::cleanup_profile(&p, &ctx).await,
             }
         })
-        .await
-        .map_err(|e| Error::Finalizer {
-            profile: name.clone(),
-            source: Box::new(e),
-        });
+        .await;
+        let result = match result {
+            // A second cleanup queued before the first removed the finalizer: the profile is
+            // already gone, which is what the cleanup was for.
+            Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(e)))
+                if e.code == 404 =>
+            {
+                Ok(Action::await_change())
+            }
+            other => other.map_err(|e| Error::Finalizer {
+                profile: name.clone(),
+                source: Box::new(e),
+            }),
+        };
         let label = if result.is_ok() { "success" } else { "error" };
         ctx.metrics.reconciles.with_label_values(&[label]).inc();
         ctx.metrics

@@ -4,9 +4,11 @@
 //! profile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use futures::stream::{self, StreamExt};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use tracing::info;
@@ -19,20 +21,16 @@ use crate::events::{self, Event};
 use crate::incremental::{Kept, NamespaceResult, Reach, Scope, FULL_PASS_EVERY};
 use crate::observe::to_chrono;
 use crate::selection::{self, ProfileInfo, Selection};
-use crate::status::{self, drift_outcomes, DriftOutcome, Findings};
+use crate::status::{self, drift_outcomes, Findings};
 use crate::Error;
 
 /// Added to every due time so the pass runs just after it, never just before.
 const DUE_PADDING: Duration = Duration::from_millis(50);
 /// How long a name held by someone else waits before it is tried again.
 const NAME_TAKEN_RETRY: Duration = Duration::from_secs(30);
-/// Pending writes that make a pass carry them out before planning further namespaces: enough
-/// to keep the writer's requests in flight, few enough to hold little memory.
-const WRITE_BATCH: usize = 512;
-/// One control's outcome after the writer: drift with what became of it, the writes, the
-/// findings and events, and when to look again.
+/// A whole-profile control's outcome after the writer: the writes, the findings and events,
+/// and when to look again.
 struct Done<F> {
-    drift: Vec<(controls::Drift, DriftOutcome)>,
     applied: Vec<Applied>,
     findings: F,
     events: Vec<Event>,
@@ -42,7 +40,6 @@ struct Done<F> {
 async fn carry_out<F>(outcome: Outcome<F>, writer: &Writer) -> Done<F> {
     let applied = writer.execute(outcome.writes).await;
     Done {
-        drift: drift_outcomes(outcome.drift, &applied),
         applied,
         findings: outcome.findings,
         events: outcome.events,
@@ -267,7 +264,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 }
 
 /// Network policies and budgets, namespace by namespace over what changed (see
-/// [`crate::incremental`]), writing whenever a batch is pending. Returns what each planned
+/// [`crate::incremental`]), writing as they are planned. Returns what each planned
 /// namespace found, and the writes made.
 async fn plan_namespaces(
     profile: &HardeningProfile,
@@ -323,49 +320,37 @@ async fn plan_namespaces(
             next_due: None,
         }
     };
-    let mut results: BTreeMap<String, NamespaceResult> = BTreeMap::new();
-    let (mut pending, mut applied) = (Outcome::<()>::default(), Vec::new());
-    for ns in &namespaces {
-        let out = plan_one(&index.observed(ns));
-        results.insert(
+    // Planned as the writer asks for more: a pass over thousands of namespaces keeps the
+    // writer's requests in flight with no pause between namespaces, and holds only the
+    // writes in flight. Each namespace's findings and drift are filed as it is planned.
+    let found: Mutex<(BTreeMap<String, NamespaceResult>, Vec<controls::Drift>)> = Mutex::default();
+    let file = |ns: &String, out: Outcome<_>| {
+        let mut f = found.lock().unwrap_or_else(PoisonError::into_inner);
+        f.0.insert(
             ns.clone(),
             NamespaceResult {
                 drift: vec![],
                 findings: out.findings,
             },
         );
-        pending.writes.extend(out.writes);
-        pending.drift.extend(out.drift);
-        if pending.writes.len() >= WRITE_BATCH {
-            flush(
-                std::mem::take(&mut pending),
-                writer,
-                &mut results,
-                &mut applied,
-            )
-            .await;
-        }
-    }
-    flush(pending, writer, &mut results, &mut applied).await;
-    (results, applied)
-}
-
-/// Carries out pending writes and files each drift, with its outcome, under its namespace.
-async fn flush(
-    pending: Outcome<()>,
-    writer: &Writer,
-    results: &mut BTreeMap<String, NamespaceResult>,
-    applied: &mut Vec<Applied>,
-) {
-    let done = carry_out(pending, writer).await;
-    for (d, o) in done.drift {
+        f.1.extend(out.drift);
+        out.writes
+    };
+    // Boxed: the compiler cannot otherwise prove the closures' borrows Send for the
+    // reconcile future.
+    let writes: stream::BoxStream<'_, controls::Write> = stream::iter(&namespaces)
+        .flat_map(|ns| stream::iter(file(ns, plan_one(&index.observed(ns)))))
+        .boxed();
+    let applied = writer.execute_stream(writes).await;
+    let (mut results, drift) = found.into_inner().unwrap_or_else(PoisonError::into_inner);
+    for (d, o) in drift_outcomes(drift, &applied) {
         results
             .entry(d.key.namespace.clone())
             .or_default()
             .drift
             .push((d, o));
     }
-    applied.extend(done.applied);
+    (results, applied)
 }
 
 /// Metrics, events and the status (written only when it changed) for one pass.
