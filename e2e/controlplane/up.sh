@@ -92,6 +92,8 @@ fi
 
 # --- etcd ----------------------------------------------------------------------
 rm -rf "$L/etcd"
+# The audit log (and its rotations) describes one plane: a new plane starts a new one.
+rm -f "$L/logs/audit.log" "$L/logs"/audit-*.log
 start etcd "$L/logs/etcd.log" etcd --name local --data-dir "$L/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \

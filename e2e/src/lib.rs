@@ -599,17 +599,32 @@ impl AuditedIdentity {
         })
     }
 
-    /// Every write the API server recorded for this identity, oldest first.
+    /// Every write the API server recorded for this identity, oldest first, from the audit
+    /// log and the files it was rotated into (`audit-<time>.log`, every 100 MB: a long bench
+    /// window spans several).
     pub fn writes(&self) -> Result<Vec<AuditedWrite>> {
-        let log = repo_root().join(".local/logs/audit.log");
-        let text = std::fs::read_to_string(&log).with_context(|| {
+        let logs = repo_root().join(".local/logs");
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&logs).with_context(|| {
             format!(
-                "reading {} (started by e2e/controlplane/up.sh)",
-                log.display()
+                "reading {} (made by e2e/controlplane/up.sh)",
+                logs.display()
             )
-        })?;
+        })? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with("audit") && name.ends_with(".log") {
+                text.push_str(
+                    &std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                );
+            }
+        }
         let mut out = Vec::new();
-        for line in text.lines() {
+        for line in text.lines().filter(|l| l.contains(self.user.as_str())) {
             let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };

@@ -10,7 +10,8 @@
 //! path, default target/bench/bench-<N>-<unix time>.json or peers-<N>-…), BENCH_ESTATE
 //! (reuse the estate with this id), BENCH_KEEP (1 leaves the estate in place), BENCH_RUNS=0
 //! (only build the estate), BENCH_FLOOR (`create:64`: no floor sweep, only that method and
-//! concurrency), BENCH_PRINT_KYVERNO_POLICIES (an estate id: print the Kyverno policies).
+//! concurrency), BENCH_PRINT_KYVERNO_POLICIES (an estate id: print the Kyverno policies),
+//! BENCH_PEERS_ONLY (`rampart` or `kyverno`: measure only that contender beside the floor).
 
 mod churn;
 mod common;

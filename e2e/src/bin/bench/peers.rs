@@ -299,6 +299,9 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
     let mut per_run = vec![];
     let mut by: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
     let load_before = load_average();
+    // BENCH_PEERS_ONLY=rampart (or kyverno) measures one contender against the floor: a
+    // change to one is measured again without the other's hour.
+    let only = std::env::var("BENCH_PEERS_ONLY").ok();
     for r in 0..runs {
         let run = format!("{estate}-p{r}");
         eprintln!("peers run {r}: load {}", load_average());
@@ -312,7 +315,10 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         };
         let mut this_run =
             json!({"order": order.map(Contender::name), "floor_seconds": floors.last()});
-        for who in order {
+        for who in order
+            .into_iter()
+            .filter(|w| only.as_deref().is_none_or(|o| o == w.name()))
+        {
             let m = Measure {
                 c,
                 estate,
