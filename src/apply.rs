@@ -141,8 +141,8 @@ impl Writer {
         }
     }
 
-    /// Writes the profile's status, as one server-side apply of the status subresource.
-    /// Writes the profile's status; returns the resource version the API server stored.
+    /// Writes the profile's status, as one server-side apply of the status subresource;
+    /// returns the resource version the API server stored.
     pub async fn write_status(
         &self,
         status: &HardeningProfileStatus,

@@ -175,11 +175,11 @@ pub async fn run(
         let ctx = ctx.clone();
         move |meta: &kube::core::ObjectMeta| match profile_of(meta) {
             Some(p) => {
-                let refs = ctx.reconciled_here(&p);
-                if let (Some(ns), false) = (&meta.namespace, refs.is_empty()) {
+                let here = ctx.reconciled_here(&p);
+                if let (Some(ns), Some(_)) = (&meta.namespace, &here) {
                     ctx.ledger.mark_namespace(&p, ns);
                 }
-                ctx.triggered(kind, refs)
+                ctx.triggered(kind, here.into_iter().collect())
             }
             None => ctx.namespace_touched(meta.namespace.as_deref(), objects(kind)),
         }
@@ -203,11 +203,11 @@ pub async fn run(
         // profiles selecting its namespace.
         .watches_stream(feeds.pvcs, move |p| match profile_of(&p.metadata) {
             Some(profile) => {
-                let refs = pvc_ctx.reconciled_here(&profile);
-                if !refs.is_empty() {
+                let here = pvc_ctx.reconciled_here(&profile);
+                if here.is_some() {
                     pvc_ctx.ledger.mark_whole(&profile, Whole::Backups);
                 }
-                pvc_ctx.triggered(CLAIMS.kind, refs)
+                pvc_ctx.triggered(CLAIMS.kind, here.into_iter().collect())
             }
             None => pvcs(p.namespace()),
         })
@@ -232,7 +232,7 @@ pub async fn run(
                     None
                 }
             };
-            let target = profile.and_then(|p| snapshot_ctx.reconciled_here(&p).pop());
+            let target = profile.and_then(|p| snapshot_ctx.reconciled_here(&p));
             if let Some(p) = &target {
                 snapshot_ctx.ledger.mark_whole(&p.name, Whole::Backups);
                 snapshot_ctx
@@ -268,12 +268,9 @@ impl Context {
     /// `profile` when this process reconciles it: objects name their profile whichever
     /// operator (another `--profile-selector`, say) it belongs to, and a pass asked for a
     /// profile outside the cache would only fail.
-    fn reconciled_here(&self, profile: &str) -> Vec<ObjectRef<HardeningProfile>> {
+    fn reconciled_here(&self, profile: &str) -> Option<ObjectRef<HardeningProfile>> {
         let target = ObjectRef::new(profile);
-        match self.profiles.get(&target) {
-            Some(_) => vec![target],
-            None => vec![],
-        }
+        self.profiles.get(&target).map(|_| target)
     }
 
     fn all_profiles(&self) -> Vec<ObjectRef<HardeningProfile>> {
