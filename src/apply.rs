@@ -29,8 +29,9 @@ use crate::metrics::Metrics;
 use crate::ownership::{belongs_to, owner_reference};
 use crate::Error;
 
-/// Writes in flight at once for one profile: enough to converge thousands of namespaces
-/// quickly without flooding the API server's priority-and-fairness queues.
+/// Writes in flight at once for one profile unless `--max-concurrent-writes` says otherwise:
+/// enough to converge thousands of namespaces quickly while leaving most of a shared API
+/// server's priority-and-fairness seats to other clients.
 pub const WRITE_CONCURRENCY: usize = 32;
 
 /// What became of one write.
@@ -61,6 +62,8 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     owner: OwnerReference,
     mode: Mode,
+    /// Writes in flight at once (at least one).
+    concurrency: usize,
 }
 
 impl Writer {
@@ -68,12 +71,14 @@ impl Writer {
         client: Client,
         metrics: Arc<Metrics>,
         profile: &HardeningProfile,
+        concurrency: usize,
     ) -> Result<Self, Error> {
         Ok(Self {
             client,
             metrics,
             owner: owner_reference(profile)?,
             mode: profile.spec.mode,
+            concurrency: concurrency.max(1),
         })
     }
 
@@ -90,7 +95,7 @@ impl Writer {
     }
 
     /// Like [`Writer::execute`], taking the writes as they are planned: a new write starts as
-    /// soon as one in flight ends, so a long plan keeps [`WRITE_CONCURRENCY`] writes in flight
+    /// soon as one in flight ends, so a long plan keeps its concurrency's writes in flight
     /// throughout and holds only those in memory.
     pub async fn execute_stream(&self, writes: impl Stream<Item = Write> + Send) -> Vec<Applied> {
         if self.mode == Mode::Audit {
@@ -108,7 +113,7 @@ impl Writer {
                 let this = self.clone();
                 async move { this.write(w).await }
             })
-            .buffer_unordered(WRITE_CONCURRENCY)
+            .buffer_unordered(self.concurrency)
             .collect()
             .await
     }

@@ -51,15 +51,29 @@ pub struct Context {
     pub(crate) failures: Mutex<HashMap<String, u32>>,
     /// Each profile's last written status, for passes that read a copy from before it.
     pub(crate) written: WrittenStatus,
+    /// Writes in flight at once for one profile.
+    pub(crate) write_concurrency: usize,
 }
 
 /// How this operator process runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// This replica's name in events.
     pub instance: String,
     /// Only profiles matching this label selector are reconciled.
     pub profile_selector: Option<String>,
+    /// Writes in flight at once for one profile.
+    pub max_concurrent_writes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            instance: String::new(),
+            profile_selector: None,
+            max_concurrent_writes: crate::apply::WRITE_CONCURRENCY,
+        }
+    }
 }
 
 /// What leadership means to the controller: a fence every reconcile checks first (a standby
@@ -119,6 +133,7 @@ pub async fn run(
         rotation_inputs: RotationInputs::default(),
         failures: Mutex::new(HashMap::new()),
         written: WrittenStatus::default(),
+        write_concurrency: options.max_concurrent_writes,
     });
 
     // A profile that appears, changes its spec or goes can hand namespaces to, or take them

@@ -67,6 +67,11 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "rampart-leader")]
     leader_elect_lease: String,
+    /// Writes in flight at once for one profile. Higher converges a large estate faster on an
+    /// API server with seats to spare; priority and fairness queue the excess either way.
+    #[arg(long, env = "RAMPART_MAX_CONCURRENT_WRITES", default_value_t = rampart::apply::WRITE_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    max_concurrent_writes: u16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +140,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = rampart::controller::Options {
         instance: instance.clone(),
         profile_selector: args.profile_selector,
+        max_concurrent_writes: usize::from(args.max_concurrent_writes),
     };
     let (became_leader_tx, became_leader_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let became_leader = futures::stream::unfold(became_leader_rx, |mut rx| async move {

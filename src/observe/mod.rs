@@ -110,22 +110,18 @@ where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     K: Resource + serde::Serialize + Send,
 {
-    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    // Keyed by a hash of namespace and name: 16 bytes an object where the two strings cost
+    // about 130 (3 MiB over the 27,000 objects an N=1000 estate has watched). Two objects
+    // would have to collide in both key and digest for an event to be missed.
+    let mut seen: HashMap<u64, u64> = HashMap::new();
     events.filter_map(move |event| {
         let out = match event {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let key = (
-                    o.meta().namespace.clone(),
-                    o.meta().name.clone().unwrap_or_default(),
-                );
                 let digest = content_digest(&o);
-                (seen.insert(key, digest) != Some(digest)).then_some(Ok(o))
+                (seen.insert(object_key(&o), digest) != Some(digest)).then_some(Ok(o))
             }
             Ok(watcher::Event::Delete(o)) => {
-                seen.remove(&(
-                    o.meta().namespace.clone(),
-                    o.meta().name.clone().unwrap_or_default(),
-                ));
+                seen.remove(&object_key(&o));
                 Some(Ok(o))
             }
             Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
@@ -133,6 +129,13 @@ where
         };
         futures::future::ready(out)
     })
+}
+
+/// A hash of an object's namespace and name.
+fn object_key<K: Resource>(o: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (o.meta().namespace.as_deref(), o.meta().name.as_deref()).hash(&mut h);
+    h.finish()
 }
 
 /// A digest of a summary without its resourceVersion, which changes on every write.
@@ -263,4 +266,72 @@ pub fn to_chrono(
         t.0.as_second(),
         t.0.subsec_nanosecond().try_into().unwrap_or(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(ns: &str, name: &str, value: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            data: Some([("k".to_string(), value.to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn passed(events: Vec<watcher::Event<ConfigMap>>) -> Vec<(String, String, String)> {
+        let stream = futures::stream::iter(events.into_iter().map(Ok));
+        futures::executor::block_on(changes_only(stream).collect::<Vec<_>>())
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|o| {
+                let v = o.data.and_then(|d| d.get("k").cloned()).unwrap_or_default();
+                (
+                    o.metadata.namespace.unwrap_or_default(),
+                    o.metadata.name.unwrap_or_default(),
+                    v,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_changed_summaries_and_deletions_trigger() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let got = passed(vec![
+            Init,
+            InitApply(cm("a", "x", "1", "10")),
+            InitApply(cm("b", "x", "1", "11")),
+            InitDone,
+            // A new resourceVersion with the same content: nothing Rampart reads changed.
+            Apply(cm("a", "x", "1", "12")),
+            Apply(cm("a", "x", "2", "13")),
+            Delete(cm("a", "x", "2", "14")),
+            // After a deletion the same content is news again.
+            Apply(cm("a", "x", "2", "15")),
+            // Same name in another namespace is another object.
+            Apply(cm("b", "x", "1", "16")),
+            Apply(cm("b", "x", "3", "17")),
+        ]);
+        let s = |ns: &str, v: &str| (ns.to_string(), "x".to_string(), v.to_string());
+        assert_eq!(
+            got,
+            vec![
+                s("a", "1"),
+                s("b", "1"),
+                s("a", "2"),
+                s("a", "2"),
+                s("a", "2"),
+                s("b", "3")
+            ]
+        );
+    }
 }

@@ -505,6 +505,7 @@ async fn scale_bench(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         "floor_seconds": stats(&s.floors),
         "floor_trials": trials.iter().map(Trial::json).collect::<Vec<_>>(),
         "floor_best": floor::best(&trials).map(|t| t.json()),
+        "operator_max_concurrent_writes": crate::operator::max_concurrent_writes(),
         "floor_objects_per_second_last_run": floor_rate,
         "convergence_over_floor": stats(&ratio),
         "writes_per_managed_object": stats(&s.writes_conv),
@@ -649,6 +650,12 @@ fn print_scale_table(result: &Value) {
             b["in_flight"]
         );
     }
+    println!(
+        "Rampart writes {} in flight per profile",
+        result["operator_max_concurrent_writes"]
+            .as_str()
+            .unwrap_or("")
+    );
     println!(
         "| {:<46} | {:>10} | {:>10} | {:>10} |",
         "figure", "median", "min", "max"

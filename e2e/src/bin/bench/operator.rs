@@ -69,3 +69,10 @@ pub fn operator_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| rampart_e2e::repo_root().join("target/release/rampart"))
 }
+
+/// The operator's writes in flight per profile: `RAMPART_MAX_CONCURRENT_WRITES`, which the
+/// operator process inherits from the bench, or the operator's default.
+pub fn max_concurrent_writes() -> String {
+    std::env::var("RAMPART_MAX_CONCURRENT_WRITES")
+        .unwrap_or_else(|_| format!("{} (default)", rampart::apply::WRITE_CONCURRENCY))
+}

@@ -379,6 +379,7 @@ pub async fn compare(c: &Client, estate: &str, n: usize, runs: usize, idle: u64)
         "floor_seconds": stats(&floors),
         "floor_trials": trials.iter().map(Trial::json).collect::<Vec<_>>(),
         "floor_best": floor::best(&trials).map(|t| t.json()),
+        "operator_max_concurrent_writes": crate::operator::max_concurrent_writes(),
         "summary": summary,
         "runs_detail": per_run,
     }))
@@ -405,6 +406,12 @@ pub fn print_table(result: &Value) {
         );
     }
     println!(
+        "Rampart writes {} in flight per profile",
+        result["operator_max_concurrent_writes"]
+            .as_str()
+            .unwrap_or("")
+    );
+    println!(
         "| {:<46} | {:>10} | {:>10} | {:>16} |",
         "figure", "Rampart", "Kyverno", "Rampart/Kyverno"
     );
@@ -429,9 +436,32 @@ pub fn print_table(result: &Value) {
     );
     println!(
         "| {:<46} | {:>10.2} | {:>10.2} | {:>16} |",
-        "convergence / floor",
+        "convergence / floor (medians)",
         a / floor,
         b / floor,
+        ""
+    );
+    // Each run's convergence over the same run's floor, then the median: a run whose floor
+    // was fast is not flattered by another run's slow one.
+    let per_run = |who: &str| {
+        let conv = s[who]["convergence_seconds"]["runs"].as_array();
+        let floors = result["floor_seconds"]["runs"].as_array();
+        let mut r: Vec<f64> = match (conv, floors) {
+            (Some(c), Some(f)) => c
+                .iter()
+                .zip(f)
+                .filter_map(|(c, f)| Some(c.as_f64()? / f.as_f64()?))
+                .collect(),
+            _ => vec![],
+        };
+        crate::common::sort_f64(&mut r);
+        r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "| {:<46} | {:>10.2} | {:>10.2} | {:>16} |",
+        "convergence / floor (median of each run's)",
+        per_run("rampart"),
+        per_run("kyverno"),
         ""
     );
     row("API writes per object (audit log)", "writes_per_object");
