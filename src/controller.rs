@@ -66,16 +66,6 @@ pub struct Options {
     pub max_concurrent_writes: usize,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            instance: String::new(),
-            profile_selector: None,
-            max_concurrent_writes: crate::apply::WRITE_CONCURRENCY,
-        }
-    }
-}
-
 /// What leadership means to the controller: a fence every reconcile checks first (a standby
 /// keeps its caches warm and does nothing else), and a signal to reconcile every profile the
 /// moment this replica becomes the leader.
@@ -283,6 +273,19 @@ impl Context {
     /// `profile` when this process reconciles it: objects name their profile whichever
     /// operator (another `--profile-selector`, say) it belongs to, and a pass asked for a
     /// profile outside the cache would only fail.
+    /// The writer for `profile`'s pass, at this process's write concurrency.
+    pub(crate) fn writer(
+        &self,
+        profile: &HardeningProfile,
+    ) -> Result<crate::apply::Writer, crate::Error> {
+        crate::apply::Writer::new(
+            self.client.clone(),
+            self.metrics.clone(),
+            profile,
+            self.write_concurrency,
+        )
+    }
+
     fn reconciled_here(&self, profile: &str) -> Option<ObjectRef<HardeningProfile>> {
         let target = ObjectRef::new(profile);
         self.profiles.get(&target).map(|_| target)

@@ -103,10 +103,7 @@ impl RotationInputs {
     /// Records a workload's event and says whether rotation's inputs changed: a workload seen
     /// for the first time, one gone (`digest` None), or one whose digest moved.
     pub fn changed(&self, kind: &str, namespace: &str, name: &str, digest: Option<u64>) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (kind, namespace, name).hash(&mut h);
-        let key = h.finish();
+        let key = crate::observe::hash64(&(kind, namespace, name));
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         match digest {
             None => {

@@ -72,12 +72,7 @@ pub(crate) async fn apply_profile(
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
     let spec = &profile.spec;
-    let writer = Writer::new(
-        ctx.client.clone(),
-        ctx.metrics.clone(),
-        profile,
-        ctx.write_concurrency,
-    )?;
+    let writer = ctx.writer(profile)?;
 
     let invalid = crate::api::validate::invalid_fields(spec);
     if !invalid.is_empty() {
@@ -414,13 +409,7 @@ pub(crate) async fn cleanup_profile(
 ) -> Result<Action, Error> {
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
-    let writer = Writer::new(
-        ctx.client.clone(),
-        ctx.metrics.clone(),
-        profile,
-        ctx.write_concurrency,
-    )?
-    .enforcing();
+    let writer = ctx.writer(profile)?.enforcing();
     let mut writes: Vec<controls::Write> = ctx
         .caches
         .owned_for_deletion(&name, &uid)

@@ -131,11 +131,17 @@ where
     })
 }
 
+/// A 64-bit hash of `value`, for the in-process "did this change?" memos (never stored or
+/// compared across processes, so the hasher's lack of a stable output does not matter).
+pub fn hash64<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// A hash of an object's namespace and name.
 fn object_key<K: Resource>(o: &K) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (o.meta().namespace.as_deref(), o.meta().name.as_deref()).hash(&mut h);
-    h.finish()
+    hash64(&(o.meta().namespace.as_deref(), o.meta().name.as_deref()))
 }
 
 /// A digest of a summary without its resourceVersion, which changes on every write.
@@ -144,9 +150,7 @@ fn content_digest<K: Resource + serde::Serialize>(o: &K) -> u64 {
     if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         m.remove("resourceVersion");
     }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.to_string().hash(&mut h);
-    h.finish()
+    hash64(&v.to_string())
 }
 
 /// Starts nothing by itself: the returned feeds must be polled (the controller does).
@@ -230,21 +234,19 @@ pub fn spec_changes<S>(
 where
     S: Stream<Item = Result<watcher::Event<crate::api::HardeningProfile>, watcher::Error>> + Send,
 {
-    use std::hash::{Hash, Hasher};
     let mut seen: HashMap<String, u64> = HashMap::new();
     events.filter_map(move |event| {
         let out = match event {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (p.metadata.uid.as_deref(), p.metadata.generation).hash(&mut h);
-                (
-                    p.metadata.deletion_timestamp.is_some(),
-                    &p.metadata.finalizers,
-                )
-                    .hash(&mut h);
-                p.metadata.labels.hash(&mut h);
-                let changed =
-                    seen.insert(kube::ResourceExt::name_any(&p), h.finish()) != Some(h.finish());
+                let m = &p.metadata;
+                let digest = hash64(&(
+                    m.uid.as_deref(),
+                    m.generation,
+                    m.deletion_timestamp.is_some(),
+                    &m.finalizers,
+                    &m.labels,
+                ));
+                let changed = seen.insert(kube::ResourceExt::name_any(&p), digest) != Some(digest);
                 changed.then_some(Ok(p))
             }
             Ok(watcher::Event::Delete(p)) => {

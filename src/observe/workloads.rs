@@ -51,10 +51,7 @@ impl<K> Workload<K> {
     /// A digest of what a settled rotation reads of the workload: the Secrets it names and its
     /// stamps (not replicas or rollout progress, which change on every scale).
     pub fn rotation_inputs(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&self.secrets, &self.stamped_id, &self.stamped_at).hash(&mut h);
-        h.finish()
+        super::hash64(&(&self.secrets, &self.stamped_id, &self.stamped_at))
     }
 }
 

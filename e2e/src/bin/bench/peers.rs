@@ -455,7 +455,7 @@ pub fn print_table(result: &Value) {
             _ => vec![],
         };
         crate::common::sort_f64(&mut r);
-        r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+        crate::common::pct(&r, 50.0)
     };
     println!(
         "| {:<46} | {:>10.2} | {:>10.2} | {:>16} |",
