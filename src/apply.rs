@@ -4,7 +4,7 @@
 //! Creation is a plain create, not an apply: an apply would silently take over an object of
 //! the same name that a user made, and Rampart never overwrites what it did not create. Repairs
 //! are a forced server-side apply with field manager `rampart`, which is safe because only
-//! objects carrying our labels and an owner reference to the profile reach it. Deletes carry a
+//! objects carrying our labels and the profile's uid (`ownership::belongs_to`) reach it. Deletes carry a
 //! uid precondition, so an object recreated by someone else under the same name survives.
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 
 use crate::api::{
-    HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER, ROTATION_ADOPTED_ANNOTATION,
-    ROTATION_ID_ANNOTATION,
+    HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER, PROFILE_UID_LABEL,
+    ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION,
 };
 use crate::controls::rotation::{ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION};
 use crate::controls::{
@@ -26,7 +26,7 @@ use crate::controls::{
     Write, WriteVerb,
 };
 use crate::metrics::Metrics;
-use crate::ownership::{belongs_to, owner_reference};
+use crate::ownership::{belongs_to, has_owner_reference, owner_reference};
 use crate::Error;
 
 /// Writes in flight at once for one profile unless `--max-concurrent-writes` says otherwise:
@@ -175,7 +175,7 @@ impl Writer {
     async fn create(&self, desired: &DesiredObject) -> Result<Effect, Error> {
         let key = &desired.key;
         let api = api_for(&self.client, key.kind, &key.namespace);
-        let obj = with_owner(&desired.manifest, &self.owner)?;
+        let obj = with_identity(&desired.manifest, key.kind, &self.owner)?;
         self.metrics
             .write(&self.owner.name, key.kind.kind(), "create");
         let pp = PostParams {
@@ -204,7 +204,7 @@ impl Writer {
     async fn repair(&self, desired: &DesiredObject) -> Result<Effect, Error> {
         let key = &desired.key;
         let api = api_for(&self.client, key.kind, &key.namespace);
-        let obj = with_owner(&desired.manifest, &self.owner)?;
+        let obj = with_identity(&desired.manifest, key.kind, &self.owner)?;
         self.metrics
             .write(&self.owner.name, key.kind.kind(), "apply");
         api.patch(
@@ -239,19 +239,38 @@ impl Writer {
         }
     }
 
-    /// Lets an object outlive its profile: drops the owner reference so garbage collection
-    /// leaves it, keeping the labels so people can still find it.
+    /// Lets an object outlive its profile: drops the owner reference to the profile (others'
+    /// stay) so garbage collection leaves it, and names the profile's uid in a label so it is
+    /// still known as the profile's while the profile lives, and findable after. Guarded by
+    /// the resourceVersion it read, so a concurrent change to the owner references is never
+    /// overwritten.
     async fn orphan(&self, observed: &ObservedObject) -> Result<Effect, Error> {
         let key = &observed.key;
         let api = api_for(&self.client, key.kind, &key.namespace);
+        let current = match api.get_opt(&key.name).await {
+            Ok(Some(o)) if observed.uid.is_none() || o.metadata.uid == observed.uid => o,
+            Ok(_) => return Ok(Effect::Unchanged),
+            Err(e) => return Err(write_error("get", key, e)),
+        };
+        if !has_owner_reference(&current.metadata, &self.owner.uid) {
+            return Ok(Effect::Unchanged);
+        }
+        let others: Vec<&OwnerReference> = current
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.uid != self.owner.uid)
+            .collect();
+        let patch = json!({"metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "ownerReferences": others,
+            "labels": {PROFILE_UID_LABEL: self.owner.uid},
+        }});
         self.metrics
             .write(&self.owner.name, key.kind.kind(), "patch");
         match api
-            .patch(
-                &key.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
-            )
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => Ok(Effect::Done),
@@ -413,13 +432,23 @@ fn api_for(client: &Client, kind: ManagedKind, namespace: &str) -> Api<DynamicOb
     }
 }
 
-fn with_owner(manifest: &Value, owner: &OwnerReference) -> Result<DynamicObject, Error> {
+/// The manifest with the profile's identity: an owner reference, or for a kind that must
+/// outlive the profile, the uid label.
+fn with_identity(
+    manifest: &Value,
+    kind: ManagedKind,
+    owner: &OwnerReference,
+) -> Result<DynamicObject, Error> {
     let mut m = manifest.clone();
-    m["metadata"]["ownerReferences"] =
-        serde_json::to_value(vec![owner]).map_err(|source| Error::Encode {
-            what: "owner reference".into(),
-            source,
-        })?;
+    if kind.outlives_profile() {
+        m["metadata"]["labels"][PROFILE_UID_LABEL] = Value::String(owner.uid.clone());
+    } else {
+        m["metadata"]["ownerReferences"] =
+            serde_json::to_value(vec![owner]).map_err(|source| Error::Encode {
+                what: "owner reference".into(),
+                source,
+            })?;
+    }
     serde_json::from_value(m).map_err(|source| Error::Encode {
         what: "manifest".into(),
         source,

@@ -53,6 +53,8 @@ pub struct Context {
     pub(crate) written: WrittenStatus,
     /// Writes in flight at once for one profile.
     pub(crate) write_concurrency: usize,
+    /// The API server's time, which snapshot ages are measured by.
+    pub(crate) server_clock: observe::clock::ServerClock,
 }
 
 /// How this operator process runs.
@@ -87,13 +89,17 @@ pub async fn run(
         Some(sel) => watcher::Config::default().labels(sel),
         None => watcher::Config::default(),
     };
-    let snapshot_api = client
-        .list_api_group_resources("snapshot.storage.k8s.io/v1")
-        .await
-        .map(|l| l.resources.iter().any(|r| r.name == "volumesnapshots"))
-        .unwrap_or(false);
+    // Not served yet is not "never": the snapshot feed asks discovery again until it is (CRDs
+    // are often installed after the operator), and an error here is an unknown, retried too.
+    let snapshot_api = match observe::snapshot_api_served(&client).await {
+        Ok(served) => served,
+        Err(e) => {
+            warn!(error = %e, "snapshot API discovery failed; asking again in the background");
+            false
+        }
+    };
     if !snapshot_api {
-        warn!("the cluster does not serve snapshot.storage.k8s.io/v1: backups will report SnapshotAPIMissing");
+        warn!("the cluster does not serve snapshot.storage.k8s.io/v1 yet: backups report SnapshotAPIMissing until it does");
     }
     let (caches, feeds) = observe::caches(&client, snapshot_api);
     let (profiles, profile_writer) = reflector::store();
@@ -124,6 +130,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         written: WrittenStatus::default(),
         write_concurrency: options.max_concurrent_writes,
+        server_clock: Default::default(),
     });
 
     // A profile that appears, changes its spec or goes can hand namespaces to, or take them
@@ -154,6 +161,21 @@ pub async fn run(
     let became_leader = leadership
         .became_leader
         .map(move |()| leader_ctx.ledger.mark_all_full());
+    // The snapshot API served after startup: every profile's backups start now, not at the
+    // next resync (no snapshot of ours exists yet to trigger them).
+    let api_ctx = ctx.clone();
+    let snapshot_api_appeared = futures::stream::once(async move {
+        if !snapshot_api {
+            api_ctx.caches.snapshots.until_served().await;
+            info!("snapshot API served; planning every profile's backups");
+            api_ctx.ledger.mark_all_full();
+            Some(())
+        } else {
+            None
+        }
+    })
+    .filter_map(futures::future::ready);
+    let became_leader = futures::stream::select(became_leader, snapshot_api_appeared);
 
     let touched = |ctx: &Arc<Context>, affects: Affects| {
         let ctx = ctx.clone();
@@ -225,11 +247,11 @@ pub async fn run(
         .watches_stream(feeds.namespaces, move |_| {
             namespaces_ctx.triggered("Namespace", namespaces_ctx.all_profiles())
         });
-    if let Some(snapshots) = feeds.snapshots {
+    {
         // Snapshots name their profile. Their events mark its backups at once (a pass that
         // runs for another reason plans them too) and trigger a pass once per window.
         let snapshot_ctx = ctx.clone();
-        let marked = snapshots.filter_map(move |s| {
+        let marked = feeds.snapshots.filter_map(move |s| {
             let profile = match s {
                 Ok(s) => profile_of(&s.metadata),
                 Err(e) => {

@@ -1,9 +1,15 @@
 //! Ownership: what marks an object as Rampart's and as one profile's. Pure; never calls the API.
 //!
-//! An object is a profile's when it carries the managed-by and profile labels **and** an owner
-//! reference to the profile's uid. Labels alone are not enough: anyone can copy them, and an
-//! operator that trusted labels alone once deleted another operator's objects (stackable
-//! operator-rs issue 861). Every change or delete Rampart makes goes through [`belongs_to`].
+//! An object is a profile's when it carries the managed-by and profile labels **and** names the
+//! profile's uid: in an owner reference, or, for what must outlive the profile, in the
+//! [`PROFILE_UID_LABEL`]. Labels alone are not enough: anyone can copy them, and an operator
+//! that trusted labels alone once deleted another operator's objects (stackable operator-rs
+//! issue 861). Every change or delete Rampart makes goes through [`belongs_to`].
+//!
+//! VolumeSnapshots never carry an owner reference ([`ManagedKind::outlives_profile`]): with one,
+//! garbage collection deletes them with the profile whenever the finalizer's cleanup has not
+//! run first (a foreground delete, as Argo CD prunes; a finalizer removed by hand while the
+//! operator is down), and backups must survive every way a profile can go.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +18,10 @@ use kube::core::ObjectMeta;
 
 use crate::api::{
     ControlName, HardeningProfile, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL,
+    PROFILE_UID_LABEL,
 };
+#[cfg(doc)]
+use crate::controls::ManagedKind;
 use crate::Error;
 
 /// The labels every object a control creates carries.
@@ -30,8 +39,8 @@ pub fn all_managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
 }
 
-/// The owner reference every managed object carries, so garbage collection removes it with
-/// the profile even if the operator is gone.
+/// The owner reference every managed object but a snapshot carries, so garbage collection
+/// removes it with the profile even if the operator is gone.
 pub fn owner_reference(profile: &HardeningProfile) -> Result<OwnerReference, Error> {
     let name = profile
         .metadata
@@ -57,15 +66,17 @@ pub fn is_managed(meta: &ObjectMeta) -> bool {
         .is_some_and(|v| v == MANAGED_BY_VALUE)
 }
 
-/// Carries the profile's labels and an owner reference to its uid.
+/// Carries the profile's labels and names its uid, in an owner reference or the uid label.
 pub fn belongs_to(meta: &ObjectMeta, profile: &str, uid: &str) -> bool {
+    let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key));
     is_managed(meta)
-        && meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(PROFILE_LABEL))
-            .is_some_and(|p| p == profile)
-        && meta.owner_references.iter().flatten().any(|r| r.uid == uid)
+        && label(PROFILE_LABEL).is_some_and(|p| p == profile)
+        && (label(PROFILE_UID_LABEL).is_some_and(|u| u == uid) || has_owner_reference(meta, uid))
+}
+
+/// Carries an owner reference to `uid`: garbage collection deletes it when that owner goes.
+pub fn has_owner_reference(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|r| r.uid == uid)
 }
 
 /// The profile named in an object's labels, when Rampart made it. Used only to route watch
@@ -119,6 +130,16 @@ mod tests {
     fn copied_labels_without_our_owner_reference_are_not_ours() {
         assert!(!belongs_to(&meta(&OURS, None), "p", "u1"));
         assert!(!belongs_to(&meta(&OURS, Some("other")), "p", "u1"));
+    }
+
+    #[test]
+    fn the_uid_label_stands_in_for_the_owner_reference() {
+        let uid_label = [OURS[0], OURS[1], (PROFILE_UID_LABEL, "u1")];
+        assert!(belongs_to(&meta(&uid_label, None), "p", "u1"));
+        // Another profile of the same name (deleted and made again) does not inherit them.
+        assert!(!belongs_to(&meta(&uid_label, None), "p", "u2"));
+        // Without the managed-by label (a user took it off) it is the user's.
+        assert!(!belongs_to(&meta(&uid_label[1..], None), "p", "u1"));
     }
 
     #[test]

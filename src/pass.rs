@@ -134,7 +134,11 @@ pub(crate) async fn apply_profile(
             let observed = ctx
                 .caches
                 .backup_observed(&name, &uid, backups, &acting, previous);
-            let done = carry_out(snapshots::plan(&name, backups, &observed, now), &writer).await;
+            let clock = snapshots::Clock {
+                local: now,
+                server: ctx.server_clock.now(&ctx.client).await,
+            };
+            let done = carry_out(snapshots::plan(&name, backups, &observed, clock), &writer).await;
             caught_up = done.findings.catching_up;
             events.extend(done.events);
             applied.extend(done.applied);
@@ -416,15 +420,9 @@ pub(crate) async fn cleanup_profile(
         .into_iter()
         .map(controls::Write::Delete)
         .collect();
-    let snapshots = ctx
-        .caches
-        .owned_snapshots(&name, &uid)
-        .into_iter()
-        .map(|(_, o)| o)
-        .collect();
     writes.extend(snapshots::on_profile_deletion(
         profile.spec.backups.as_ref(),
-        snapshots,
+        ctx.caches.owned_snapshots(&name, &uid),
     ));
     let total = writes.len();
     let applied = writer.execute(writes).await;

@@ -276,6 +276,16 @@ fn backups_condition(b: &BackupFindings, previous: Option<&BackupStatus>) -> Com
             "SnapshotAPIMissing",
             "the cluster does not serve snapshot.storage.k8s.io/v1",
         )
+    } else if let Some(ahead) = b.clock_ahead {
+        Computed::new(
+            type_,
+            false,
+            "ClockAhead",
+            format!(
+                "this replica's clock is {}s ahead of the API server's: the schedule's slot is refused until they agree",
+                ahead.num_seconds()
+            ),
+        )
     } else if let Some(first) = b.unhealthy.first() {
         Computed::new(
             type_,
@@ -303,10 +313,17 @@ fn backups_condition(b: &BackupFindings, previous: Option<&BackupStatus>) -> Com
             type_,
             true,
             "Healthy",
-            format!(
-                "{} PVCs, {} ready snapshots",
-                b.status.pvcs, b.status.ready_snapshots
-            ),
+            if b.status.orphaned_snapshots > 0 {
+                format!(
+                    "{} PVCs, {} ready snapshots; {} snapshots of PVCs no longer selected kept",
+                    b.status.pvcs, b.status.ready_snapshots, b.status.orphaned_snapshots
+                )
+            } else {
+                format!(
+                    "{} PVCs, {} ready snapshots",
+                    b.status.pvcs, b.status.ready_snapshots
+                )
+            },
         )
     }
 }

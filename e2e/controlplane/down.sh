@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Stops everything `up.sh` (and `make demo`) started, and removes the etcd data. Safe to run
-# when nothing is running.
+# when nothing is running. RAMPART_PLANE_DIR names a second plane's state, as for up.sh.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-L="$root/.local"
+L="${RAMPART_PLANE_DIR:-$root/.local}"
 stopped=()
 if [ -d "$L/pids" ]; then
   for f in "$L"/pids/*.pid; do

@@ -6,21 +6,25 @@
 #   → VolumeSnapshot CRDs → the CSI stack: our hostpath driver on a unix socket,
 #     csi-provisioner, csi-snapshotter, snapshot-controller, a default StorageClass and the
 #     VolumeSnapshotClass csi-snapclass.
-# State lives in .local/ (git-ignored). Idempotent: a healthy plane is left as it is; a half
-# started one is stopped and started again. On failure: one message naming the step and its
-# log, and everything started is stopped.
+# State lives in .local/ (git-ignored), or in RAMPART_PLANE_DIR for a second plane beside it.
+# RAMPART_SNAPSHOT_API=later leaves out the VolumeSnapshot CRDs, their class and the snapshot
+# sidecars, for tests of an operator that starts before a cluster serves the snapshot API.
+# Idempotent: a healthy plane is left as it is; a half started one is stopped and started
+# again. On failure: one message naming the step and its log, and everything started is
+# stopped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 started=$(date +%s%N)
-L="$root/.local"
+L="${RAMPART_PLANE_DIR:-$root/.local}"
+snapshot_api=${RAMPART_SNAPSHOT_API:-now}
 mkdir -p "$L/logs" "$L/pids" "$L/pki"
 say() { printf '[up] %s\n' "$*"; }
 fail() {
   local step=$1 log=${2:-}
   printf '[up] FAILED at step "%s"' "$step" >&2
   if [ -n "$log" ]; then printf '; log: %s\n' "$log" >&2; tail -n 20 "$log" >&2 2>/dev/null || true; else printf '\n' >&2; fi
-  bash "$root/e2e/controlplane/down.sh" >/dev/null 2>&1 || true
+  RAMPART_PLANE_DIR="$L" bash "$root/e2e/controlplane/down.sh" >/dev/null 2>&1 || true
   exit 1
 }
 for tool in openssl curl python3; do
@@ -44,7 +48,7 @@ if [ -f "$KUBECONFIG_PATH" ] && kubectl --kubeconfig "$KUBECONFIG_PATH" --reques
 fi
 if ls "$L"/pids/*.pid >/dev/null 2>&1; then
   say "a previous plane is half up: stopping it first"
-  bash "$root/e2e/controlplane/down.sh" >/dev/null
+  RAMPART_PLANE_DIR="$L" bash "$root/e2e/controlplane/down.sh" >/dev/null
   mkdir -p "$L/logs" "$L/pids" "$L/pki"
 fi
 
@@ -186,6 +190,7 @@ say "kwok running with 2 fake nodes"
 
 # --- VolumeSnapshot API -------------------------------------------------------------------
 CRDS="$(dirname "$BIN")/snapshot-crds"
+if [ "$snapshot_api" = now ]; then
 kubectl apply --server-side --field-manager rampart-up -f "$CRDS" >"$L/logs/snapshot-crds.log" 2>&1 \
   || fail "installing the VolumeSnapshot CRDs" "$L/logs/snapshot-crds.log"
 kubectl wait --for=condition=Established crd/volumesnapshots.snapshot.storage.k8s.io crd/volumesnapshotclasses.snapshot.storage.k8s.io crd/volumesnapshotcontents.snapshot.storage.k8s.io --timeout=30s >>"$L/logs/snapshot-crds.log" 2>&1 \
@@ -193,6 +198,9 @@ kubectl wait --for=condition=Established crd/volumesnapshots.snapshot.storage.k8
 kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/volumesnapshotclass.yaml >>"$L/logs/snapshot-crds.log" 2>&1 \
   || fail "creating the VolumeSnapshotClass" "$L/logs/snapshot-crds.log"
 say "VolumeSnapshot CRDs installed"
+else
+  say "VolumeSnapshot CRDs left out (RAMPART_SNAPSHOT_API=$snapshot_api): install them from $CRDS"
+fi
 
 # --- the CSI stack ------------------------------------------------------------------------
 # Our hostpath driver (volumes are directories under $CSI_STATE_DIR/volumes, snapshots
@@ -219,16 +227,22 @@ sidecar_flags=(--kubeconfig "$KUBECONFIG_PATH" --leader-election=false --kube-ap
 start csi-provisioner "$L/logs/csi-provisioner.log" csi-provisioner --csi-address "$CSI_SOCKET" \
   "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$PROVISIONER_PORT" --retry-interval-max 30s \
   --snapshot-orphan-sweep-interval 5s --v=2
+if [ "$snapshot_api" = now ]; then
 start csi-snapshotter "$L/logs/csi-snapshotter.log" csi-snapshotter --csi-address "$CSI_SOCKET" \
   "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$SNAPSHOTTER_PORT" --retry-interval-max 30s --v=2
 start snapshot-controller "$L/logs/snapshot-controller.log" snapshot-controller \
   "${sidecar_flags[@]}" --http-endpoint "127.0.0.1:$SNAPSHOT_CONTROLLER_PORT" --retry-interval-max 30s --v=2
 # The sidecars serve /metrics once they have talked to the driver (GetPluginInfo, Probe).
+fi
 wait_ok "starting csi-provisioner" "$L/logs/csi-provisioner.log" 60 curl -fsS "http://127.0.0.1:$PROVISIONER_PORT/metrics"
+if [ "$snapshot_api" = now ]; then
 wait_ok "starting csi-snapshotter" "$L/logs/csi-snapshotter.log" 60 curl -fsS "http://127.0.0.1:$SNAPSHOTTER_PORT/metrics"
 wait_ok "starting snapshot-controller" "$L/logs/snapshot-controller.log" 60 curl -fsS "http://127.0.0.1:$SNAPSHOT_CONTROLLER_PORT/metrics"
-kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/storageclass.yaml -f e2e/controlplane/volumesnapshotclass.yaml \
-  >"$L/logs/csi-classes.log" 2>&1 || fail "creating the StorageClass and the VolumeSnapshotClass" "$L/logs/csi-classes.log"
+kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/volumesnapshotclass.yaml \
+  >"$L/logs/csi-classes.log" 2>&1 || fail "creating the VolumeSnapshotClass" "$L/logs/csi-classes.log"
+fi
+kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/storageclass.yaml \
+  >>"$L/logs/csi-classes.log" 2>&1 || fail "creating the StorageClass" "$L/logs/csi-classes.log"
 say "CSI stack running: driver hostpath.csi.rampart.dev (state in $CSI_STATE_DIR), csi-provisioner, csi-snapshotter, snapshot-controller; default StorageClass rampart-hostpath, VolumeSnapshotClass csi-snapclass"
 
 wait_ok "waiting for the default ServiceAccount" "$L/logs/kube-controller-manager.log" 30 kubectl -n default get serviceaccount default

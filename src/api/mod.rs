@@ -15,6 +15,9 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "rampart";
 /// Label naming the profile an object belongs to.
 pub const PROFILE_LABEL: &str = "rampart.dev/profile";
+/// Label naming the uid of the profile an object belongs to, on objects that carry no owner
+/// reference to it: VolumeSnapshots, which must outlive the profile whatever deletes it.
+pub const PROFILE_UID_LABEL: &str = "rampart.dev/profile-uid";
 /// Label naming the control that made an object.
 pub const CONTROL_LABEL: &str = "rampart.dev/control";
 /// Annotation on rotated Secrets and restarted pod templates.

@@ -285,6 +285,13 @@ pub struct BackupStatus {
     pub failed_snapshots: i64,
     /// Schedule slots neither taken nor caught up within the deadline.
     pub missed_slots: i64,
+    /// Snapshots of PVCs that are gone or no longer selected: often the only copy of deleted
+    /// data, so kept (never aged out below `maxCount`) and never held against the health.
+    #[serde(default)]
+    pub orphaned_snapshots: i64,
+    /// The PVCs those snapshots are of, with their newest snapshot (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphaned: Vec<ObjectRefStatus>,
     /// The newest ready snapshot of each PVC (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_successful: Vec<ObjectRefStatus>,

@@ -72,6 +72,13 @@ impl ManagedKind {
         }
     }
 
+    /// Whether objects of this kind must outlive the profile whatever way it is deleted: they
+    /// name the profile's uid in a label instead of an owner reference, so garbage collection
+    /// never takes them (see [`crate::ownership`]).
+    pub fn outlives_profile(self) -> bool {
+        matches!(self, ManagedKind::VolumeSnapshot)
+    }
+
     /// Whether objects of this kind live outside namespaces (their key's namespace is empty).
     pub fn cluster_scoped(self) -> bool {
         matches!(

@@ -5,7 +5,10 @@
 //! One snapshot per PVC per slot, named from the slot, so a restart, a retry or a second
 //! replica asks for the same name and the API server refuses the duplicate. Retention counts
 //! only ready snapshots, never prunes the newest ready one, one labelled `rampart.dev/keep`,
-//! one a PVC restores from, or one that failed (kept for inspection).
+//! or one a PVC restores from; failed and never-ready ones are kept for inspection, the newest
+//! few of them. Ages and order are by `creationTimestamp` (the API server's clock); the slot
+//! is a name only. Snapshots of PVCs that are gone or deselected may be the only copy of their
+//! data: never aged out, only held to the count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +54,9 @@ pub struct SnapshotInfo {
     /// Being deleted (a finalizer holds it while the driver removes its content): no longer
     /// counted, ordered or pruned, but its name is still taken.
     pub deleting: bool,
+    /// Still carries an owner reference to the profile (made before snapshots stopped carrying
+    /// one): garbage collection would delete it with the profile, so it is detached.
+    pub owner_referenced: bool,
 }
 
 /// The snapshot control's decisions for one reconcile.
@@ -72,6 +78,11 @@ pub struct SnapshotPlan {
     pub last_success_times: Vec<(String, String, DateTime<Utc>)>,
     /// PVCs whose newest snapshot failed or whose newest ready one is older than two periods.
     pub unhealthy: Vec<ObjectRefStatus>,
+    /// Snapshots of PVCs that are gone or no longer selected, and those PVCs (bounded).
+    pub orphaned_snapshots: usize,
+    pub orphaned: Vec<ObjectRefStatus>,
+    /// The latest slot was refused: it is this far ahead of the API server's time.
+    pub clock_ahead: Option<Duration>,
 }
 
 /// What the snapshot control observes.
@@ -103,6 +114,9 @@ pub struct BackupFindings {
     pub missed_now: usize,
     /// Each PVC's newest ready snapshot time, for the last-success metric.
     pub last_success_times: Vec<(String, String, DateTime<Utc>)>,
+    /// The latest slot was refused because this replica's clock is ahead of the API server's
+    /// by more than a period: how far ahead it is.
+    pub clock_ahead: Option<Duration>,
 }
 
 /// The snapshot control: the current slot's snapshots, retention's prunes, missed slots
@@ -111,7 +125,7 @@ pub fn plan(
     profile: &str,
     spec: &BackupControl,
     observed: &BackupObserved,
-    now: DateTime<Utc>,
+    clock: Clock,
 ) -> Outcome<BackupFindings> {
     if !observed.api_served {
         return Outcome {
@@ -128,19 +142,19 @@ pub fn plan(
         return Outcome::default();
     };
     let previous = observed.previous.as_ref();
-    let last = previous.and_then(|b| b.last_schedule_time);
     let infos: Vec<SnapshotInfo> = observed.snapshots.iter().map(|(i, _)| i.clone()).collect();
-    let mut p = plan_snapshots(
+    let mut p = plan_snapshots(&SnapshotInputs {
         profile,
         spec,
-        &schedule,
-        &observed.pvcs,
-        &observed.restoring,
-        &infos,
-        last,
-        now,
-    );
+        schedule: &schedule,
+        pvcs: &observed.pvcs,
+        restoring: &observed.restoring,
+        snapshots: &infos,
+        last_scheduled: previous.and_then(|b| b.last_schedule_time),
+        clock,
+    });
     let mut writes: Vec<Write> = p.create.drain(..).map(Write::Create).collect();
+    writes.extend(detach_from_profile(&observed.snapshots));
     let pruned: BTreeSet<(&str, &str)> = p
         .prune
         .iter()
@@ -154,6 +168,16 @@ pub fn plan(
             .map(|(_, o)| Write::Delete(o.clone())),
     );
     let mut events = Vec::new();
+    if let Some(ahead) = p.clock_ahead {
+        events.push(Event::warning(
+            "ClockAhead",
+            "Snapshot",
+            format!(
+                "this replica's clock is {}s ahead of the API server's: slot refused",
+                ahead.num_seconds()
+            ),
+        ));
+    }
     if !p.missed_slots.is_empty() {
         let when: Vec<String> = p.missed_slots.iter().map(|t| rfc3339(*t)).collect();
         events.push(Event::warning(
@@ -175,6 +199,7 @@ pub fn plan(
             catching_up: p.catching_up,
             missed_now: p.missed_slots.len(),
             last_success_times: p.last_success_times,
+            clock_ahead: p.clock_ahead,
         },
     }
 }
@@ -206,6 +231,8 @@ fn backup_status(
         failed_snapshots: plan.failed.len() as i64,
         missed_slots: previous.map(|p| p.missed_slots).unwrap_or(0)
             + plan.missed_slots.len() as i64,
+        orphaned_snapshots: plan.orphaned_snapshots as i64,
+        orphaned: plan.orphaned.clone(),
         last_successful: plan.last_successful.clone(),
         problems,
         // The verification control fills this in; carried forward until it does.
@@ -215,24 +242,29 @@ fn backup_status(
     }
 }
 
+/// Snapshots that still carry an owner reference to the profile (made by a version that set
+/// one), detached from it: until then a foreground delete of the profile would take them.
+fn detach_from_profile(snapshots: &[(SnapshotInfo, ObservedObject)]) -> impl Iterator<Item = Write> + '_ {
+    snapshots
+        .iter()
+        .filter(|(i, _)| i.owner_referenced && !i.deleting)
+        .map(|(_, o)| Write::Orphan(o.clone()))
+}
+
 /// What cleanup does with the profile's snapshots when the profile goes: they are data, so they
-/// are kept (orphaned, out of garbage collection's reach) unless the profile says Delete.
+/// are kept unless the profile says Delete. They carry no owner reference, so garbage
+/// collection never takes them; one made before that is detached here.
 pub fn on_profile_deletion(
     spec: Option<&BackupControl>,
-    snapshots: Vec<ObservedObject>,
+    snapshots: Vec<(SnapshotInfo, ObservedObject)>,
 ) -> Vec<Write> {
-    let delete =
-        spec.is_some_and(|b| b.deletion_policy == crate::api::SnapshotDeletionPolicy::Delete);
-    snapshots
-        .into_iter()
-        .map(|o| {
-            if delete {
-                Write::Delete(o)
-            } else {
-                Write::Orphan(o)
-            }
-        })
-        .collect()
+    if spec.is_some_and(|b| b.deletion_policy == crate::api::SnapshotDeletionPolicy::Delete) {
+        return snapshots
+            .into_iter()
+            .map(|(_, o)| Write::Delete(o))
+            .collect();
+    }
+    detach_from_profile(&snapshots).collect()
 }
 
 /// The VolumeSnapshot name for a PVC and a slot.
@@ -253,36 +285,158 @@ pub fn pvc_label_value(pvc: &str) -> String {
     }
 }
 
+/// What the snapshot planner reads: the spec and schedule, the observed PVCs and snapshots, the
+/// slot the previous pass recorded, and both clocks.
+pub struct SnapshotInputs<'a> {
+    pub profile: &'a str,
+    pub spec: &'a BackupControl,
+    pub schedule: &'a Schedule,
+    /// The selected PVCs of the namespaces the profile acts in.
+    pub pvcs: &'a [PvcInfo],
+    /// Every PVC there restored from a snapshot, selected or not: retention keeps what they
+    /// restore from.
+    pub restoring: &'a [PvcInfo],
+    pub snapshots: &'a [SnapshotInfo],
+    /// The slot recorded in the status by the previous pass.
+    pub last_scheduled: Option<DateTime<Utc>>,
+    pub clock: Clock,
+}
+
+/// The two clocks backups read. Slots follow this replica's clock (the schedule's), but ages
+/// follow the API server's, the clock every snapshot's `creationTimestamp` was written by: a
+/// leader whose clock ran ahead must neither age good snapshots out nor take a slot that has
+/// not come yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// This replica's time.
+    pub local: DateTime<Utc>,
+    /// The API server's time, when a recent response said it.
+    pub server: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    /// A clock that agrees with the API server (tests, and replicas whose offset is unknown).
+    pub fn agreed(now: DateTime<Utc>) -> Self {
+        Self {
+            local: now,
+            server: Some(now),
+        }
+    }
+
+    /// The time ages are measured against.
+    fn ages_now(&self) -> DateTime<Utc> {
+        self.server.unwrap_or(self.local)
+    }
+}
+
+/// How many failed or never-ready snapshots of a PVC are kept for inspection; older ones are
+/// pruned, so a PVC that cannot be snapshotted does not gain one more every slot forever.
+pub const UNFINISHED_KEPT: usize = 3;
+
+impl SnapshotInfo {
+    /// When it was taken by the API server's clock: what ordering and ages use. The slot is a
+    /// name only (a replica with a skewed clock could have named it for any time); it stands in
+    /// only where no creation time is known.
+    pub fn taken(&self) -> Option<DateTime<Utc>> {
+        self.created.or(self.slot)
+    }
+
+    fn good(&self) -> bool {
+        self.ready && !self.failed
+    }
+}
+
 /// Decides creations, prunes and misses for the PVCs of the namespaces the profile acts in.
-/// `restoring` are the PVCs there restored from a snapshot, selected or not: retention keeps
-/// what they restore from. `last_scheduled` is the slot recorded in the status by the
-/// previous reconcile.
-#[allow(clippy::too_many_arguments)]
-pub fn plan_snapshots(
-    profile: &str,
-    spec: &BackupControl,
-    schedule: &Schedule,
-    pvcs: &[PvcInfo],
-    restoring: &[PvcInfo],
-    snapshots: &[SnapshotInfo],
-    last_scheduled: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> SnapshotPlan {
+pub fn plan_snapshots(input: &SnapshotInputs) -> SnapshotPlan {
+    let SnapshotInputs {
+        spec,
+        schedule,
+        clock,
+        ..
+    } = *input;
+    let now = clock.local;
     let mut out = SnapshotPlan {
         next_slot: schedule.next_after(now),
         ..Default::default()
     };
-    let deadline = Duration::seconds(spec.starting_deadline_seconds);
-    let latest = schedule.latest_at_or_before(now);
-    let existing: BTreeSet<(&str, &str)> = snapshots
+    let by_pvc = snapshots_by_pvc(input.snapshots);
+    if let Some(slot) = schedule.latest_at_or_before(now) {
+        plan_slot(input, slot, &by_pvc, &mut out);
+    }
+    let selected: BTreeSet<(&str, &str)> = input
+        .pvcs
         .iter()
-        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .map(|p| (p.namespace.as_str(), p.name.as_str()))
         .collect();
-    // Each live PVC's snapshots (one being deleted is gone for every purpose but its name),
-    // newest first. Every per-PVC question below is a lookup here: scanning every snapshot
-    // for each PVC cost tens of millions of comparisons a plan at 6,000 PVCs, and while a
-    // slot's snapshots turn ready the backups are planned again every 2 s.
-    let mut by_pvc: BTreeMap<(&str, &str), Vec<&SnapshotInfo>> = BTreeMap::new();
+    let in_use: BTreeSet<(&str, &str)> = input
+        .pvcs
+        .iter()
+        .chain(input.restoring)
+        .filter_map(|p| {
+            p.restored_from
+                .as_deref()
+                .map(|s| (p.namespace.as_str(), s))
+        })
+        .collect();
+    let period = schedule.period_around(now);
+    for (&(ns, pvc), snaps) in &by_pvc {
+        let orphaned = !selected.contains(&(ns, pvc));
+        let ready: Vec<&SnapshotInfo> = snaps.iter().copied().filter(|s| s.good()).collect();
+        out.ready += ready.len();
+        record_newest_ready(ns, pvc, &ready, &mut out);
+        record_failed(ns, pvc, snaps, &mut out);
+        let protected = |s: &SnapshotInfo| s.keep || in_use.contains(&(ns, s.name.as_str()));
+        let retention = Retained {
+            spec,
+            now: clock.ages_now(),
+            period,
+            orphaned,
+        };
+        out.prune.extend(
+            retention
+                .beyond_retention(&ready)
+                .chain(retention.unfinished_beyond_bound(snaps))
+                .filter(|s| !protected(s))
+                .cloned(),
+        );
+        if orphaned {
+            out.orphaned_snapshots += snaps.len();
+            out.orphaned.push(orphan_entry(ns, pvc, snaps));
+        } else if let Some(problem) = pvc_health(snaps, &ready, period, clock.ages_now()) {
+            out.unhealthy.push(ObjectRefStatus {
+                namespace: ns.to_string(),
+                kind: "PersistentVolumeClaim".into(),
+                name: pvc.to_string(),
+                message: problem.into(),
+            });
+        }
+    }
+    if let Some(p) = period {
+        let listed: BTreeSet<(String, String)> = out
+            .unhealthy
+            .iter()
+            .map(|u| (u.namespace.clone(), u.name.clone()))
+            .collect();
+        out.unhealthy.extend(
+            never_backed_up(input, &by_pvc, p)
+                .filter(|u| !listed.contains(&(u.namespace.clone(), u.name.clone()))),
+        );
+    }
+    out.failed.truncate(STATUS_LIST_LIMIT);
+    out.last_successful.truncate(STATUS_LIST_LIMIT);
+    out.unhealthy.truncate(STATUS_LIST_LIMIT);
+    out.orphaned.truncate(STATUS_LIST_LIMIT);
+    out
+}
+
+type ByPvc<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a SnapshotInfo>>;
+
+/// Each PVC's snapshots (one being deleted is gone for every purpose but its name), newest
+/// first by creation time. Every per-PVC question is a lookup here: scanning every snapshot
+/// for each PVC cost tens of millions of comparisons a plan at 6,000 PVCs, and while a slot's
+/// snapshots turn ready the backups are planned again every 2 s.
+fn snapshots_by_pvc(snapshots: &[SnapshotInfo]) -> ByPvc<'_> {
+    let mut by_pvc: ByPvc = BTreeMap::new();
     for s in snapshots.iter().filter(|s| !s.deleting) {
         by_pvc
             .entry((s.namespace.as_str(), s.pvc.as_str()))
@@ -290,151 +444,230 @@ pub fn plan_snapshots(
             .push(s);
     }
     for snaps in by_pvc.values_mut() {
-        snaps.sort_by_key(|s| std::cmp::Reverse(s.slot.or(s.created)));
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.taken()));
     }
+    by_pvc
+}
 
-    if let Some(slot) = latest {
-        let in_deadline = now - slot <= deadline;
-        // Slots after the last recorded one and before the latest passed unseen.
-        if let Some(last) = last_scheduled {
-            let mut t = last;
-            for _ in 0..MISSED_SCAN_LIMIT {
-                match schedule.next_after(t) {
-                    Some(n) if n < slot => {
-                        out.missed_slots.push(n);
-                        t = n;
-                    }
-                    _ => break,
+/// The latest slot: the slots missed since the last recorded one, and the creations it asks
+/// for (within its deadline, unless suspended, never for a slot the API server has not
+/// reached).
+fn plan_slot(input: &SnapshotInputs, slot: DateTime<Utc>, by_pvc: &ByPvc, out: &mut SnapshotPlan) {
+    let SnapshotInputs {
+        spec,
+        schedule,
+        clock,
+        last_scheduled,
+        ..
+    } = *input;
+    let now = clock.local;
+    let in_deadline = now - slot <= Duration::seconds(spec.starting_deadline_seconds);
+    // Slots after the last recorded one and before the latest passed unseen.
+    if let Some(last) = last_scheduled {
+        let mut t = last;
+        for _ in 0..MISSED_SCAN_LIMIT {
+            match schedule.next_after(t) {
+                Some(n) if n < slot => {
+                    out.missed_slots.push(n);
+                    t = n;
                 }
-            }
-            if !in_deadline && last < slot {
-                out.missed_slots.push(slot);
+                _ => break,
             }
         }
-        if !spec.suspend {
-            if in_deadline {
-                out.slot = Some(slot);
-                out.catching_up = last_scheduled.is_some_and(|l| l < slot)
-                    && schedule.next_after(slot).is_some_and(|n| n <= now);
-            }
-            for pvc in pvcs {
-                // The slot is due for a PVC that existed at the slot time, while within the
-                // deadline. snapshotOnCreate gives a PVC with no snapshot yet its first one
-                // at once, whatever the slot; it is named after the latest slot all the same,
-                // so it stays one per slot.
-                let after_slot = pvc.created.is_some_and(|c| c > slot);
-                let has_any = by_pvc.contains_key(&(pvc.namespace.as_str(), pvc.name.as_str()));
-                let due = in_deadline && !after_slot;
-                let first = spec.snapshot_on_create && !has_any;
-                if !(due || first) {
-                    continue;
-                }
-                let name = snapshot_name(&pvc.name, slot);
-                if existing.contains(&(pvc.namespace.as_str(), name.as_str())) {
-                    continue;
-                }
-                out.create
-                    .push(snapshot_object(profile, spec, pvc, &name, slot));
-            }
+        if !in_deadline && last < slot {
+            out.missed_slots.push(slot);
         }
     }
-
-    let max_age = spec.retention.max_age.as_deref().and_then(parse_duration);
-    let period = schedule.period_around(now);
-    let in_use: BTreeSet<(&str, &str)> = pvcs
+    if spec.suspend {
+        return;
+    }
+    if let Some(ahead) = slot_ahead_of_server(slot, clock, schedule.period_around(now)) {
+        out.clock_ahead = Some(ahead);
+        return;
+    }
+    if in_deadline {
+        out.slot = Some(slot);
+        out.catching_up = last_scheduled.is_some_and(|l| l < slot)
+            && schedule.next_after(slot).is_some_and(|n| n <= now);
+    }
+    let existing: BTreeSet<(&str, &str)> = input
+        .snapshots
         .iter()
-        .chain(restoring)
-        .filter_map(|p| {
-            p.restored_from
-                .as_deref()
-                .map(|s| (p.namespace.as_str(), s))
-        })
+        .map(|s| (s.namespace.as_str(), s.name.as_str()))
         .collect();
-    for (&(ns, pvc), snaps) in &by_pvc {
-        let ready: Vec<&&SnapshotInfo> = snaps.iter().filter(|s| s.ready && !s.failed).collect();
-        out.ready += ready.len();
-        if let Some(newest) = ready.first() {
-            if let Some(t) = newest.slot.or(newest.created) {
-                out.last_success_times
-                    .push((ns.to_string(), pvc.to_string(), t));
-            }
-            out.last_successful.push(ObjectRefStatus {
-                namespace: ns.to_string(),
-                kind: "VolumeSnapshot".into(),
-                name: newest.name.clone(),
-                message: format!("PVC {pvc}"),
-            });
+    for pvc in input.pvcs {
+        // The slot is due for a PVC that existed at the slot time, while within the deadline.
+        // snapshotOnCreate gives a PVC with no snapshot yet its first one at once, whatever
+        // the slot; it is named after the latest slot all the same, so it stays one per slot.
+        let after_slot = pvc.created.is_some_and(|c| c > slot);
+        let has_any = by_pvc.contains_key(&(pvc.namespace.as_str(), pvc.name.as_str()));
+        let due = in_deadline && !after_slot;
+        let first = spec.snapshot_on_create && !has_any;
+        if !(due || first) {
+            continue;
         }
-        for s in snaps.iter().filter(|s| s.failed) {
-            out.failed.push(ObjectRefStatus {
-                namespace: ns.to_string(),
-                kind: "VolumeSnapshot".into(),
-                name: s.name.clone(),
-                message: format!("snapshot of PVC {pvc} reports an error; kept for inspection"),
-            });
+        let name = snapshot_name(&pvc.name, slot);
+        if existing.contains(&(pvc.namespace.as_str(), name.as_str())) {
+            continue;
         }
-        // Ready snapshots beyond the count or the age are pruned, oldest first, but never the
-        // newest ready one and never a protected one.
-        for (i, s) in ready.iter().enumerate() {
-            if i == 0 || s.keep || in_use.contains(&(ns, s.name.as_str())) {
-                continue;
-            }
-            let too_many = i >= spec.retention.max_count.max(1) as usize;
-            let too_old =
-                max_age.is_some_and(|age| s.slot.or(s.created).is_some_and(|t| now - t > age));
-            if too_many || too_old {
-                out.prune.push((**s).clone());
-            }
-        }
-        let newest = snaps.first();
-        let stale = match (ready.first().and_then(|s| s.slot.or(s.created)), period) {
-            (Some(t), Some(p)) => now - t > p * 2,
-            _ => false,
-        };
-        if newest.is_some_and(|s| s.failed) || stale {
-            out.unhealthy.push(ObjectRefStatus {
-                namespace: ns.to_string(),
-                kind: "PersistentVolumeClaim".into(),
-                name: pvc.to_string(),
-                message: if stale {
-                    "newest ready snapshot is older than two periods".into()
-                } else {
-                    "newest snapshot failed".into()
-                },
-            });
-        }
+        out.create
+            .push(snapshot_object(input.profile, spec, pvc, &name, slot));
     }
-    // A selected PVC old enough to have two slots behind it but no ready snapshot is unhealthy
-    // too: a backup that never worked must not look healthy.
-    if let Some(p) = period {
-        let listed: BTreeSet<(&str, &str)> = out
-            .unhealthy
-            .iter()
-            .map(|u| (u.namespace.as_str(), u.name.as_str()))
-            .collect();
-        let never_ready: Vec<ObjectRefStatus> = pvcs
-            .iter()
-            .filter(|pvc| {
-                let key = (pvc.namespace.as_str(), pvc.name.as_str());
-                let has_ready = by_pvc
-                    .get(&key)
-                    .is_some_and(|snaps| snaps.iter().any(|s| s.ready && !s.failed));
-                let old = pvc.created.is_some_and(|c| now - c > p * 2);
-                old && !has_ready && !listed.contains(&key) && !spec.suspend
-            })
-            .map(|pvc| ObjectRefStatus {
-                namespace: pvc.namespace.clone(),
-                kind: "PersistentVolumeClaim".into(),
-                name: pvc.name.clone(),
-                message: "no ready snapshot for two periods".into(),
-            })
-            .collect();
-        out.unhealthy.extend(never_ready);
+}
+
+/// How far `slot` is ahead of the API server's time, when that is more than one period: such
+/// a slot is refused. A snapshot named for it would take the name the real slot needs later,
+/// and that slot would then look taken.
+fn slot_ahead_of_server(
+    slot: DateTime<Utc>,
+    clock: Clock,
+    period: Option<Duration>,
+) -> Option<Duration> {
+    let server = clock.server?;
+    let period = period.unwrap_or_else(|| Duration::minutes(1));
+    (slot - server > period).then(|| slot - server)
+}
+
+/// Retention's checks for one PVC's snapshots.
+struct Retained<'a> {
+    spec: &'a BackupControl,
+    /// The API server's time.
+    now: DateTime<Utc>,
+    period: Option<Duration>,
+    /// The PVC is gone or no longer selected: its snapshots may be the only copy of its data.
+    orphaned: bool,
+}
+
+impl Retained<'_> {
+    /// Ready snapshots beyond the count, or (for a PVC still backed up) beyond the age, oldest
+    /// first; never the newest ready one. An orphaned PVC's snapshots are never aged out: no
+    /// newer one will come to replace them.
+    fn beyond_retention<'s>(
+        &self,
+        ready: &[&'s SnapshotInfo],
+    ) -> impl Iterator<Item = &'s SnapshotInfo> + '_ {
+        let max_count = self.spec.retention.max_count.max(1) as usize;
+        let max_age = self
+            .spec
+            .retention
+            .max_age
+            .as_deref()
+            .and_then(parse_duration);
+        let snaps: Vec<&'s SnapshotInfo> = ready.to_vec();
+        snaps.into_iter().enumerate().skip(1).filter_map(move |(i, s)| {
+            let too_many = i >= max_count;
+            let too_old = !self.orphaned
+                && max_age.is_some_and(|age| s.taken().is_some_and(|t| self.now - t > age));
+            (too_many || too_old).then_some(s)
+        })
     }
-    out.failed.truncate(STATUS_LIST_LIMIT);
-    out.last_successful.truncate(STATUS_LIST_LIMIT);
-    out.unhealthy.truncate(STATUS_LIST_LIMIT);
-    out
+
+    /// Failed snapshots, and ones that never turned ready though a period has passed, beyond
+    /// the newest [`UNFINISHED_KEPT`] of them.
+    fn unfinished_beyond_bound<'s>(
+        &self,
+        snaps: &[&'s SnapshotInfo],
+    ) -> impl Iterator<Item = &'s SnapshotInfo> + '_ {
+        let settle = self.period.unwrap_or_else(|| Duration::hours(1));
+        let unfinished: Vec<&'s SnapshotInfo> = snaps
+            .iter()
+            .copied()
+            .filter(|s| {
+                s.failed
+                    || (!s.ready && s.taken().is_some_and(|t| self.now - t > settle))
+            })
+            .collect();
+        unfinished.into_iter().skip(UNFINISHED_KEPT)
+    }
+}
+
+/// The newest ready snapshot of a PVC, for the status and the last-success metric.
+fn record_newest_ready(ns: &str, pvc: &str, ready: &[&SnapshotInfo], out: &mut SnapshotPlan) {
+    let Some(newest) = ready.first() else {
+        return;
+    };
+    if let Some(t) = newest.taken() {
+        out.last_success_times
+            .push((ns.to_string(), pvc.to_string(), t));
+    }
+    out.last_successful.push(ObjectRefStatus {
+        namespace: ns.to_string(),
+        kind: "VolumeSnapshot".into(),
+        name: newest.name.clone(),
+        message: format!("PVC {pvc}"),
+    });
+}
+
+fn record_failed(ns: &str, pvc: &str, snaps: &[&SnapshotInfo], out: &mut SnapshotPlan) {
+    out.failed
+        .extend(snaps.iter().filter(|s| s.failed).map(|s| ObjectRefStatus {
+            namespace: ns.to_string(),
+            kind: "VolumeSnapshot".into(),
+            name: s.name.clone(),
+            message: format!("snapshot of PVC {pvc} reports an error; kept for inspection"),
+        }));
+}
+
+/// A PVC that is gone or no longer selected, with how many snapshots of it are kept.
+fn orphan_entry(ns: &str, pvc: &str, snaps: &[&SnapshotInfo]) -> ObjectRefStatus {
+    ObjectRefStatus {
+        namespace: ns.to_string(),
+        kind: "PersistentVolumeClaim".into(),
+        name: pvc.to_string(),
+        message: format!(
+            "gone or no longer selected; {} snapshots kept, newest {}",
+            snaps.len(),
+            snaps.first().map(|s| s.name.as_str()).unwrap_or_default()
+        ),
+    }
+}
+
+/// Why a selected PVC's backups are unhealthy: its newest snapshot failed, or its newest ready
+/// one is older than two periods.
+fn pvc_health(
+    snaps: &[&SnapshotInfo],
+    ready: &[&SnapshotInfo],
+    period: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<&'static str> {
+    let stale = match (ready.first().and_then(|s| s.taken()), period) {
+        (Some(t), Some(p)) => now - t > p * 2,
+        _ => false,
+    };
+    if stale {
+        Some("newest ready snapshot is older than two periods")
+    } else if snaps.first().is_some_and(|s| s.failed) {
+        Some("newest snapshot failed")
+    } else {
+        None
+    }
+}
+
+/// Selected PVCs old enough to have two slots behind them but no ready snapshot: a backup that
+/// never worked must not look healthy.
+fn never_backed_up<'a>(
+    input: &'a SnapshotInputs,
+    by_pvc: &'a ByPvc,
+    period: Duration,
+) -> impl Iterator<Item = ObjectRefStatus> + 'a {
+    let now = input.clock.ages_now();
+    input
+        .pvcs
+        .iter()
+        .filter(move |pvc| {
+            let key = (pvc.namespace.as_str(), pvc.name.as_str());
+            let has_ready = by_pvc
+                .get(&key)
+                .is_some_and(|snaps| snaps.iter().any(|s| s.good()));
+            let old = pvc.created.is_some_and(|c| now - c > period * 2);
+            old && !has_ready && !input.spec.suspend
+        })
+        .map(|pvc| ObjectRefStatus {
+            namespace: pvc.namespace.clone(),
+            kind: "PersistentVolumeClaim".into(),
+            name: pvc.name.clone(),
+            message: "no ready snapshot for two periods".into(),
+        })
 }
 
 fn snapshot_object(
@@ -521,6 +754,7 @@ mod tests {
             keep: false,
             created: Some(slot),
             deleting: false,
+            owner_referenced: false,
         }
     }
 
@@ -532,7 +766,16 @@ mod tests {
         now: DateTime<Utc>,
     ) -> SnapshotPlan {
         let schedule = Schedule::parse(&s.schedule, s.time_zone.as_deref()).expect("schedule");
-        plan_snapshots("p", s, &schedule, pvcs, &[], snaps, last, now)
+        plan_snapshots(&SnapshotInputs {
+            profile: "p",
+            spec: s,
+            schedule: &schedule,
+            pvcs,
+            restoring: &[],
+            snapshots: snaps,
+            last_scheduled: last,
+            clock: Clock::agreed(now),
+        })
     }
 
     #[test]
@@ -898,7 +1141,7 @@ mod tests {
             "p",
             &spec("0 * * * *"),
             &observed(vec![pvc("data")], vec![], &snaps),
-            t(3, 10, 0),
+            Clock::agreed(t(3, 10, 0)),
         );
         assert_eq!(deleted(&out), vec![snapshot_name("data", t(1, 0, 0))]);
         let uid = out.writes.iter().find_map(|w| match w {
@@ -928,7 +1171,7 @@ mod tests {
             "p",
             &spec("0 * * * *"),
             &observed(vec![pvc("data")], vec![restored], &snaps),
-            t(3, 10, 0),
+            Clock::agreed(t(3, 10, 0)),
         );
         assert!(deleted(&out).is_empty(), "{:?}", deleted(&out));
     }
@@ -941,7 +1184,7 @@ mod tests {
             missed_slots: 2,
             ..Default::default()
         });
-        let out = super::plan("p", &spec("0 * * * *"), &o, t(4, 0, 30));
+        let out = super::plan("p", &spec("0 * * * *"), &o, Clock::agreed(t(4, 0, 30)));
         assert_eq!(out.findings.missed_now, 2, "02:00 and 03:00 passed unseen");
         assert_eq!(out.findings.status.missed_slots, 4);
         assert_eq!(out.events.len(), 1);
@@ -953,27 +1196,29 @@ mod tests {
     fn without_the_snapshot_api_nothing_is_written_and_it_is_said() {
         let mut o = observed(vec![pvc("data")], vec![], &[]);
         o.api_served = false;
-        let out = super::plan("p", &spec("0 * * * *"), &o, t(4, 0, 30));
+        let out = super::plan("p", &spec("0 * * * *"), &o, Clock::agreed(t(4, 0, 30)));
         assert!(out.writes.is_empty());
         assert!(out.findings.api_missing);
     }
 
     #[test]
-    fn deleting_the_profile_orphans_snapshots_unless_told_to_delete() {
-        let o = owned(&snap("data", t(1, 0, 0), true)).1;
+    fn deleting_the_profile_keeps_snapshots_unless_told_to_delete() {
+        let current = owned(&snap("data", t(1, 0, 0), true));
+        let legacy = owned(&SnapshotInfo {
+            owner_referenced: true,
+            ..snap("data", t(2, 0, 0), true)
+        });
         let retain = spec("0 * * * *");
-        assert!(matches!(
-            on_profile_deletion(Some(&retain), vec![o.clone()])[0],
-            Write::Orphan(_)
-        ));
+        let kept = on_profile_deletion(Some(&retain), vec![current.clone(), legacy.clone()]);
+        // Nothing to do for one without an owner reference; an old one is detached.
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(matches!(&kept[0], Write::Orphan(o) if o.key.name == legacy.0.name));
         let delete = BackupControl {
             deletion_policy: SnapshotDeletionPolicy::Delete,
             ..retain
         };
-        assert!(matches!(
-            on_profile_deletion(Some(&delete), vec![o])[0],
-            Write::Delete(_)
-        ));
+        let gone = on_profile_deletion(Some(&delete), vec![current, legacy]);
+        assert!(gone.iter().all(|w| matches!(w, Write::Delete(_))) && gone.len() == 2);
     }
 
     #[test]
@@ -1003,5 +1248,152 @@ mod tests {
             t(1, 0, 30),
         );
         assert!(p.create.is_empty());
+    }
+
+    fn names(snaps: &[SnapshotInfo]) -> Vec<&str> {
+        snaps.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_future_slot_snapshot_never_gets_a_real_one_pruned() {
+        // A leader whose clock ran 10 h ahead took a slot "20261123-120000" at 01:00 by the
+        // API server's clock. Ordered by slot it would be the newest, and the real 02:00 and
+        // 03:00 snapshots would be pruned as soon as they are ready; by creation time it is the
+        // oldest and the one that goes.
+        let mut future = snap("data", t(12, 0, 0), true);
+        future.created = Some(t(1, 0, 5));
+        let snaps = vec![
+            future.clone(),
+            snap("data", t(2, 0, 0), true),
+            snap("data", t(3, 0, 0), true),
+        ];
+        let p = decide(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &snaps,
+            Some(t(3, 0, 0)),
+            t(3, 0, 30),
+        );
+        assert_eq!(
+            names(&p.prune),
+            vec![future.name.as_str()],
+            "only the mis-named one goes"
+        );
+        assert_eq!(p.last_successful[0].name, "data-20261123-030000");
+    }
+
+    #[test]
+    fn a_slot_more_than_a_period_ahead_of_the_api_server_is_refused() {
+        let s = spec("0 * * * *");
+        let schedule = Schedule::parse(&s.schedule, None).expect("schedule");
+        let inputs = |server: DateTime<Utc>| SnapshotInputs {
+            profile: "p",
+            spec: &s,
+            schedule: &schedule,
+            pvcs: &[],
+            restoring: &[],
+            snapshots: &[],
+            last_scheduled: None,
+            clock: Clock {
+                local: t(12, 0, 10),
+                server: Some(server),
+            },
+        };
+        let pvcs = [pvc("data")];
+        let ahead = plan_snapshots(&SnapshotInputs {
+            pvcs: &pvcs,
+            ..inputs(t(2, 0, 10))
+        });
+        assert!(ahead.create.is_empty(), "{:?}", ahead.create);
+        assert_eq!(ahead.clock_ahead, Some(Duration::hours(10)));
+        // Within a period the replica's own clock rules the slot, as the schedule says.
+        let close = plan_snapshots(&SnapshotInputs {
+            pvcs: &pvcs,
+            ..inputs(t(11, 59, 50))
+        });
+        assert_eq!(close.create.len(), 1);
+        assert_eq!(close.clock_ahead, None);
+    }
+
+    #[test]
+    fn a_deleted_pvcs_snapshots_are_kept_to_max_count_and_do_not_make_backups_unhealthy() {
+        // "gone" was deleted at 01:30; its three snapshots are days older than maxAge by now.
+        let mut s = spec("0 * * * *");
+        s.retention.max_count = 2;
+        s.retention.max_age = Some("2h".into());
+        let snaps = vec![
+            snap("gone", t(0, 0, 0), true),
+            snap("gone", t(1, 0, 0), true),
+            snap("data", t(23, 0, 0), true),
+        ];
+        let p = decide(&s, &[pvc("data")], &snaps, Some(t(23, 0, 0)), t(23, 0, 30));
+        let later = t(23, 0, 30) + Duration::days(3);
+        let p_later = decide(&s, &[pvc("data")], &snaps, Some(t(23, 0, 0)), later);
+        for plan in [&p, &p_later] {
+            assert!(
+                plan.prune.iter().all(|x| x.pvc != "gone"),
+                "never aged out: {:?}",
+                plan.prune
+            );
+            assert!(
+                plan.unhealthy.iter().all(|u| u.name != "gone"),
+                "{:?}",
+                plan.unhealthy
+            );
+            assert_eq!(plan.orphaned_snapshots, 2);
+            assert_eq!(plan.orphaned[0].name, "gone");
+        }
+        // Beyond maxCount the oldest still goes: the count is the bound the user chose.
+        let mut more = snaps.clone();
+        more.push(snap("gone", t(0, 30, 0), true));
+        let p = decide(&s, &[pvc("data")], &more, Some(t(23, 0, 0)), t(23, 0, 30));
+        assert_eq!(names(&p.prune), vec!["gone-20261123-000000"]);
+    }
+
+    #[test]
+    fn a_deleted_pvc_leaves_the_backups_control_healthy_in_the_outcome() {
+        let mut o = BackupObserved {
+            api_served: true,
+            pvcs: vec![pvc("data")],
+            ..Default::default()
+        };
+        o.snapshots = vec![
+            owned(&snap("gone", t(1, 0, 0), true)),
+            owned(&snap("data", t(4, 0, 0), true)),
+        ];
+        let out = super::plan("p", &spec("0 * * * *"), &o, Clock::agreed(t(9, 0, 30)));
+        assert!(
+            out.findings.unhealthy.iter().all(|u| u.name != "gone"),
+            "{:?}",
+            out.findings.unhealthy
+        );
+        assert_eq!(out.findings.status.orphaned_snapshots, 1);
+        assert_eq!(out.findings.status.orphaned[0].name, "gone");
+    }
+
+    #[test]
+    fn failed_and_never_ready_snapshots_stay_bounded() {
+        // Ten slots of a PVC whose driver failed every snapshot, then five that never turned
+        // ready and the current slot's, still within its period: the newest few unfinished
+        // ones stay for inspection, older ones are pruned.
+        let mut snaps: Vec<SnapshotInfo> = (0..10)
+            .map(|h| SnapshotInfo {
+                failed: true,
+                ..snap("data", t(h, 0, 0), false)
+            })
+            .collect();
+        snaps.extend((10..=15).map(|h| snap("data", t(h, 0, 0), false)));
+        let p = decide(
+            &spec("0 * * * *"),
+            &[pvc("data")],
+            &snaps,
+            Some(t(15, 0, 0)),
+            t(15, 0, 30),
+        );
+        let kept = snaps.len() - p.prune.len();
+        assert_eq!(kept, UNFINISHED_KEPT + 1, "pruned {:?}", names(&p.prune));
+        // Kept: 12:00, 13:00, 14:00 and the current slot's, which may still turn ready.
+        assert!(p.prune.iter().all(|s| s.taken() < Some(t(12, 0, 0))));
+        assert!(p.create.is_empty(), "the slot's snapshot exists, unready");
     }
 }

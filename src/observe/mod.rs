@@ -6,6 +6,7 @@
 //! namespaces and Secrets as metadata only, and NetworkPolicies and VolumeSnapshots only where
 //! they carry Rampart's label. Every object is summarised before caching ([`summaries`]).
 
+pub mod clock;
 pub mod queries;
 pub mod summaries;
 pub mod workloads;
@@ -41,8 +42,66 @@ pub struct Caches {
     pub secrets: Store<SecretMeta>,
     pub daemonsets: Store<Workload<DaemonSet>>,
     pub pvcs: Store<Pvc>,
-    /// Rampart's VolumeSnapshots; `None` when the cluster does not serve the snapshot API.
-    pub snapshots: Option<Store<Snapshot>>,
+    /// Rampart's VolumeSnapshots, once the cluster serves the snapshot API.
+    pub snapshots: SnapshotCache,
+}
+
+/// Rampart's VolumeSnapshots. The snapshot API may not be served when the operator starts (its
+/// CRDs are often installed after, or with, the operator): the watch then starts once
+/// discovery finds them, and until its first list the backups control reports the API missing.
+#[derive(Clone)]
+pub struct SnapshotCache {
+    store: Store<Snapshot>,
+    served: tokio::sync::watch::Receiver<bool>,
+    /// Discovery found the API at startup: readiness waits for this cache too, so no pass
+    /// reports the API missing while the cache is still listing.
+    at_start: bool,
+}
+
+impl SnapshotCache {
+    /// The cache, once the API is served and the cache holds its first full list.
+    pub fn served(&self) -> Option<&Store<Snapshot>> {
+        (*self.served.borrow()).then_some(&self.store)
+    }
+
+    /// Resolves once [`SnapshotCache::served`] is `Some`.
+    pub async fn until_served(&self) {
+        let mut served = self.served.clone();
+        let _ = served.wait_for(|s| *s).await;
+    }
+}
+
+/// How often discovery is asked again for the snapshot API while it is not served: a CRD
+/// installed later is picked up within this, at the cost of one small request.
+const SNAPSHOT_DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the cluster serves `snapshot.storage.k8s.io/v1` VolumeSnapshots. An error (the API
+/// server restarting, a timeout) is an unknown, not a no.
+pub async fn snapshot_api_served(client: &Client) -> Result<bool, kube::Error> {
+    match client
+        .list_api_group_resources("snapshot.storage.k8s.io/v1")
+        .await
+    {
+        Ok(l) => Ok(l.resources.iter().any(|r| r.name == "volumesnapshots")),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits until discovery finds the snapshot API, asking again every
+/// [`SNAPSHOT_DISCOVERY_RETRY`].
+async fn until_snapshot_api(client: Client) {
+    loop {
+        match snapshot_api_served(&client).await {
+            Ok(true) => {
+                tracing::info!("the cluster serves snapshot.storage.k8s.io/v1: watching snapshots");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "snapshot API discovery"),
+        }
+        tokio::time::sleep(SNAPSHOT_DISCOVERY_RETRY).await;
+    }
 }
 
 type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
@@ -60,7 +119,8 @@ pub struct Feeds {
     pub secrets: Feed<SecretMeta>,
     pub daemonsets: Feed<Workload<DaemonSet>>,
     pub pvcs: Feed<Pvc>,
-    pub snapshots: Option<Feed<Snapshot>>,
+    /// Yields nothing until the snapshot API is discovered.
+    pub snapshots: Feed<Snapshot>,
 }
 
 /// The VolumeSnapshot API resource.
@@ -154,7 +214,8 @@ fn content_digest<K: Resource + serde::Serialize>(o: &K) -> u64 {
 }
 
 /// Starts nothing by itself: the returned feeds must be polled (the controller does).
-/// `snapshot_api` says whether the cluster serves `snapshot.storage.k8s.io/v1`.
+/// `snapshot_api` says whether discovery found `snapshot.storage.k8s.io/v1` at startup; when
+/// it did not, the snapshot feed asks again until it does.
 pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     let all = watcher::Config::default;
     let ours = || watcher::Config::default().labels(&all_managed_selector());
@@ -171,15 +232,7 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     let (secrets, secret_feed) = feed(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all());
     let (daemonsets, ds_feed) = feed(Api::<DaemonSet>::all(client.clone()), all());
     let (pvcs, pvc_feed) = feed(Api::<PersistentVolumeClaim>::all(client.clone()), all());
-    let (snapshots, snap_feed) = if snapshot_api {
-        let (store, f) = feed(
-            Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
-            ours(),
-        );
-        (Some(store), Some(f))
-    } else {
-        (None, None)
-    };
+    let (snapshots, snap_feed) = snapshot_feed(client, snapshot_api, ours());
     (
         Caches {
             namespaces,
@@ -206,6 +259,40 @@ pub fn caches(client: &Client, snapshot_api: bool) -> (Caches, Feeds) {
     )
 }
 
+/// The snapshot cache and its feed: the watch starts once the API is discovered, and the cache
+/// counts as served from its first full list.
+fn snapshot_feed(
+    client: &Client,
+    discovered: bool,
+    config: watcher::Config,
+) -> (SnapshotCache, Feed<Snapshot>) {
+    let (store, watched) = feed(
+        Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource()),
+        config,
+    );
+    let (served_tx, served) = tokio::sync::watch::channel(false);
+    let ready = store.clone();
+    let discovery = client.clone();
+    let started = futures::stream::once(async move {
+        if !discovered {
+            until_snapshot_api(discovery).await;
+        }
+        // The one waiter on this store's readiness (see `Caches::wait_until_ready`).
+        tokio::spawn(async move {
+            if ready.wait_until_ready().await.is_ok() {
+                let _ = served_tx.send(true);
+            }
+        });
+    })
+    .flat_map(move |()| watched);
+    let cache = SnapshotCache {
+        store,
+        served,
+        at_start: discovered,
+    };
+    (cache, Box::pin(started))
+}
+
 impl Caches {
     /// Waits until every cache has its first full list, so a reconcile never mistakes an
     /// empty cache for an empty cluster. Call it from one task only: kube's store readiness
@@ -219,8 +306,8 @@ impl Caches {
         self.secrets.wait_until_ready().await?;
         self.daemonsets.wait_until_ready().await?;
         self.pvcs.wait_until_ready().await?;
-        if let Some(s) = &self.snapshots {
-            s.wait_until_ready().await?;
+        if self.snapshots.at_start {
+            self.snapshots.until_served().await;
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ use crate::controls::verify::{
     self, ContentInfo, ScratchNamespace, ScratchObject, SourceSnapshot, VerifyObserved, VerifyPvc,
 };
 use crate::controls::{Fingerprint, ManagedKind, NamespaceObserved, ObjectKey, ObservedObject};
-use crate::ownership::{belongs_to, control_of, is_managed};
+use crate::ownership::{belongs_to, control_of, has_owner_reference, is_managed};
 use crate::selection::NamespaceInfo;
 
 impl Caches {
@@ -138,7 +138,7 @@ impl Caches {
             .filter(|p| p.restored_from.is_some())
             .collect();
         BackupObserved {
-            api_served: self.snapshots.is_some(),
+            api_served: self.snapshots.served().is_some(),
             pvcs: selected,
             restoring,
             snapshots: self.owned_snapshots(profile, uid),
@@ -146,10 +146,10 @@ impl Caches {
         }
     }
 
-    /// The profile's VolumeSnapshots (its labels and an owner reference to it), with the
+    /// The profile's VolumeSnapshots (its labels and its uid), with the
     /// observed objects the writer needs to delete or orphan them.
     pub fn owned_snapshots(&self, profile: &str, uid: &str) -> Vec<(SnapshotInfo, ObservedObject)> {
-        let Some(store) = &self.snapshots else {
+        let Some(store) = self.snapshots.served() else {
             return vec![];
         };
         store
@@ -171,6 +171,7 @@ impl Caches {
                     keep: s.labels().contains_key(KEEP_LABEL),
                     created: s.metadata.creation_timestamp.as_ref().and_then(to_chrono),
                     deleting: s.metadata.deletion_timestamp.is_some(),
+                    owner_referenced: has_owner_reference(&s.metadata, uid),
                 };
                 let observed = observed(ManagedKind::VolumeSnapshot, &s.metadata, None);
                 (info, observed)
@@ -219,7 +220,7 @@ impl Caches {
         pvcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut snapshots = Vec::new();
         let mut scratch = Vec::new();
-        if let Some(store) = &self.snapshots {
+        if let Some(store) = self.snapshots.served() {
             for s in store.state() {
                 if !belongs_to(&s.metadata, profile, uid) {
                     continue;
