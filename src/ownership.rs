@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ObjectMeta;
 
 use crate::api::{
-    ControlName, HardeningProfile, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL,
-    PROFILE_UID_LABEL,
+    ControlName, HardeningProfile, CONTROL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    PROFILE_LABEL, PROFILE_UID_LABEL,
 };
 #[cfg(doc)]
 use crate::controls::ManagedKind;

@@ -183,7 +183,10 @@ impl Estate {
     async fn wait_profile_gone(&self, name: &str) -> Result<()> {
         wait_until(&format!("profile {name} to be gone"), TIMEOUT, || async {
             let got = self.profiles().get_opt(name).await;
-            (matches!(got, Ok(None)), format!("{:?}", got.map(|p| p.is_some())))
+            (
+                matches!(got, Ok(None)),
+                format!("{:?}", got.map(|p| p.is_some())),
+            )
         })
         .await
     }
@@ -214,7 +217,10 @@ async fn foreground_deletion_of_a_profile_keeps_every_snapshot() -> Result<()> {
     e.assert_all_kept(&before, "foreground deletion").await?;
     for s in e.snapshots().list(&ListParams::default()).await?.items {
         assert!(
-            s.metadata.owner_references.as_ref().is_none_or(|o| o.is_empty()),
+            s.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|o| o.is_empty()),
             "{} keeps an owner reference: {:?}",
             s.name_any(),
             s.metadata.owner_references
@@ -244,7 +250,8 @@ async fn a_finalizer_removed_by_hand_while_the_operator_is_down_keeps_every_snap
         .await?;
     e.wait_profile_gone(&name).await?;
     e.wait_for_garbage_collection().await?;
-    e.assert_all_kept(&before, "finalizer removed by hand").await
+    e.assert_all_kept(&before, "finalizer removed by hand")
+        .await
 }
 
 #[tokio::test]
@@ -347,7 +354,12 @@ impl SecondPlane {
     /// Installs the VolumeSnapshot CRDs `up.sh` left out, and the class the profile names.
     fn install_snapshot_api(&self) -> Result<()> {
         let crds = Self::bin_dir()?.join("snapshot-crds");
-        self.kubectl(&["apply", "--server-side", "-f", crds.to_str().context("path")?])?;
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().context("path")?,
+        ])?;
         self.kubectl(&[
             "wait",
             "--for=condition=Established",
@@ -392,7 +404,8 @@ async fn snapshot_crds_installed_after_the_operator_started_get_backups_without_
     })
     .await?;
     let name = rampart_e2e::apply_profile(&c, e.profile(&format!("late-{}", unique_id()))).await?;
-    let missing = rampart_e2e::wait_condition(&c, &name, "BackupsHealthy", "False", TIMEOUT).await?;
+    let missing =
+        rampart_e2e::wait_condition(&c, &name, "BackupsHealthy", "False", TIMEOUT).await?;
     assert_eq!(
         rampart_e2e::condition_of(&missing, "BackupsHealthy").map(|c| c.1),
         Some("SnapshotAPIMissing".to_string())

@@ -244,7 +244,9 @@ fn backup_status(
 
 /// Snapshots that still carry an owner reference to the profile (made by a version that set
 /// one), detached from it: until then a foreground delete of the profile would take them.
-fn detach_from_profile(snapshots: &[(SnapshotInfo, ObservedObject)]) -> impl Iterator<Item = Write> + '_ {
+fn detach_from_profile(
+    snapshots: &[(SnapshotInfo, ObservedObject)],
+) -> impl Iterator<Item = Write> + '_ {
     snapshots
         .iter()
         .filter(|(i, _)| i.owner_referenced && !i.deleting)
@@ -395,6 +397,7 @@ pub fn plan_snapshots(input: &SnapshotInputs) -> SnapshotPlan {
         out.prune.extend(
             retention
                 .beyond_retention(&ready)
+                .into_iter()
                 .chain(retention.unfinished_beyond_bound(snaps))
                 .filter(|s| !protected(s))
                 .cloned(),
@@ -515,9 +518,9 @@ fn plan_slot(input: &SnapshotInputs, slot: DateTime<Utc>, by_pvc: &ByPvc, out: &
     }
 }
 
-/// How far `slot` is ahead of the API server's time, when that is more than one period: such
-/// a slot is refused. A snapshot named for it would take the name the real slot needs later,
-/// and that slot would then look taken.
+/// When `slot` is more than one period ahead of the API server's time, how far this replica's
+/// clock is ahead of it: such a slot is refused. A snapshot named for it would take the name
+/// the real slot needs later, and that slot would then look taken.
 fn slot_ahead_of_server(
     slot: DateTime<Utc>,
     clock: Clock,
@@ -525,7 +528,7 @@ fn slot_ahead_of_server(
 ) -> Option<Duration> {
     let server = clock.server?;
     let period = period.unwrap_or_else(|| Duration::minutes(1));
-    (slot - server > period).then(|| slot - server)
+    (slot - server > period).then(|| clock.local - server)
 }
 
 /// Retention's checks for one PVC's snapshots.
@@ -542,10 +545,7 @@ impl Retained<'_> {
     /// Ready snapshots beyond the count, or (for a PVC still backed up) beyond the age, oldest
     /// first; never the newest ready one. An orphaned PVC's snapshots are never aged out: no
     /// newer one will come to replace them.
-    fn beyond_retention<'s>(
-        &self,
-        ready: &[&'s SnapshotInfo],
-    ) -> impl Iterator<Item = &'s SnapshotInfo> + '_ {
+    fn beyond_retention<'s>(&self, ready: &[&'s SnapshotInfo]) -> Vec<&'s SnapshotInfo> {
         let max_count = self.spec.retention.max_count.max(1) as usize;
         let max_age = self
             .spec
@@ -553,31 +553,30 @@ impl Retained<'_> {
             .max_age
             .as_deref()
             .and_then(parse_duration);
-        let snaps: Vec<&'s SnapshotInfo> = ready.to_vec();
-        snaps.into_iter().enumerate().skip(1).filter_map(move |(i, s)| {
-            let too_many = i >= max_count;
-            let too_old = !self.orphaned
-                && max_age.is_some_and(|age| s.taken().is_some_and(|t| self.now - t > age));
-            (too_many || too_old).then_some(s)
-        })
+        ready
+            .iter()
+            .copied()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, s)| {
+                let too_many = i >= max_count;
+                let too_old = !self.orphaned
+                    && max_age.is_some_and(|age| s.taken().is_some_and(|t| self.now - t > age));
+                (too_many || too_old).then_some(s)
+            })
+            .collect()
     }
 
     /// Failed snapshots, and ones that never turned ready though a period has passed, beyond
     /// the newest [`UNFINISHED_KEPT`] of them.
-    fn unfinished_beyond_bound<'s>(
-        &self,
-        snaps: &[&'s SnapshotInfo],
-    ) -> impl Iterator<Item = &'s SnapshotInfo> + '_ {
+    fn unfinished_beyond_bound<'s>(&self, snaps: &[&'s SnapshotInfo]) -> Vec<&'s SnapshotInfo> {
         let settle = self.period.unwrap_or_else(|| Duration::hours(1));
         let unfinished: Vec<&'s SnapshotInfo> = snaps
             .iter()
             .copied()
-            .filter(|s| {
-                s.failed
-                    || (!s.ready && s.taken().is_some_and(|t| self.now - t > settle))
-            })
+            .filter(|s| s.failed || (!s.ready && s.taken().is_some_and(|t| self.now - t > settle)))
             .collect();
-        unfinished.into_iter().skip(UNFINISHED_KEPT)
+        unfinished.into_iter().skip(UNFINISHED_KEPT).collect()
     }
 }
 

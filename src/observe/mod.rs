@@ -283,8 +283,9 @@ fn snapshot_feed(
                 let _ = served_tx.send(true);
             }
         });
+        watched
     })
-    .flat_map(move |()| watched);
+    .flatten();
     let cache = SnapshotCache {
         store,
         served,
