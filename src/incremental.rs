@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::api::ControlName;
+use crate::controls::backups::BackupFindings;
 use crate::controls::rotation::RotationPlan;
-use crate::controls::snapshots::BackupFindings;
 use crate::controls::verify::VerifyFindings;
 use crate::controls::{Drift, NamespaceFindings};
 use crate::status::DriftOutcome;

@@ -16,7 +16,7 @@ use tracing::info;
 use crate::api::{ControlName, HardeningProfile};
 use crate::apply::{Applied, Writer};
 use crate::controller::Context;
-use crate::controls::{self, snapshots, DriftReason, NamespaceObserved, Outcome};
+use crate::controls::{self, backups, DriftReason, NamespaceObserved, Outcome};
 use crate::events::{self, Event};
 use crate::incremental::{Kept, NamespaceResult, Reach, Scope, FULL_PASS_EVERY};
 use crate::observe::to_chrono;
@@ -134,11 +134,11 @@ pub(crate) async fn apply_profile(
             let observed = ctx
                 .caches
                 .backup_observed(&name, &uid, backups, &acting, previous);
-            let clock = snapshots::Clock {
+            let clock = backups::Clock {
                 local: now,
                 server: ctx.server_clock.now(&ctx.client).await,
             };
-            let done = carry_out(snapshots::plan(&name, backups, &observed, clock), &writer).await;
+            let done = carry_out(backups::plan(&name, backups, &observed, clock), &writer).await;
             caught_up = done.findings.catching_up;
             events.extend(done.events);
             applied.extend(done.applied);
@@ -420,7 +420,7 @@ pub(crate) async fn cleanup_profile(
         .into_iter()
         .map(controls::Write::Delete)
         .collect();
-    writes.extend(snapshots::on_profile_deletion(
+    writes.extend(backups::on_profile_deletion(
         profile.spec.backups.as_ref(),
         ctx.caches.owned_snapshots(&name, &uid),
     ));

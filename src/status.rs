@@ -14,8 +14,8 @@ use crate::api::{
     RotationPhase, RotationStatus, Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
 };
 use crate::apply::{Applied, Effect};
+use crate::controls::backups::BackupFindings;
 use crate::controls::rotation::RotationPlan;
-use crate::controls::snapshots::BackupFindings;
 use crate::controls::{Drift, DriftReason, NamespaceFindings, Target};
 use crate::selection::Selection;
 

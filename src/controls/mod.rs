@@ -3,10 +3,10 @@
 //! repair, the findings for the status, events, and when to look again. Nothing here holds a
 //! `Client`; [`crate::apply::Writer`] carries out the writes (or, in Audit mode, does not).
 
+pub mod backups;
 pub mod disruption_budgets;
 pub mod network_policies;
 pub mod rotation;
-pub mod snapshots;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::snapshots::{pvc_label_value, PVC_LABEL};
+use super::backups::{pvc_label_value, PVC_LABEL};
 use super::{bounded_name, DesiredObject, ManagedKind, ObjectKey, ObservedObject, Outcome, Write};
 use crate::api::{
     BackupControl, ControlName, VerificationResult, VerificationStatus, VerifyControl, VerifyJob,

@@ -22,11 +22,11 @@ use super::summaries::{spec_fingerprint, Policy, Pvc};
 use super::workloads::Workload;
 use super::{to_chrono, Caches};
 use crate::api::{BackupControl, BackupStatus, RotationStatus, SecretRotationControl, KEEP_LABEL};
+use crate::controls::backups::{BackupObserved, PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
 use crate::controls::rotation::{
     ConsumerInfo, ConsumerKind, ConsumerRef, RotationObserved, SecretInfo,
 };
-use crate::controls::snapshots::{BackupObserved, PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::verify::{
     self, ContentInfo, ScratchNamespace, ScratchObject, SourceSnapshot, VerifyObserved, VerifyPvc,
 };
@@ -509,7 +509,7 @@ fn scratch_object(kind: ManagedKind, m: &kube::core::ObjectMeta) -> ScratchObjec
     ScratchObject {
         object: observed(kind, m, None),
         source_namespace: label(verify::SOURCE_NAMESPACE_LABEL),
-        source_pvc: label(crate::controls::snapshots::PVC_LABEL),
+        source_pvc: label(crate::controls::backups::PVC_LABEL),
         slot: verify::parse_slot_label(&label(verify::SLOT_LABEL)),
         created: m.creation_timestamp.as_ref().and_then(to_chrono),
         snapshot: m

@@ -1,6 +1,7 @@
-//! Snapshot schedules: which VolumeSnapshots to create for the current slot, which to prune,
-//! which slots were missed, and when to look again. Pure: the schedule, the observed PVCs and
-//! snapshots, and `now` are arguments.
+//! The backups control: snapshot schedules (which VolumeSnapshots to create for the current
+//! slot, which to prune, which slots were missed, when to look again) and the backup status.
+//! Pure: the schedule, the observed PVCs and snapshots, and both clocks are arguments.
+//! The slot choice is in [`slots`], retention's checks in [`retention`].
 //!
 //! One snapshot per PVC per slot, named from the slot, so a restart, a retry or a second
 //! replica asks for the same name and the API server refuses the duplicate. Retention counts
@@ -20,16 +21,22 @@ use crate::api::conditions::rfc3339;
 use crate::api::{BackupControl, BackupStatus, ControlName, ObjectRefStatus, STATUS_LIST_LIMIT};
 use crate::events::{summarize, Event};
 use crate::ownership::managed_labels;
-use crate::schedule::{parse_duration, Schedule};
+use crate::schedule::Schedule;
+
+pub mod retention;
+pub mod slots;
+
+pub use retention::UNFINISHED_KEPT;
+use retention::{
+    never_backed_up, orphan_entry, pvc_health, record_failed, record_newest_ready, Retained,
+};
+use slots::plan_slot;
+pub use slots::Clock;
 
 /// Label naming the PVC a snapshot is of (hashed when the name is too long for a label).
 pub const PVC_LABEL: &str = "rampart.dev/pvc";
 /// Annotation holding the slot a snapshot was taken for (RFC 3339).
 pub const SLOT_ANNOTATION: &str = "rampart.dev/slot";
-/// How many past slots are examined for misses: enough for any outage worth reporting,
-/// bounded so a per-second schedule after a long outage costs nothing.
-const MISSED_SCAN_LIMIT: usize = 1000;
-
 /// What the snapshot control needs to know of a PVC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PvcInfo {
@@ -304,37 +311,6 @@ pub struct SnapshotInputs<'a> {
     pub clock: Clock,
 }
 
-/// The two clocks backups read. Slots follow this replica's clock (the schedule's), but ages
-/// follow the API server's, the clock every snapshot's `creationTimestamp` was written by: a
-/// leader whose clock ran ahead must neither age good snapshots out nor take a slot that has
-/// not come yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
-    /// This replica's time.
-    pub local: DateTime<Utc>,
-    /// The API server's time, when a recent response said it.
-    pub server: Option<DateTime<Utc>>,
-}
-
-impl Clock {
-    /// A clock that agrees with the API server (tests, and replicas whose offset is unknown).
-    pub fn agreed(now: DateTime<Utc>) -> Self {
-        Self {
-            local: now,
-            server: Some(now),
-        }
-    }
-
-    /// The time ages are measured against.
-    fn ages_now(&self) -> DateTime<Utc> {
-        self.server.unwrap_or(self.local)
-    }
-}
-
-/// How many failed or never-ready snapshots of a PVC are kept for inspection; older ones are
-/// pruned, so a PVC that cannot be snapshotted does not gain one more every slot forever.
-pub const UNFINISHED_KEPT: usize = 3;
-
 impl SnapshotInfo {
     /// When it was taken by the API server's clock: what ordering and ages use. The slot is a
     /// name only (a replica with a skewed clock could have named it for any time); it stands in
@@ -343,7 +319,7 @@ impl SnapshotInfo {
         self.created.or(self.slot)
     }
 
-    fn good(&self) -> bool {
+    pub(super) fn good(&self) -> bool {
         self.ready && !self.failed
     }
 }
@@ -432,13 +408,13 @@ pub fn plan_snapshots(input: &SnapshotInputs) -> SnapshotPlan {
     out
 }
 
-type ByPvc<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a SnapshotInfo>>;
+pub(super) type ByPvc<'a> = BTreeMap<(&'a str, &'a str), Vec<&'a SnapshotInfo>>;
 
 /// Each PVC's snapshots (one being deleted is gone for every purpose but its name), newest
 /// first by creation time. Every per-PVC question is a lookup here: scanning every snapshot
 /// for each PVC cost tens of millions of comparisons a plan at 6,000 PVCs, and while a slot's
 /// snapshots turn ready the backups are planned again every 2 s.
-fn snapshots_by_pvc(snapshots: &[SnapshotInfo]) -> ByPvc<'_> {
+pub(super) fn snapshots_by_pvc(snapshots: &[SnapshotInfo]) -> ByPvc<'_> {
     let mut by_pvc: ByPvc = BTreeMap::new();
     for s in snapshots.iter().filter(|s| !s.deleting) {
         by_pvc
@@ -452,224 +428,7 @@ fn snapshots_by_pvc(snapshots: &[SnapshotInfo]) -> ByPvc<'_> {
     by_pvc
 }
 
-/// The latest slot: the slots missed since the last recorded one, and the creations it asks
-/// for (within its deadline, unless suspended, never for a slot the API server has not
-/// reached).
-fn plan_slot(input: &SnapshotInputs, slot: DateTime<Utc>, by_pvc: &ByPvc, out: &mut SnapshotPlan) {
-    let SnapshotInputs {
-        spec,
-        schedule,
-        clock,
-        last_scheduled,
-        ..
-    } = *input;
-    let now = clock.local;
-    let in_deadline = now - slot <= Duration::seconds(spec.starting_deadline_seconds);
-    // Slots after the last recorded one and before the latest passed unseen.
-    if let Some(last) = last_scheduled {
-        let mut t = last;
-        for _ in 0..MISSED_SCAN_LIMIT {
-            match schedule.next_after(t) {
-                Some(n) if n < slot => {
-                    out.missed_slots.push(n);
-                    t = n;
-                }
-                _ => break,
-            }
-        }
-        if !in_deadline && last < slot {
-            out.missed_slots.push(slot);
-        }
-    }
-    if spec.suspend {
-        return;
-    }
-    if let Some(ahead) = slot_ahead_of_server(slot, clock, schedule.period_around(now)) {
-        out.clock_ahead = Some(ahead);
-        return;
-    }
-    if in_deadline {
-        out.slot = Some(slot);
-        out.catching_up = last_scheduled.is_some_and(|l| l < slot)
-            && schedule.next_after(slot).is_some_and(|n| n <= now);
-    }
-    let existing: BTreeSet<(&str, &str)> = input
-        .snapshots
-        .iter()
-        .map(|s| (s.namespace.as_str(), s.name.as_str()))
-        .collect();
-    for pvc in input.pvcs {
-        // The slot is due for a PVC that existed at the slot time, while within the deadline.
-        // snapshotOnCreate gives a PVC with no snapshot yet its first one at once, whatever
-        // the slot; it is named after the latest slot all the same, so it stays one per slot.
-        let after_slot = pvc.created.is_some_and(|c| c > slot);
-        let has_any = by_pvc.contains_key(&(pvc.namespace.as_str(), pvc.name.as_str()));
-        let due = in_deadline && !after_slot;
-        let first = spec.snapshot_on_create && !has_any;
-        if !(due || first) {
-            continue;
-        }
-        let name = snapshot_name(&pvc.name, slot);
-        if existing.contains(&(pvc.namespace.as_str(), name.as_str())) {
-            continue;
-        }
-        out.create
-            .push(snapshot_object(input.profile, spec, pvc, &name, slot));
-    }
-}
-
-/// When `slot` is more than one period ahead of the API server's time, how far this replica's
-/// clock is ahead of it: such a slot is refused. A snapshot named for it would take the name
-/// the real slot needs later, and that slot would then look taken.
-fn slot_ahead_of_server(
-    slot: DateTime<Utc>,
-    clock: Clock,
-    period: Option<Duration>,
-) -> Option<Duration> {
-    let server = clock.server?;
-    let period = period.unwrap_or_else(|| Duration::minutes(1));
-    (slot - server > period).then(|| clock.local - server)
-}
-
-/// Retention's checks for one PVC's snapshots.
-struct Retained<'a> {
-    spec: &'a BackupControl,
-    /// The API server's time.
-    now: DateTime<Utc>,
-    period: Option<Duration>,
-    /// The PVC is gone or no longer selected: its snapshots may be the only copy of its data.
-    orphaned: bool,
-}
-
-impl Retained<'_> {
-    /// Ready snapshots beyond the count, or (for a PVC still backed up) beyond the age, oldest
-    /// first; never the newest ready one. An orphaned PVC's snapshots are never aged out: no
-    /// newer one will come to replace them.
-    fn beyond_retention<'s>(&self, ready: &[&'s SnapshotInfo]) -> Vec<&'s SnapshotInfo> {
-        let max_count = self.spec.retention.max_count.max(1) as usize;
-        let max_age = self
-            .spec
-            .retention
-            .max_age
-            .as_deref()
-            .and_then(parse_duration);
-        ready
-            .iter()
-            .copied()
-            .enumerate()
-            .skip(1)
-            .filter_map(|(i, s)| {
-                let too_many = i >= max_count;
-                let too_old = !self.orphaned
-                    && max_age.is_some_and(|age| s.taken().is_some_and(|t| self.now - t > age));
-                (too_many || too_old).then_some(s)
-            })
-            .collect()
-    }
-
-    /// Failed snapshots, and ones that never turned ready though a period has passed, beyond
-    /// the newest [`UNFINISHED_KEPT`] of them.
-    fn unfinished_beyond_bound<'s>(&self, snaps: &[&'s SnapshotInfo]) -> Vec<&'s SnapshotInfo> {
-        let settle = self.period.unwrap_or_else(|| Duration::hours(1));
-        let unfinished: Vec<&'s SnapshotInfo> = snaps
-            .iter()
-            .copied()
-            .filter(|s| s.failed || (!s.ready && s.taken().is_some_and(|t| self.now - t > settle)))
-            .collect();
-        unfinished.into_iter().skip(UNFINISHED_KEPT).collect()
-    }
-}
-
-/// The newest ready snapshot of a PVC, for the status and the last-success metric.
-fn record_newest_ready(ns: &str, pvc: &str, ready: &[&SnapshotInfo], out: &mut SnapshotPlan) {
-    let Some(newest) = ready.first() else {
-        return;
-    };
-    if let Some(t) = newest.taken() {
-        out.last_success_times
-            .push((ns.to_string(), pvc.to_string(), t));
-    }
-    out.last_successful.push(ObjectRefStatus {
-        namespace: ns.to_string(),
-        kind: "VolumeSnapshot".into(),
-        name: newest.name.clone(),
-        message: format!("PVC {pvc}"),
-    });
-}
-
-fn record_failed(ns: &str, pvc: &str, snaps: &[&SnapshotInfo], out: &mut SnapshotPlan) {
-    out.failed
-        .extend(snaps.iter().filter(|s| s.failed).map(|s| ObjectRefStatus {
-            namespace: ns.to_string(),
-            kind: "VolumeSnapshot".into(),
-            name: s.name.clone(),
-            message: format!("snapshot of PVC {pvc} reports an error; kept for inspection"),
-        }));
-}
-
-/// A PVC that is gone or no longer selected, with how many snapshots of it are kept.
-fn orphan_entry(ns: &str, pvc: &str, snaps: &[&SnapshotInfo]) -> ObjectRefStatus {
-    ObjectRefStatus {
-        namespace: ns.to_string(),
-        kind: "PersistentVolumeClaim".into(),
-        name: pvc.to_string(),
-        message: format!(
-            "gone or no longer selected; {} snapshots kept, newest {}",
-            snaps.len(),
-            snaps.first().map(|s| s.name.as_str()).unwrap_or_default()
-        ),
-    }
-}
-
-/// Why a selected PVC's backups are unhealthy: its newest snapshot failed, or its newest ready
-/// one is older than two periods.
-fn pvc_health(
-    snaps: &[&SnapshotInfo],
-    ready: &[&SnapshotInfo],
-    period: Option<Duration>,
-    now: DateTime<Utc>,
-) -> Option<&'static str> {
-    let stale = match (ready.first().and_then(|s| s.taken()), period) {
-        (Some(t), Some(p)) => now - t > p * 2,
-        _ => false,
-    };
-    if stale {
-        Some("newest ready snapshot is older than two periods")
-    } else if snaps.first().is_some_and(|s| s.failed) {
-        Some("newest snapshot failed")
-    } else {
-        None
-    }
-}
-
-/// Selected PVCs old enough to have two slots behind them but no ready snapshot: a backup that
-/// never worked must not look healthy.
-fn never_backed_up<'a>(
-    input: &'a SnapshotInputs,
-    by_pvc: &'a ByPvc,
-    period: Duration,
-) -> impl Iterator<Item = ObjectRefStatus> + 'a {
-    let now = input.clock.ages_now();
-    input
-        .pvcs
-        .iter()
-        .filter(move |pvc| {
-            let key = (pvc.namespace.as_str(), pvc.name.as_str());
-            let has_ready = by_pvc
-                .get(&key)
-                .is_some_and(|snaps| snaps.iter().any(|s| s.good()));
-            let old = pvc.created.is_some_and(|c| now - c > period * 2);
-            old && !has_ready && !input.spec.suspend
-        })
-        .map(|pvc| ObjectRefStatus {
-            namespace: pvc.namespace.clone(),
-            kind: "PersistentVolumeClaim".into(),
-            name: pvc.name.clone(),
-            message: "no ready snapshot for two periods".into(),
-        })
-}
-
-fn snapshot_object(
+pub(super) fn snapshot_object(
     profile: &str,
     spec: &BackupControl,
     pvc: &PvcInfo,
