@@ -27,6 +27,7 @@ pub struct Metrics {
     pub snapshots_created: IntCounterVec,
     pub snapshots_pruned: IntCounterVec,
     pub snapshots_failed: IntGaugeVec,
+    pub snapshots_orphaned: IntGaugeVec,
     pub snapshot_slots_missed: IntCounterVec,
     pub snapshot_last_success: prometheus::GaugeVec,
     pub backup_last_verified: prometheus::GaugeVec,
@@ -168,6 +169,13 @@ impl Metrics {
             ),
             &["profile"],
         )?;
+        let snapshots_orphaned = IntGaugeVec::new(
+            Opts::new(
+                "rampart_snapshots_orphaned",
+                "Rampart's VolumeSnapshots of PVCs that are gone or no longer selected, kept (never aged out).",
+            ),
+            &["profile"],
+        )?;
         let snapshot_slots_missed = IntCounterVec::new(
             Opts::new(
                 "rampart_snapshot_slots_missed_total",
@@ -225,6 +233,7 @@ impl Metrics {
         registry.register(Box::new(snapshots_created.clone()))?;
         registry.register(Box::new(snapshots_pruned.clone()))?;
         registry.register(Box::new(snapshots_failed.clone()))?;
+        registry.register(Box::new(snapshots_orphaned.clone()))?;
         registry.register(Box::new(snapshot_slots_missed.clone()))?;
         registry.register(Box::new(snapshot_last_success.clone()))?;
         registry.register(Box::new(backup_last_verified.clone()))?;
@@ -260,6 +269,7 @@ impl Metrics {
             snapshots_created,
             snapshots_pruned,
             snapshots_failed,
+            snapshots_orphaned,
             snapshot_slots_missed,
             snapshot_last_success,
             backup_last_verified,
@@ -351,6 +361,9 @@ impl Metrics {
             self.snapshots_failed
                 .with_label_values(&[profile])
                 .set(b.status.failed_snapshots);
+            self.snapshots_orphaned
+                .with_label_values(&[profile])
+                .set(b.status.orphaned_snapshots);
             if b.missed_now > 0 {
                 self.snapshot_slots_missed
                     .with_label_values(&[profile])
@@ -405,6 +418,7 @@ impl Metrics {
         let _ = self.profile_ready.remove_label_values(&[profile]);
         let _ = self.rotation_stalled.remove_label_values(&[profile]);
         let _ = self.snapshots_failed.remove_label_values(&[profile]);
+        let _ = self.snapshots_orphaned.remove_label_values(&[profile]);
         for m in [
             &self.secrets_rotated,
             &self.secrets_adopted,
