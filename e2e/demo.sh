@@ -15,6 +15,14 @@ install_crd
 step "the sample estate (countly, kafka, clickhouse, mongodb, observability)"
 kubectl apply --server-side --force-conflicts -f e2e/demo/estate.yaml
 
+step "the data stores' pods, each on a volume made for the node it was scheduled to"
+# The default class waits for the first consumer, as on the managed clouds: each PVC binds
+# once the scheduler has placed its pod.
+for sts in kafka/kafka clickhouse/clickhouse mongodb/mongodb; do
+  kubectl -n "${sts%%/*}" rollout status "statefulset/${sts#*/}" --timeout=180s
+done
+kubectl get pvc -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase,CLASS:.spec.storageClassName,NODE:.metadata.annotations.volume\.kubernetes\.io/selected-node'
+
 step "the operator"
 mkdir -p .local/logs .local/pids
 # Always the binary just built: an operator left from an earlier run is stopped first.
@@ -64,8 +72,9 @@ step "snapshots of the sample PVCs, cut by the local CSI hostpath driver (hostpa
 kubectl get pvc -A -l backup=true -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,CLASS:.spec.storageClassName'
 # snapshotOnCreate: the profile took one snapshot per PVC at once; snapshot-controller and
 # csi-snapshotter have the driver archive each volume directory.
+want=$(kubectl get pvc -A -l backup=true -o name | wc -l)
 for _ in $(seq 1 60); do
-  [ "$(kubectl get volumesnapshots -A -l rampart.dev/profile=regulated -o name | wc -l)" -ge 2 ] && break
+  [ "$(kubectl get volumesnapshots -A -l rampart.dev/profile=regulated -o name | wc -l)" -ge "$want" ] && break
   sleep 1
 done
 kubectl wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshots -A -l rampart.dev/profile=regulated --timeout=60s >/dev/null

@@ -2,10 +2,12 @@
 # Starts a real local control plane on free loopback ports, the way envtest does, plus the
 # controllers and kwok fake nodes so workloads get Running, Ready pods:
 #   etcd → kube-apiserver (own CA, admin client cert in system:masters, RBAC, SA keys)
-#   → kube-controller-manager → kube-scheduler → kwok + 2 fake nodes
+#   → kube-controller-manager → kube-scheduler → kwok + 2 fake nodes (each with the CSINode
+#     and the ephemeral-storage capacity a kubelet would report)
 #   → VolumeSnapshot CRDs → the CSI stack: our hostpath driver on a unix socket,
-#     csi-provisioner, csi-snapshotter, snapshot-controller, a default StorageClass and the
-#     VolumeSnapshotClass csi-snapclass.
+#     csi-provisioner, csi-snapshotter, snapshot-controller, its CSIDriver object, the default
+#     StorageClass rampart-hostpath (WaitForFirstConsumer, as on the managed clouds), an
+#     Immediate one (rampart-hostpath-immediate) and the VolumeSnapshotClass csi-snapclass.
 # State lives in .local/ (git-ignored), or in RAMPART_PLANE_DIR for a second plane beside it.
 # RAMPART_SNAPSHOT_API=later leaves out the VolumeSnapshot CRDs, their class and the snapshot
 # sidecars, for tests of an operator that starts before a cluster serves the snapshot API.
@@ -169,6 +171,10 @@ start kwok "$L/logs/kwok.log" kwok --kubeconfig "$KUBECONFIG_PATH" --config "$(d
   --cidr 10.244.0.0/16 --node-ip 10.0.0.1 --server-address "127.0.0.1:$KWOK_PORT"
 sleep 0.3
 alive kwok || fail "starting kwok" "$L/logs/kwok.log"
+# What a kubelet reports and kwok does not: ephemeral-storage capacity (without it a pod that
+# requests ephemeral storage is Insufficient everywhere) and, once the node exists, its
+# CSINode (without one the scheduler refuses every pod that mounts a CSI volume). kwok keeps
+# the capacity given here: its stages only fill in what a node lacks.
 for i in 0 1; do
   cat <<NODE
 apiVersion: v1
@@ -179,11 +185,26 @@ metadata:
   labels: {type: kwok, kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
 spec: {}
 status:
-  allocatable: {cpu: "256", memory: 1Ti, pods: "20000"}
-  capacity: {cpu: "256", memory: 1Ti, pods: "20000"}
+  allocatable: {cpu: "256", memory: 1Ti, ephemeral-storage: 1Ti, pods: "20000"}
+  capacity: {cpu: "256", memory: 1Ti, ephemeral-storage: 1Ti, pods: "20000"}
 ---
 NODE
 done | kubectl apply --server-side --field-manager rampart-up -f - >"$L/logs/nodes.log" 2>&1 || fail "creating fake nodes" "$L/logs/nodes.log"
+# Owned by its Node, as the kubelet makes it, so deleting a node takes its CSINode along.
+for i in 0 1; do
+  uid=$(kubectl get node "kwok-node-$i" -o jsonpath='{.metadata.uid}' 2>>"$L/logs/nodes.log") \
+    || fail "reading node kwok-node-$i" "$L/logs/nodes.log"
+  cat <<CSINODE
+apiVersion: storage.k8s.io/v1
+kind: CSINode
+metadata:
+  name: kwok-node-$i
+  ownerReferences: [{apiVersion: v1, kind: Node, name: kwok-node-$i, uid: $uid}]
+spec:
+  drivers: [{name: hostpath.csi.rampart.dev, nodeID: kwok-node-$i}]
+---
+CSINODE
+done | kubectl apply --server-side --field-manager rampart-up -f - >>"$L/logs/nodes.log" 2>&1 || fail "creating the nodes' CSINodes" "$L/logs/nodes.log"
 wait_ok "waiting for kwok to mark the nodes Ready" "$L/logs/kwok.log" 30 \
   kubectl wait --for=condition=Ready node/kwok-node-0 node/kwok-node-1 --timeout=1s
 say "kwok running with 2 fake nodes"
@@ -241,9 +262,9 @@ wait_ok "starting snapshot-controller" "$L/logs/snapshot-controller.log" 60 curl
 kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/volumesnapshotclass.yaml \
   >"$L/logs/csi-classes.log" 2>&1 || fail "creating the VolumeSnapshotClass" "$L/logs/csi-classes.log"
 fi
-kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/storageclass.yaml \
-  >>"$L/logs/csi-classes.log" 2>&1 || fail "creating the StorageClass" "$L/logs/csi-classes.log"
-say "CSI stack running: driver hostpath.csi.rampart.dev (state in $CSI_STATE_DIR), csi-provisioner, csi-snapshotter, snapshot-controller; default StorageClass rampart-hostpath, VolumeSnapshotClass csi-snapclass"
+kubectl apply --server-side --field-manager rampart-up -f e2e/controlplane/csidriver.yaml -f e2e/controlplane/storageclass.yaml \
+  >>"$L/logs/csi-classes.log" 2>&1 || fail "creating the CSIDriver and the StorageClasses" "$L/logs/csi-classes.log"
+say "CSI stack running: driver hostpath.csi.rampart.dev (state in $CSI_STATE_DIR), csi-provisioner$([ "$snapshot_api" = now ] && echo ', csi-snapshotter, snapshot-controller'); StorageClasses rampart-hostpath (default, WaitForFirstConsumer) and rampart-hostpath-immediate$([ "$snapshot_api" = now ] && echo ', VolumeSnapshotClass csi-snapclass')"
 
 wait_ok "waiting for the default ServiceAccount" "$L/logs/kube-controller-manager.log" 30 kubectl -n default get serviceaccount default
 cat >"$L/env" <<ENV

@@ -8,16 +8,46 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
-use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DynamicObject, ListParams};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::CSINode;
+use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
 use crate::{repo_root, wait_for};
 
 /// The driver's name, as the StorageClass and `csi-snapclass` name it.
 pub const DRIVER: &str = "hostpath.csi.rampart.dev";
+
+/// The default class: binds a PVC once a pod that mounts it is scheduled.
+pub const DEFAULT_CLASS: &str = "rampart-hostpath";
+/// The class that binds a PVC at once, for volumes no pod mounts (fixtures whose bytes a
+/// test writes into the volume's directory itself).
+pub const IMMEDIATE_CLASS: &str = "rampart-hostpath-immediate";
+
+/// Registers the driver on a fake node the way a kubelet does when the driver's node plugin
+/// starts: a CSINode owned by the node. Without it the scheduler places no pod that mounts a
+/// CSI volume on that node. (`make up` does the same for its own two nodes.)
+pub async fn register_on_node(client: &Client, node: &str) -> Result<()> {
+    let n = Api::<Node>::all(client.clone())
+        .get(node)
+        .await
+        .with_context(|| format!("reading node {node}"))?;
+    let uid = n.uid().ok_or_else(|| anyhow!("node {node} has no uid"))?;
+    let csi_node: CSINode = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": node,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}]
+        },
+        "spec": {"drivers": [{"name": DRIVER, "nodeID": node}]}
+    }))?;
+    Api::<CSINode>::all(client.clone())
+        .create(&PostParams::default(), &csi_node)
+        .await
+        .with_context(|| format!("creating the CSINode of {node}"))?;
+    Ok(())
+}
 
 /// The driver's state directory: `$CSI_STATE_DIR`, else the one `make up` wrote to
 /// `.local/env`.

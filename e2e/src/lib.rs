@@ -18,6 +18,7 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod apps;
 pub mod csi;
 
 /// The repository root (the workspace that holds `e2e/`).

@@ -2,17 +2,21 @@
 //! CEL, server-side apply, garbage collection, scheduling onto kwok nodes, namespace deletion
 //! and the CSI stack (our hostpath driver, csi-provisioner, csi-snapshotter,
 //! snapshot-controller): PVCs bind, snapshots are cut, restores hold the same bytes and a
-//! corrupted archive is refused.
+//! corrupted archive is refused. And what makes it a managed cluster in miniature: the
+//! default class waits for a PVC's first consumer, and a chart-shaped StatefulSet (claim
+//! templates, ephemeral-storage requests) gets Running pods on Bound volumes.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, ResourceExt};
+use rampart_e2e::apps::{create_all, secret, App};
 use rampart_e2e::{client, csi, seen, unique_id, wait_for, wait_until, TestNamespace};
 use serde_json::json;
 
@@ -286,15 +290,16 @@ async fn namespace_deletion_completes() -> Result<()> {
     .await
 }
 
-/// A PVC of the default class in `ns`, optionally restored from a VolumeSnapshot.
+/// A PVC in `ns`, optionally restored from a VolumeSnapshot. No pod mounts it, so it takes
+/// the Immediate class: the test writes its bytes straight into the volume's directory.
 async fn create_pvc(
     c: &kube::Client,
     ns: &str,
     name: &str,
     from_snapshot: Option<&str>,
 ) -> Result<()> {
-    let mut spec =
-        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+    let mut spec = json!({"accessModes": ["ReadWriteOnce"], "storageClassName": csi::IMMEDIATE_CLASS,
+        "resources": {"requests": {"storage": "1Gi"}}});
     if let Some(snap) = from_snapshot {
         spec["dataSource"] =
             json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
@@ -403,5 +408,180 @@ async fn csi_restore_from_a_corrupted_archive_fails_and_the_pvc_stays_pending() 
         pvc.spec.and_then(|s| s.volume_name).is_none(),
         "no volume was bound"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn default_class_waits_for_a_first_consumer_like_the_clouds_and_an_immediate_one_exists(
+) -> Result<()> {
+    let c = client().await?;
+    let classes = Api::<StorageClass>::all(c.clone());
+    let defaults: Vec<(String, Option<String>)> = classes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|sc| {
+            sc.annotations()
+                .get("storageclass.kubernetes.io/is-default-class")
+                .map(String::as_str)
+                == Some("true")
+        })
+        .map(|sc| (sc.name_any(), sc.volume_binding_mode))
+        .collect();
+    assert_eq!(
+        defaults,
+        [(
+            csi::DEFAULT_CLASS.to_string(),
+            Some("WaitForFirstConsumer".to_string())
+        )],
+        "one default class, binding on first consumer"
+    );
+    let immediate = classes.get(csi::IMMEDIATE_CLASS).await?;
+    assert_eq!(
+        (
+            immediate.provisioner.as_str(),
+            immediate.volume_binding_mode.as_deref()
+        ),
+        (csi::DRIVER, Some("Immediate"))
+    );
+
+    // A PVC of the default class that no pod mounts: the PV controller says it waits, and it
+    // has no volume, exactly as on a managed cluster.
+    let ns = TestNamespace::create(&c, "wffc", &[]).await?;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "alone"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))?;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns.name);
+    pvcs.create(&PostParams::default(), &pvc).await?;
+    let events = wait_for("a WaitForFirstConsumer event on the PVC", TIMEOUT, || {
+        let c = c.clone();
+        let ns = ns.name.clone();
+        async move {
+            let ev = csi::pvc_events(&c, &ns, "alone", "WaitForFirstConsumer")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((!ev.is_empty()).then_some(ev))
+        }
+    })
+    .await?;
+    let got = pvcs.get("alone").await?;
+    assert_eq!(
+        got.spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some(csi::DEFAULT_CLASS)
+    );
+    assert_eq!(
+        got.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "no consumer, no volume; events: {events:?}"
+    );
+    assert!(got.spec.and_then(|s| s.volume_name).is_none());
+    Ok(())
+}
+
+/// What a chart like Bitnami's PostgreSQL installs: a StatefulSet whose pods each claim a
+/// volume of the default class, request ephemeral storage, and read a Secret. On a managed
+/// cluster the scheduler picks a node, csi-provisioner makes the volume for it, and the pods
+/// run; before the fake nodes had a CSINode and ephemeral-storage capacity they stayed
+/// Pending here.
+#[tokio::test]
+async fn statefulset_with_claim_templates_and_ephemeral_storage_runs_on_bound_volumes() -> Result<()>
+{
+    const REPLICAS: usize = 2;
+    let c = client().await?;
+    let ns = TestNamespace::create(&c, "sts", &[]).await?;
+    let app = App::new("db", REPLICAS as i32).reading_secret("db-credentials", "password");
+    let mut objs = vec![secret("db-credentials", &[("password", "s3cret")])];
+    objs.extend(app.stateful_release());
+    create_all(&c, &ns.name, &objs).await?;
+
+    let pods = Api::<Pod>::namespaced(c.clone(), &ns.name);
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(c.clone(), &ns.name);
+    // (pod, node, PVC phase, class, the node the PVC was provisioned for)
+    type Placed = (String, String, String, String, String);
+    let placed: Vec<Placed> = wait_for(
+        "every pod Running and Ready on a Bound claim",
+        Duration::from_secs(180),
+        || {
+            let (pods, pvcs) = (pods.clone(), pvcs.clone());
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app=db"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                let mut seen_so_far = Vec::new();
+                for p in &list.items {
+                    let st = p.status.as_ref();
+                    let phase = st.and_then(|s| s.phase.clone()).unwrap_or_default();
+                    let ready = st.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                    let why = st
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+                        .and_then(|c| c.message.clone())
+                        .unwrap_or_default();
+                    let node = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    let claim = format!("data-{}", p.name_any());
+                    let pvc = pvcs.get_opt(&claim).await.map_err(|e| e.to_string())?;
+                    let pvc_phase = pvc
+                        .as_ref()
+                        .and_then(|v| v.status.as_ref())
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    seen_so_far.push(format!(
+                        "{} {phase} ready={ready} node={node:?} {why} pvc {claim}: {pvc_phase:?}",
+                        p.name_any()
+                    ));
+                    if phase == "Running" && ready && !node.is_empty() && pvc_phase == "Bound" {
+                        let pvc = pvc.as_ref();
+                        out.push((
+                            p.name_any(),
+                            node,
+                            pvc_phase,
+                            pvc.and_then(|v| v.spec.as_ref())
+                                .and_then(|s| s.storage_class_name.clone())
+                                .unwrap_or_default(),
+                            pvc.and_then(|v| {
+                                v.annotations()
+                                    .get("volume.kubernetes.io/selected-node")
+                                    .cloned()
+                            })
+                            .unwrap_or_default(),
+                        ));
+                    }
+                }
+                if out.len() == REPLICAS {
+                    Ok(Some(out))
+                } else {
+                    Err(seen(&seen_so_far))
+                }
+            }
+        },
+    )
+    .await?;
+    for (pod, node, _, class, selected) in &placed {
+        assert_eq!(
+            class,
+            csi::DEFAULT_CLASS,
+            "{pod}'s claim took the default class"
+        );
+        assert_eq!(
+            selected, node,
+            "{pod}'s volume was provisioned for the node the scheduler picked"
+        );
+    }
+    // Each claim is a volume of the driver's own.
+    for (pod, ..) in &placed {
+        csi::volume_dir(&c, &ns.name, &format!("data-{pod}"), TIMEOUT).await?;
+    }
     Ok(())
 }

@@ -3,6 +3,11 @@
 //! never has more than `maxUnavailable` of the workload down at once (watched pod by pod); with
 //! a team's zero-disruption budget it blocks, and the profile's DrainBlocked names that budget.
 //!
+//! The workloads are shaped as their charts install them (`rampart_e2e::apps`): StatefulSets
+//! whose pods each hold a claimed volume (the drain moves them, volume and all, to the other
+//! node), init containers, ephemeral-storage requests, a Secret read three ways, the chart's
+//! own NetworkPolicy and HPA, and, where a test needs the team's budget, the chart's PDB.
+//!
 //! Tests share the control plane, so each drains only fake nodes of its own: tainted, so no
 //! other test's pods land there, and deleted at the end.
 
@@ -14,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
@@ -22,8 +27,9 @@ use kube::api::{
 };
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart_e2e::apps::{self, App};
 use rampart_e2e::{
-    cleanup_from_drop, client, delete_profile_and_wait, kubeconfig_path, unique_id, wait_for,
+    cleanup_from_drop, client, csi, delete_profile_and_wait, kubeconfig_path, unique_id, wait_for,
     OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
@@ -64,7 +70,8 @@ struct OwnNodes {
 
 impl OwnNodes {
     /// Nodes `e2e-<run>-<suffix>`, labelled and tainted with `run`; those named in `cordoned`
-    /// start unschedulable.
+    /// start unschedulable. Each reports ephemeral-storage and gets its CSINode, as a real
+    /// node's kubelet does, so pods with claimed volumes and storage requests land there.
     async fn create(
         client: &Client,
         run: &str,
@@ -86,14 +93,15 @@ impl OwnNodes {
                     "taints": [{"key": NODE_LABEL, "value": run, "effect": "NoSchedule"}]
                 },
                 "status": {
-                    "allocatable": {"cpu": "32", "memory": "64Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "64Gi", "pods": "110"}
+                    "allocatable": {"cpu": "32", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
                 }
             }))?;
             api.create(&PostParams::default(), &node)
                 .await
                 .with_context(|| format!("creating node {name}"))?;
-            nodes.names.push(name);
+            nodes.names.push(name.clone());
+            csi::register_on_node(client, &name).await?;
         }
         for name in &nodes.names {
             wait_for(&format!("kwok to make node {name} Ready"), CONVERGE, || {
@@ -192,29 +200,32 @@ impl Fixture {
         rampart_e2e::wait_condition(&self.client, name, type_, status, CONVERGE).await
     }
 
-    /// A Deployment whose pods run only on this test's nodes.
-    async fn deployment(&self, name: &str, replicas: i32) -> Result<()> {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "nodeSelector": {NODE_LABEL: self.run},
-                        "tolerations": [{"key": NODE_LABEL, "operator": "Equal", "value": self.run, "effect": "NoSchedule"}],
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [{"name": "c", "image": "example.com/app:1"}]
-                    }
-                }
-            }
-        }))?;
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &d)
-            .await
-            .with_context(|| format!("creating deployment {name}"))?;
-        Ok(())
+    /// An app as its chart shapes it, reading its Secret `<name>-credentials`, whose pods run
+    /// only on this test's nodes.
+    fn app(&self, name: &str, replicas: i32) -> App {
+        App::new(name, replicas)
+            .reading_secret(&format!("{name}-credentials"), "password")
+            .with_pod_extra(json!({
+                "nodeSelector": {NODE_LABEL: self.run},
+                "tolerations": [{"key": NODE_LABEL, "operator": "Equal", "value": self.run, "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 1
+            }))
+    }
+
+    /// Installs `app`'s Secret and its release (`objs`, from [`App::stateful_release`] or
+    /// [`App::deployment_release`]).
+    async fn install(&self, app: &App, objs: Vec<Value>) -> Result<()> {
+        let mut all = vec![apps::secret(
+            &format!("{}-credentials", app.name),
+            &[("password", "initial")],
+        )];
+        all.extend(objs);
+        apps::create_all(&self.client, &self.ns.name, &all).await
+    }
+
+    /// Creates `budget` (an app's own PDB) in the test's namespace.
+    async fn create_budget(&self, budget: Value) -> Result<()> {
+        apps::create_all(&self.client, &self.ns.name, &[budget]).await
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -386,14 +397,14 @@ async fn drain_with_rampart_budget_completes_one_pod_at_a_time() -> Result<()> {
     let nodes = OwnNodes::create(&f.client, &f.run, &["a", "b"], &["b"]).await?;
     let (a, b) = (nodes.name(0).to_string(), nodes.name(1).to_string());
     let _op = OperatorProcess::start(&f.tag).await?;
-    f.deployment("web", REPLICAS as i32).await?;
+    let web = f.app("web", REPLICAS as i32);
+    f.install(&web, web.stateful_release()).await?;
     f.wait_pods_on("web", REPLICAS, &a).await?;
     let name = format!("drain-{}", unique_id());
     f.apply_profile(&name).await?;
     f.wait_condition(&name, "Ready", "True").await?;
     f.wait_condition(&name, "DrainBlocked", "False").await?;
-    f.wait_budget("rampart-deploy-web", REPLICAS as i32, 1)
-        .await?;
+    f.wait_budget("rampart-sts-web", REPLICAS as i32, 1).await?;
     let (ok, out) = kubectl(&["uncordon", &b])?;
     ensure!(ok, "uncordon {b}: {out}");
 
@@ -451,13 +462,11 @@ async fn drain_blocked_by_a_zero_budget_and_drain_blocked_names_it() -> Result<(
     let nodes = OwnNodes::create(&f.client, &f.run, &["a", "b"], &["b"]).await?;
     let (a, b) = (nodes.name(0).to_string(), nodes.name(1).to_string());
     let _op = OperatorProcess::start(&f.tag).await?;
-    f.deployment("ledger", REPLICAS as i32).await?;
+    let ledger = f.app("ledger", REPLICAS as i32);
+    f.install(&ledger, ledger.stateful_release()).await?;
     f.wait_pods_on("ledger", REPLICAS, &a).await?;
-    let budget: PodDisruptionBudget = serde_json::from_value(json!({
-        "metadata": {"name": "team-ledger-frozen"},
-        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "ledger"}}}
-    }))?;
-    f.budgets().create(&PostParams::default(), &budget).await?;
+    f.create_budget(ledger.pdb("team-ledger-frozen", json!({"maxUnavailable": 0})))
+        .await?;
     let name = format!("drainb-{}", unique_id());
     f.apply_profile(&name).await?;
     let (ok, out) = kubectl(&["uncordon", &b])?;
@@ -469,7 +478,7 @@ async fn drain_blocked_by_a_zero_budget_and_drain_blocked_names_it() -> Result<(
         .delete("team-ledger-frozen", &DeleteParams::default())
         .await?;
     f.wait_condition(&name, "DrainBlocked", "False").await?;
-    f.wait_budget("rampart-deploy-ledger", REPLICAS as i32, 1)
+    f.wait_budget("rampart-sts-ledger", REPLICAS as i32, 1)
         .await?;
     let (ok, out) = kubectl(&[
         "drain",
@@ -571,13 +580,11 @@ async fn drain_blocked_by_min_available_equal_to_replicas_is_named_too() -> Resu
     let nodes = OwnNodes::create(&f.client, &f.run, &["a"], &[]).await?;
     let a = nodes.name(0).to_string();
     let _op = OperatorProcess::start(&f.tag).await?;
-    f.deployment("cache", REPLICAS as i32).await?;
+    let cache = f.app("cache", REPLICAS as i32);
+    f.install(&cache, cache.deployment_release()).await?;
     f.wait_pods_on("cache", REPLICAS, &a).await?;
-    let budget: PodDisruptionBudget = serde_json::from_value(json!({
-        "metadata": {"name": "team-cache-all"},
-        "spec": {"minAvailable": REPLICAS, "selector": {"matchLabels": {"app": "cache"}}}
-    }))?;
-    f.budgets().create(&PostParams::default(), &budget).await?;
+    f.create_budget(cache.pdb("team-cache-all", json!({"minAvailable": REPLICAS})))
+        .await?;
     let name = format!("drainm-{}", unique_id());
     f.apply_profile(&name).await?;
     assert_drain_blocked_by(&f, &name, "team-cache-all", "cache", REPLICAS, &a).await?;
@@ -586,12 +593,18 @@ async fn drain_blocked_by_min_available_equal_to_replicas_is_named_too() -> Resu
 }
 
 /// Pods on a deleted fake node would wait for the pod garbage collector, so the workloads go
-/// first, then the nodes.
+/// first, then the nodes (their CSINodes go with them, owned as they are).
 async fn delete_pods_then_nodes(f: &Fixture, nodes: OwnNodes) -> Result<()> {
     let deployments = Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name);
     for d in deployments.list(&ListParams::default()).await?.items {
         deployments
             .delete(&d.name_any(), &DeleteParams::foreground())
+            .await?;
+    }
+    let statefulsets = Api::<StatefulSet>::namespaced(f.client.clone(), &f.ns.name);
+    for s in statefulsets.list(&ListParams::default()).await?.items {
+        statefulsets
+            .delete(&s.name_any(), &DeleteParams::foreground())
             .await?;
     }
     let pods = f.pods();

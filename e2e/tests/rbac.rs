@@ -124,8 +124,10 @@ async fn estate(c: &Client, run: &str) -> Result<TestNamespace> {
         "replicas": 3, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "example.com/web:1", "envFrom": [{"secretRef": {"name": "db"}}]}]}}}}))
     .await?;
+    // No pod mounts it, so it takes the Immediate class: on the default (WaitForFirstConsumer)
+    // one it would never bind, and there would be nothing to snapshot.
     apply(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "labels": {"backup": "true"}},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "rampart-hostpath-immediate", "resources": {"requests": {"storage": "1Gi"}}}}))
     .await?;
     Ok(ns)
 }

@@ -2,6 +2,11 @@
 //! a crash at any point resumes from the cluster's state, a stuck rollout stalls the
 //! rotation instead of barrelling on, and a Secret that never carried a rotation id is
 //! adopted (stamped, values and consumers untouched) rather than rotated.
+//!
+//! The consumers are shaped as their charts install them (`rampart_e2e::apps`): init
+//! containers, ephemeral-storage requests, and a StatefulSet with claimed volumes that reads
+//! its Secret through `env`, `envFrom` and a volume at once, beside its own PDB,
+//! NetworkPolicy and HPA.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart_e2e::apps::{create_all, App, SecretUse};
 use rampart_e2e::{
     client, delete_profile_and_wait, unique_id, wait_until, OperatorProcess, TestNamespace,
     DEDICATED_LABEL,
@@ -77,48 +83,32 @@ impl Fixture {
         Ok(())
     }
 
-    /// A Deployment whose pods use `secret` the way `how` says.
+    /// A chart-shaped Deployment (2 replicas) whose pods use `secret` only the way `how`
+    /// says, so each way is shown to be found on its own; `extra` is merged into the pod spec.
     async fn consumer(&self, name: &str, secret: &str, how: &str, extra: Value) -> Result<()> {
-        let mut pod = json!({"containers": [{"name": "c", "image": "example.com/app:1"}]});
-        match how {
-            "env" => {
-                pod["containers"][0]["env"] = json!([{"name": "P", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}])
-            }
-            "envFrom" => pod["containers"][0]["envFrom"] = json!([{"secretRef": {"name": secret}}]),
-            "volume" => pod["volumes"] = json!([{"name": "s", "secret": {"secretName": secret}}]),
-            "projected" => {
-                pod["volumes"] =
-                    json!([{"name": "s", "projected": {"sources": [{"secret": {"name": secret}}]}}])
-            }
-            _ => {}
-        }
-        if let Some(obj) = extra.as_object() {
-            for (k, v) in obj {
-                pod[k] = v.clone();
-            }
-        }
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}
-        }))?;
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &d)
-            .await?;
-        Ok(())
+        let secret = secret.to_string();
+        let how = match how {
+            "env" => SecretUse::Env {
+                secret,
+                key: "password".into(),
+            },
+            "envFrom" => SecretUse::EnvFrom(secret),
+            "volume" => SecretUse::Volume(secret),
+            "projected" => SecretUse::Projected(secret),
+            other => anyhow::bail!("no such way to read a Secret: {other}"),
+        };
+        let app = App::new(name, 2).with_secret(how).with_pod_extra(extra);
+        create_all(&self.client, &self.ns.name, &[app.deployment()]).await
     }
 
+    /// A chart-shaped StatefulSet (2 replicas, a claimed volume each) reading `secret` through
+    /// `env`, `envFrom` and a volume, with its headless Service, NetworkPolicy, HPA and own
+    /// PDB: one consumer, restarted once however many ways it reads the Secret.
     async fn statefulset_consumer(&self, name: &str, secret: &str) -> Result<()> {
-        let s: StatefulSet = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {"replicas": 2, "serviceName": name, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
-                        "containers": [{"name": "c", "image": "example.com/db:1", "envFrom": [{"secretRef": {"name": secret}}]}]}}}
-        }))?;
-        Api::<StatefulSet>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &s)
-            .await?;
-        Ok(())
+        let app = App::new(name, 2).reading_secret(secret, "password");
+        let mut objs = app.stateful_release();
+        objs.push(app.pdb(name, json!({"maxUnavailable": 1})));
+        create_all(&self.client, &self.ns.name, &objs).await
     }
 
     fn profile(
@@ -247,6 +237,22 @@ impl Fixture {
             .count())
     }
 
+    /// StatefulSets not yet running every replica Ready (each waits for its volumes first).
+    async fn unready_statefulsets(&self) -> Result<Vec<String>> {
+        let list = Api::<StatefulSet>::namespaced(self.client.clone(), &self.ns.name)
+            .list(&ListParams::default())
+            .await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|s| {
+                let want = s.spec.replicas.unwrap_or(1);
+                s.status.as_ref().and_then(|st| st.ready_replicas) != Some(want)
+            })
+            .map(|s| s.name_any())
+            .collect())
+    }
+
     async fn rotation_phase(&self, profile: &str) -> Result<String> {
         let p = Api::<HardeningProfile>::all(self.client.clone())
             .get(profile)
@@ -341,9 +347,10 @@ async fn estate(f: &Fixture) -> Result<()> {
     // Let the initial rollouts finish so "restarted" means restarted by us.
     wait_until("initial rollouts", TIMEOUT, || async {
         let n = f.rolling(None).await;
+        let sts = f.unready_statefulsets().await;
         (
-            matches!(n, Ok(0)),
-            format!("{n:?} Deployments still rolling out"),
+            matches!(n, Ok(0)) && sts.as_ref().is_ok_and(|s| s.is_empty()),
+            format!("{n:?} Deployments still rolling out; StatefulSets not ready: {sts:?}"),
         )
     })
     .await?;

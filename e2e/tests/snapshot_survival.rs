@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
-use rampart_e2e::csi::snapshot_resource;
+use rampart_e2e::csi::{snapshot_resource, IMMEDIATE_CLASS};
 use rampart_e2e::{
     client, client_from, repo_root, unique_id, wait_for, wait_until, OperatorLaunch,
     OperatorProcess, TestNamespace, DEDICATED_LABEL,
@@ -21,8 +21,6 @@ use rampart_e2e::{
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-/// Bare PVCs with no pod: a class that binds at once (the default waits for a consumer).
-const IMMEDIATE_CLASS: &str = "rampart-hostpath-immediate";
 const PROFILE_LABEL: &str = "rampart.dev/profile";
 
 /// A namespace with PVCs selected for backup and a profile of its own for a test's operator.
@@ -53,6 +51,7 @@ impl Estate {
             namespace,
         };
         for name in pvcs {
+            // No pod mounts these: the class that binds at once.
             let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
                 "metadata": {"name": name, "labels": {"backup": "true"}},
                 "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": IMMEDIATE_CLASS,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
-use rampart_e2e::csi::{snapshot_resource, volume_dir};
+use rampart_e2e::csi::{snapshot_resource, volume_dir, IMMEDIATE_CLASS};
 use rampart_e2e::{
     client, delete_profile_and_wait, metric_sum, unique_id, wait_until, OperatorProcess,
     TestNamespace, DEDICATED_LABEL,
@@ -52,7 +52,9 @@ impl Fixture {
     }
 
     async fn pvc(&self, name: &str, backup: bool, restored_from: Option<&str>) -> Result<()> {
-        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        // No pod mounts these: the class that binds at once (the default waits for a consumer).
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"], "storageClassName": IMMEDIATE_CLASS,
+                              "resources": {"requests": {"storage": "1Gi"}}});
         if let Some(snap) = restored_from {
             spec["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap});
         }
