@@ -4,7 +4,7 @@
 //! after the operator started. Each keeps every snapshot; the count is taken before and after.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -316,11 +316,10 @@ impl SecondPlane {
             .arg(repo_root().join("e2e/tools/build.sh"))
             .current_dir(repo_root())
             .output()?;
-        let bin = String::from_utf8(built.stdout)?;
-        Ok(Path::new(bin.trim())
-            .parent()
-            .context("the control-plane binary directory")?
-            .to_path_buf())
+        if !built.status.success() {
+            bail!("e2e/tools/build.sh: {}", String::from_utf8_lossy(&built.stderr));
+        }
+        Ok(PathBuf::from(String::from_utf8(built.stdout)?.trim()))
     }
 
     fn kubectl(&self, args: &[&str]) -> Result<()> {
@@ -352,7 +351,11 @@ impl SecondPlane {
 
     /// Installs the VolumeSnapshot CRDs `up.sh` left out, and the class the profile names.
     fn install_snapshot_api(&self) -> Result<()> {
-        let crds = Self::bin_dir()?.join("snapshot-crds");
+        // Beside the binaries, where up.sh installs them from.
+        let crds = Self::bin_dir()?
+            .parent()
+            .context("the control-plane build directory")?
+            .join("snapshot-crds");
         self.kubectl(&[
             "apply",
             "--server-side",
