@@ -38,4 +38,4 @@ wait_operator "$port" "$operator_pid" .local/logs/operator-e2e.log healthz 100
 echo "[e2e] operator running (pid $operator_pid, metrics on 127.0.0.1:$port, log .local/logs/operator-e2e.log)"
 
 export RAMPART_METRICS_URL="http://127.0.0.1:$port/metrics"
-cargo test -p rampart-e2e -- --test-threads=8
+cargo test -p rampart-e2e --no-fail-fast -- --test-threads=8
