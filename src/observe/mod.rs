@@ -8,6 +8,7 @@
 
 pub mod queries;
 pub mod summaries;
+pub mod verification;
 pub mod workloads;
 
 use std::collections::HashMap;
