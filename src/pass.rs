@@ -460,6 +460,10 @@ pub(crate) async fn cleanup_profile(
     let total = writes.len();
     let applied = writer.execute(writes).await;
     Error::if_any_failed(&name, &applied)?;
+    // Restore verification's volumes are set to be deleted with their scratch PVCs before the
+    // garbage collector deletes those, so a Retain class keeps no copy of the data.
+    let released = remove_verification(&name, &uid, ctx, &writer, Utc::now()).await?;
+    Error::if_any_failed(&name, &released.applied)?;
     info!(profile = %name, written = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);
     ctx.ledger.forget(&name);
