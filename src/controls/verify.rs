@@ -369,12 +369,13 @@ impl Book {
         }
     }
 
-    /// Whether `pvc` has a result for `slot`: in the round, or (a status written before rounds
-    /// existed) in the per-PVC list.
+    /// Whether `pvc` has a result for `slot`: in the round (which covers its own slot and any
+    /// older one a verification began in), or (a status written before rounds existed) in the
+    /// per-PVC list.
     fn recorded(&self, pvc: &VerifyPvc, slot: DateTime<Utc>) -> bool {
         let in_round = self.round.as_ref().is_some_and(|r| {
             let d = pvc_digest(&pvc.namespace, &pvc.name);
-            r.slot == slot
+            slot <= r.slot
                 && (r.succeeded_pvcs.binary_search(&d).is_ok()
                     || r.failed_pvcs.binary_search(&d).is_ok())
         });
@@ -385,8 +386,11 @@ impl Book {
                 .is_some_and(|e| e.slot >= slot)
     }
 
+    /// Records a result. One that began in an older slot and ended in this one counts for this
+    /// round: it is this slot's verification of the PVC, and the bounded list could not be
+    /// trusted to remember it.
     fn record(&mut self, entry: VerificationStatus) {
-        if let Some(r) = self.round.as_mut().filter(|r| r.slot == entry.slot) {
+        if let Some(r) = self.round.as_mut().filter(|r| entry.slot <= r.slot) {
             let d = pvc_digest(&entry.namespace, &entry.pvc);
             let list = match entry.result {
                 VerificationResult::Succeeded => &mut r.succeeded_pvcs,
@@ -1900,6 +1904,27 @@ mod tests {
         assert_eq!((previous.succeeded, previous.pvcs), (60, 60));
         assert!(previous.succeeded_pvcs.is_empty());
         assert_eq!(out.findings.round_verified, 0);
+    }
+
+    #[test]
+    fn a_verification_that_outlives_its_slot_counts_for_the_next_and_is_not_judged_twice() {
+        // Begun for 03:00 yesterday (a timeout longer than the period), bound today at 03:00:09.
+        let yesterday = t(3, 0, 0) - Duration::days(1);
+        let mut o = restored(true, vec![]);
+        for s in &mut o.scratch {
+            s.slot = Some(yesterday);
+            s.object.key = key(s.object.key.kind, "data", yesterday);
+        }
+        let out = run(&o, t(3, 0, 9));
+        assert_eq!(out.findings.entries[0].slot, yesterday);
+        assert_eq!(out.findings.round_verified, 1, "it is today's verification");
+        // Read back without the per-PVC list (cut at 50 with many PVCs): the round remembers.
+        let mut next = with_status(o, &out);
+        next.previous.clear();
+        let out = run(&next, t(3, 0, 10));
+        assert!(out.events.is_empty(), "not judged again: {:?}", out.events);
+        assert!(created(&out).is_empty(), "not begun again today");
+        assert_eq!(deleted(&out).len(), 3);
     }
 
     #[test]
