@@ -268,6 +268,11 @@ impl Caches {
             .filter(|n| belongs_to(&n.metadata, profile, uid))
             .map(|n| observed(ManagedKind::Namespace, &n.metadata, None));
         let mut scratch = Vec::new();
+        // No namespace, no scratch snapshot or PVC: the common case of a profile that does
+        // not verify costs no walk through the caches.
+        if namespace == ScratchNamespace::Missing {
+            return VerifyObserved::default();
+        }
         if let Some(store) = &self.snapshots {
             for s in store.state() {
                 if s.metadata.namespace.as_deref() == Some(scratch_ns.as_str())
