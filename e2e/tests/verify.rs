@@ -554,17 +554,20 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
 
 /// The `WaitForFirstConsumer` classes these tests restore into, on the local driver.
 const WFFC_CLASS: &str = "rampart-hostpath-wffc";
-const RETAIN_CLASS: &str = "rampart-hostpath-wffc-retain";
+/// A class that keeps volumes: `Immediate`, so the test pins the reclaim policy alone.
+const RETAIN_CLASS: &str = "rampart-hostpath-retain";
 
-/// The classes, made idempotently (server-side apply), and a CSINode for each fake node that
-/// has none, without which the scheduler cannot place a pod whose volume the driver has yet
-/// to provision. The `plane` work gives the local plane both; until then the tests do.
+/// The classes, made idempotently (server-side apply): the `plane` work gives the local plane a
+/// `WaitForFirstConsumer` default class; until then the tests make their own. (Pods whose
+/// volume waits for them schedule on the fake nodes as they are.)
 async fn real_storage(client: &Client) -> Result<()> {
-    use k8s_openapi::api::core::v1::Node;
-    use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+    use k8s_openapi::api::storage::v1::StorageClass;
     let apply = PatchParams::apply("rampart-e2e-verify").force();
     let classes = Api::<StorageClass>::all(client.clone());
-    for (name, reclaim) in [(WFFC_CLASS, "Delete"), (RETAIN_CLASS, "Retain")] {
+    for (name, reclaim, binding) in [
+        (WFFC_CLASS, "Delete", "WaitForFirstConsumer"),
+        (RETAIN_CLASS, "Retain", "Immediate"),
+    ] {
         classes
             .patch(
                 name,
@@ -575,36 +578,10 @@ async fn real_storage(client: &Client) -> Result<()> {
                     "metadata": {"name": name},
                     "provisioner": "hostpath.csi.rampart.dev",
                     "reclaimPolicy": reclaim,
-                    "volumeBindingMode": "WaitForFirstConsumer",
+                    "volumeBindingMode": binding,
                 })),
             )
             .await?;
-    }
-    let csinodes = Api::<CSINode>::all(client.clone());
-    for node in Api::<Node>::all(client.clone())
-        .list(&ListParams::default().labels("type=kwok"))
-        .await?
-        .items
-    {
-        let name = node.name_any();
-        if csinodes.get_opt(&name).await?.is_some() {
-            continue;
-        }
-        let made = csinodes
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": name},
-                    "spec": {"drivers": [{"name": "hostpath.csi.rampart.dev", "nodeID": name}]},
-                }))?,
-            )
-            .await;
-        match made {
-            Ok(_) => {}
-            // Another test made it first.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
     }
     Ok(())
 }
@@ -939,17 +916,28 @@ async fn sixty_pvcs_are_each_verified_once_never_more_than_max_concurrent_at_onc
     f.start_verifying(verify).await?;
 
     let api = Api::<HardeningProfile>::all(f.client.clone());
+    // Ends early, with what broke, as soon as the watch sees the bound or "once" broken.
     let status = wait_for("BackupsVerified True", Duration::from_secs(900), || {
-        let (api, name) = (api.clone(), f.profile.clone());
+        let (api, name, seen) = (api.clone(), f.profile.clone(), seen.clone());
         async move {
+            if let Ok(s) = seen.lock() {
+                let twice: Vec<_> = s.made.iter().filter(|(_, u)| u.len() > 1).collect();
+                if s.most > MAX || !twice.is_empty() {
+                    return Ok(Some(Err(format!(
+                        "{} scratch PVCs at once (maxConcurrent {MAX}); restored again: {twice:?}",
+                        s.most
+                    ))));
+                }
+            }
             let p = api.get(&name).await.map_err(|e| e.to_string())?;
             match rampart_e2e::condition_of(&p, "BackupsVerified") {
-                Some((s, _)) if s == "True" => Ok(Some(p.status)),
+                Some((s, _)) if s == "True" => Ok(Some(Ok(p.status))),
                 other => Err(format!("{other:?}")),
             }
         }
     })
-    .await?;
+    .await?
+    .map_err(anyhow::Error::msg)?;
     f.nothing_left().await?;
     watch.abort();
     let (made, most) = {
@@ -990,9 +978,9 @@ async fn sixty_pvcs_are_each_verified_once_never_more_than_max_concurrent_at_onc
     Ok(())
 }
 
-/// A PVC deselected while its verification runs leaves nothing behind. The restore is held
-/// mid-way (its check pinned to a node that does not exist, so on this class nothing binds)
-/// until the label is removed.
+/// A PVC deselected while its verification runs leaves nothing behind. The verification is
+/// held mid-way (the restore bound, its check pinned to a node that does not exist) until the
+/// label is removed.
 #[tokio::test]
 async fn a_pvc_deselected_mid_verification_leaves_nothing_behind() -> Result<()> {
     let f = Fixture::new("verdesel").await?;
@@ -1001,7 +989,6 @@ async fn a_pvc_deselected_mid_verification_leaves_nothing_behind() -> Result<()>
     let _op = OperatorProcess::start(&f.tag).await?;
     let nowhere = json!({"e2e.rampart.dev/no-such-node": "true"});
     let mut verify = verify_with_check(Some(nowhere));
-    verify["storageClassName"] = json!(WFFC_CLASS);
     verify["timeoutSeconds"] = json!(600);
     rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
     f.ready_snapshot("cache").await?;
