@@ -139,6 +139,11 @@ pub fn after_writes(
         applied
             .iter()
             .filter(|a| a.verb == verb && kind.is_none_or(|k| a.target.kind == k))
+            // Restore verification's scratch objects are neither taken nor pruned backups.
+            .filter(|a| {
+                let t = &a.target;
+                !crate::controls::verify::is_scratch(t.kind, &t.namespace, &t.name)
+            })
             .filter(|a| matches!(a.effect, Ok(Effect::Done)))
             .map(|a| a.target.to_string())
             .collect()
@@ -170,15 +175,8 @@ pub fn after_writes(
             summarize("Restarting", &restarted),
         ));
     }
-    // Restore verification's scratch snapshots are neither taken nor pruned backups.
-    let real = |targets: Vec<String>| {
-        targets
-            .iter()
-            .filter(|t| !t.starts_with("VolumeSnapshot rampart-verify-"))
-            .count()
-    };
-    let created = real(done(WriteVerb::Create, Some("VolumeSnapshot")));
-    let pruned = real(done(WriteVerb::Delete, Some("VolumeSnapshot")));
+    let created = done(WriteVerb::Create, Some("VolumeSnapshot")).len();
+    let pruned = done(WriteVerb::Delete, Some("VolumeSnapshot")).len();
     if created > 0 || pruned > 0 {
         out.push(Event::normal(
             "Snapshots",

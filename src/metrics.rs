@@ -295,9 +295,7 @@ impl Metrics {
         use crate::controls::WriteVerb;
         let kind = target.kind;
         // Restore verification's scratch objects are neither snapshots taken nor pruned.
-        if crate::controls::verify::is_scratch(kind, &target.namespace)
-            || matches!(kind, "Namespace" | "PersistentVolumeClaim")
-        {
+        if crate::controls::verify::is_scratch(kind, &target.namespace, &target.name) {
             return;
         }
         let control = match kind {

@@ -147,8 +147,7 @@ pub(crate) async fn apply_profile(
             let verified = match &backups.verify {
                 Some(v) => {
                     let done = carry_out(
-                        verify_outcome(&name, &uid, backups, v, &acting, previous, ctx, now)
-                            .await?,
+                        verify_outcome(&name, &uid, backups, v, &acting, profile, ctx, now).await?,
                         &writer,
                     )
                     .await;
@@ -174,6 +173,16 @@ pub(crate) async fn apply_profile(
         due.push(kept.next_due);
         findings.backups = Some(kept.findings.0.clone());
         findings.verify = kept.findings.1.clone();
+    }
+    if spec
+        .backups
+        .as_ref()
+        .and_then(|b| b.verify.as_ref())
+        .is_none()
+    {
+        let done = remove_verification(&name, &uid, ctx, &writer, now).await?;
+        due.push(done.next_due);
+        applied.extend(done.applied);
     }
     let namespaced = ctx.ledger.finish(
         &name,
@@ -211,14 +220,14 @@ async fn verify_outcome(
     backups: &crate::api::BackupControl,
     spec: &crate::api::VerifyControl,
     acting: &BTreeSet<String>,
-    previous: Option<&crate::api::BackupStatus>,
+    profile: &HardeningProfile,
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> Result<Outcome<controls::verify::VerifyFindings>, Error> {
-    use crate::observe::queries::{read_source_contents, read_verify_extras};
-    let mut observed = ctx
-        .caches
-        .verify_observed(name, uid, backups, acting, previous);
+    use crate::observe::verification::{read_source_contents, read_verify_extras};
+    let mut observed =
+        ctx.caches
+            .verify_observed(name, uid, backups, acting, profile.status.as_ref());
     read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
     let out = controls::verify::plan(name, backups, spec, &observed, now);
     tracing::debug!(
@@ -237,6 +246,28 @@ async fn verify_outcome(
     observed.contents = read_source_contents(&ctx.client, &out.findings.needs_contents).await?;
     observed.contents_read = true;
     Ok(controls::verify::plan(name, backups, spec, &observed, now))
+}
+
+/// Restore verification switched off: its scratch objects and namespace go. Costs nothing
+/// (no API call) once the caches show none of them.
+async fn remove_verification(
+    name: &str,
+    uid: &str,
+    ctx: &Context,
+    writer: &Writer,
+    now: DateTime<Utc>,
+) -> Result<Done<()>, Error> {
+    let mut observed = ctx.caches.scratch_observed(name, uid);
+    if observed.namespace_object.is_none() && observed.scratch.is_empty() {
+        return Ok(Done {
+            applied: vec![],
+            findings: (),
+            events: vec![],
+            next_due: None,
+        });
+    }
+    crate::observe::verification::read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
+    Ok(carry_out(controls::verify::remove(name, &observed, now), writer).await)
 }
 
 /// Which namespaces the profile holds, per control, among every profile in the cache.
@@ -427,6 +458,10 @@ pub(crate) async fn cleanup_profile(
     let total = writes.len();
     let applied = writer.execute(writes).await;
     Error::if_any_failed(&name, &applied)?;
+    // Restore verification's volumes are set to be deleted with their scratch PVCs before the
+    // garbage collector deletes those, so a Retain class keeps no copy of the data.
+    let released = remove_verification(&name, &uid, ctx, &writer, Utc::now()).await?;
+    Error::if_any_failed(&name, &released.applied)?;
     info!(profile = %name, written = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);
     ctx.ledger.forget(&name);

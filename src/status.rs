@@ -11,7 +11,8 @@ use crate::api::conditions::{self, Computed};
 use crate::api::validate::InvalidField;
 use crate::api::{
     BackupStatus, ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode,
-    RotationPhase, RotationStatus, Summary, DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
+    RotationPhase, RotationStatus, Summary, VerificationRounds, DRIFT_LIST_LIMIT,
+    STATUS_LIST_LIMIT,
 };
 use crate::apply::{Applied, Effect};
 use crate::controls::backups::BackupFindings;
@@ -211,7 +212,10 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
     )
 }
 
-/// `BackupsVerified`: True when every selected PVC's last restore verification succeeded.
+/// `BackupsVerified`: True when every selected PVC's verification in the current slot
+/// succeeded, or, while the current slot is under way without a failure, when the whole
+/// previous round succeeded. Computed from the rounds, which are complete at any number of
+/// PVCs; the bounded `lastVerified` list only names the first failure.
 fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) -> Computed {
     use crate::api::VerificationResult;
     let type_ = conditions::BACKUPS_VERIFIED;
@@ -223,47 +227,65 @@ fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) 
             "restore verification is not run in Audit mode",
         );
     }
-    let failed: Vec<_> = v
+    let first_failure = v
         .entries
         .iter()
-        .filter(|e| e.result == VerificationResult::Failed)
-        .collect();
-    if let Some(first) = failed.first() {
+        .find(|e| e.result == VerificationResult::Failed)
+        .map(|e| format!("; first {}/{}: {}", e.namespace, e.pvc, e.message))
+        .unwrap_or_default();
+    if v.round_failed > 0 {
         return Computed::new(
             type_,
             false,
             "VerificationFailed",
             format!(
-                "{} of {} PVCs failed restore verification; first {}/{}: {}",
-                failed.len(),
-                v.pvcs,
-                first.namespace,
-                first.pvc,
-                first.message
+                "{} of {} PVCs failed restore verification{first_failure}",
+                v.round_failed, v.pvcs
             ),
         );
     }
-    let unverified = v.pvcs.saturating_sub(v.entries.len());
-    if unverified > 0 {
+    if v.pvcs > 0 && v.round_verified >= v.pvcs {
         return Computed::new(
+            type_,
+            true,
+            "Verified",
+            format!(
+                "the last restore verification of each of {} PVCs succeeded",
+                v.pvcs
+            ),
+        );
+    }
+    match &v.previous_round {
+        Some(p) if p.failed > 0 => Computed::new(
+            type_,
+            false,
+            "VerificationFailed",
+            format!(
+                "{} of {} PVCs failed restore verification in the previous round{first_failure}",
+                p.failed, p.pvcs
+            ),
+        ),
+        Some(p) if p.pvcs > 0 && p.succeeded >= p.pvcs => Computed::new(
+            type_,
+            true,
+            "Verified",
+            format!(
+                "the previous round verified each of its {} PVCs; this round: {} of {} so far",
+                p.pvcs, v.round_verified, v.pvcs
+            ),
+        ),
+        _ => Computed::new(
             type_,
             false,
             "NotYetVerified",
             format!(
-                "{unverified} of {} PVCs have no restore verification yet ({} under way)",
-                v.pvcs, v.in_flight
+                "{} of {} PVCs have no restore verification yet ({} under way)",
+                v.pvcs.saturating_sub(v.round_verified),
+                v.pvcs,
+                v.in_flight
             ),
-        );
-    }
-    Computed::new(
-        type_,
-        true,
-        "Verified",
-        format!(
-            "the last restore verification of each of {} PVCs succeeded",
-            v.pvcs
         ),
-    )
+    }
 }
 
 /// `BackupsHealthy`.
@@ -593,6 +615,10 @@ pub fn compute(
         conflicts: bounded_sorted(&findings.selection.conflicts),
         rotation,
         backups: findings.backups.as_ref().map(|b| b.status.clone()),
+        verification: findings.verify.as_ref().map(|v| VerificationRounds {
+            current: v.round.clone(),
+            previous: v.previous_round.clone(),
+        }),
     }
 }
 
@@ -836,7 +862,7 @@ mod tests {
 
     #[test]
     fn backups_verified_names_the_first_failing_pvc_says_audit_and_stays_out_of_ready() {
-        use crate::api::{VerificationResult, VerificationStatus};
+        use crate::api::{VerificationResult, VerificationRound, VerificationStatus};
         use crate::controls::verify::VerifyFindings;
         let entry = |pvc: &str, result: VerificationResult| VerificationStatus {
             namespace: "a".into(),
@@ -854,6 +880,8 @@ mod tests {
                 entry("logs", VerificationResult::Failed),
                 entry("data", VerificationResult::Succeeded),
             ],
+            round_verified: 2,
+            round_failed: 1,
             ..Default::default()
         });
         let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
@@ -863,16 +891,39 @@ mod tests {
         assert!(c.message.contains("a/logs"), "{}", c.message);
         assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
 
+        // Every PVC of the round verified: True, whatever the bounded list holds.
         if let Some(v) = f.verify.as_mut() {
-            v.entries = vec![
-                entry("data", VerificationResult::Succeeded),
-                entry("logs", VerificationResult::Succeeded),
-            ];
+            v.pvcs = 60;
+            v.round_verified = 60;
+            v.round_failed = 0;
+            v.entries = vec![entry("data", VerificationResult::Succeeded)];
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").status, ConditionStatus::True);
+        // A new round under way: the previous, complete and clean, still holds.
+        let previous = VerificationRound {
+            slot: at(0),
+            pvcs: 60,
+            succeeded: 60,
+            ..Default::default()
+        };
+        if let Some(v) = f.verify.as_mut() {
+            v.round_verified = 3;
+            v.previous_round = Some(previous.clone());
         }
         let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
         assert_eq!(cond(&s, "BackupsVerified").status, ConditionStatus::True);
         if let Some(v) = f.verify.as_mut() {
-            v.entries.pop();
+            v.previous_round = Some(VerificationRound {
+                failed: 1,
+                succeeded: 59,
+                ..previous
+            });
+        }
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
+        assert_eq!(cond(&s, "BackupsVerified").reason, "VerificationFailed");
+        if let Some(v) = f.verify.as_mut() {
+            v.previous_round = None;
         }
         let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(10));
         assert_eq!(cond(&s, "BackupsVerified").reason, "NotYetVerified");

@@ -317,7 +317,10 @@ impl SecondPlane {
             .current_dir(repo_root())
             .output()?;
         if !built.status.success() {
-            bail!("e2e/tools/build.sh: {}", String::from_utf8_lossy(&built.stderr));
+            bail!(
+                "e2e/tools/build.sh: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
         }
         Ok(PathBuf::from(String::from_utf8(built.stdout)?.trim()))
     }

@@ -20,7 +20,10 @@ use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
-use rampart_e2e::csi::{snapshot_content_resource, snapshot_resource, volume_dir};
+use rampart_e2e::apps::{create_all, App};
+use rampart_e2e::csi::{
+    snapshot_content_resource, snapshot_resource, volume_dir, DEFAULT_CLASS, IMMEDIATE_CLASS,
+};
 use rampart_e2e::{
     client, delete_profile_and_wait, metric_sum, unique_id, wait_for, OperatorProcess,
     TestNamespace, DEDICATED_LABEL,
@@ -60,7 +63,12 @@ impl Fixture {
     async fn pvc_with(&self, name: &str, bytes: &str) -> Result<()> {
         let p: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"backup": "true"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                // A bare PVC has no pod to bind it on the default (WaitForFirstConsumer) class.
+                "storageClassName": IMMEDIATE_CLASS
+            }
         }))?;
         Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns.name)
             .create(&PostParams::default(), &p)
@@ -546,6 +554,502 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
         .map(|c| c.claim_name)
         .unwrap_or_default();
     f.gone(&scratch_ns, &job_name, &claim).await?;
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+// --- Real storage: WaitForFirstConsumer and Retain classes, many PVCs, deselection ---------
+
+/// The `WaitForFirstConsumer` classes these tests restore into, on the local driver.
+/// The plane's default class: `WaitForFirstConsumer`, as on the managed clouds.
+const WFFC_CLASS: &str = DEFAULT_CLASS;
+/// A class that keeps volumes: `Immediate`, so the test pins the reclaim policy alone.
+const RETAIN_CLASS: &str = "rampart-hostpath-retain";
+
+/// The class that keeps volumes, made idempotently (server-side apply); the plane itself serves
+/// the `WaitForFirstConsumer` default class.
+async fn real_storage(client: &Client) -> Result<()> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let apply = PatchParams::apply("rampart-e2e-verify").force();
+    let classes = Api::<StorageClass>::all(client.clone());
+    for (name, reclaim, binding) in [(RETAIN_CLASS, "Retain", "Immediate")] {
+        classes
+            .patch(
+                name,
+                &apply,
+                &Patch::Apply(json!({
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {"name": name},
+                    "provisioner": "hostpath.csi.rampart.dev",
+                    "reclaimPolicy": reclaim,
+                    "volumeBindingMode": binding,
+                })),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// What a watch saw of a scratch namespace's PVCs: the uids made for each source PVC and the
+/// most that existed at any one time (being deleted included).
+#[derive(Default, Debug)]
+struct ScratchPvcs {
+    made: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    live: std::collections::BTreeSet<String>,
+    most: usize,
+}
+
+/// Watches the PVCs of scratch namespace `ns` from now on. A watch, not a poll: it sees every
+/// PVC that ever exists, however briefly.
+fn watch_scratch_pvcs(
+    client: &Client,
+    ns: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<ScratchPvcs>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(ScratchPvcs::default()));
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let into = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let Ok(mut s) = into.lock() else { return };
+            match event {
+                Event::Init => s.live.clear(),
+                Event::Apply(p) | Event::InitApply(p) => {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let source = p
+                        .labels()
+                        .get("rampart.dev/pvc")
+                        .cloned()
+                        .unwrap_or_default();
+                    s.made.entry(source).or_default().insert(uid.clone());
+                    s.live.insert(uid);
+                    s.most = s.most.max(s.live.len());
+                }
+                Event::Delete(p) => {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    s.live.remove(&uid);
+                }
+                Event::InitDone => {}
+            }
+        }
+    });
+    (seen, task)
+}
+
+impl Fixture {
+    /// `n` selected PVCs `d00`.., bound, with nothing written in them.
+    async fn many_pvcs(&self, n: usize) -> Result<Vec<String>> {
+        let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.ns.name);
+        let names: Vec<String> = (0..n).map(|i| format!("d{i:02}")).collect();
+        for name in &names {
+            let p: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"backup": "true"}},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                    "storageClassName": IMMEDIATE_CLASS
+                }
+            }))?;
+            api.create(&PostParams::default(), &p).await?;
+        }
+        for name in &names {
+            rampart_e2e::csi::wait_bound(&self.client, &self.ns.name, name, TIMEOUT).await?;
+        }
+        Ok(names)
+    }
+
+    /// Waits until `n` of Rampart's snapshots in the test namespace are ready.
+    async fn ready_snapshots(&self, n: usize, timeout: Duration) -> Result<()> {
+        let snaps = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            &self.ns.name,
+            &snapshot_resource(),
+        );
+        wait_for(&format!("{n} ready snapshots"), timeout, || {
+            let snaps = snaps.clone();
+            async move {
+                let list = snaps
+                    .list(&ListParams::default().labels("rampart.dev/control=snapshot"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|s| s.data["status"]["readyToUse"] == Value::Bool(true))
+                    .count();
+                if ready >= n {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{ready} ready"))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Adds `verify` to the profile.
+    async fn start_verifying(&self, verify: Value) -> Result<()> {
+        Api::<HardeningProfile>::all(self.client.clone())
+            .patch(
+                &self.profile,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"backups": {"verify": verify}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn scratch_namespace(&self) -> String {
+        rampart::controls::verify::scratch_namespace(&self.profile)
+    }
+
+    /// Waits until none of the profile's scratch objects exists any more (being deleted
+    /// counts as existing): contents, snapshots, PVCs, Jobs and reader pods.
+    async fn nothing_left(&self) -> Result<()> {
+        let selector = format!(
+            "rampart.dev/profile={},rampart.dev/control=verify",
+            self.profile
+        );
+        let client = self.client.clone();
+        wait_for("every scratch object to be gone", TIMEOUT, || {
+            let (client, selector) = (client.clone(), selector.clone());
+            async move {
+                let lp = ListParams::default().labels(&selector);
+                let names = |items: Vec<kube::core::ObjectMeta>| -> Vec<String> {
+                    items.into_iter().filter_map(|m| m.name).collect()
+                };
+                let err = |e: kube::Error| e.to_string();
+                let mut left = Vec::new();
+                let contents =
+                    Api::<DynamicObject>::all_with(client.clone(), &snapshot_content_resource());
+                let snaps = Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource());
+                left.extend(names(
+                    contents
+                        .list(&lp)
+                        .await
+                        .map_err(err)?
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata)
+                        .collect(),
+                ));
+                left.extend(names(
+                    snaps
+                        .list(&lp)
+                        .await
+                        .map_err(err)?
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata)
+                        .collect(),
+                ));
+                left.extend(names(
+                    Api::<PersistentVolumeClaim>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(err)?
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata)
+                        .collect(),
+                ));
+                left.extend(names(
+                    Api::<Job>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(err)?
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata)
+                        .collect(),
+                ));
+                left.extend(names(
+                    Api::<Pod>::all(client.clone())
+                        .list(&lp)
+                        .await
+                        .map_err(err)?
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata)
+                        .collect(),
+                ));
+                if left.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until no PersistentVolume is bound (or was, Released) to a claim in the scratch
+    /// namespace: no copy of the data is left behind.
+    async fn no_volume_left(&self) -> Result<()> {
+        use k8s_openapi::api::core::v1::PersistentVolume;
+        let pvs = Api::<PersistentVolume>::all(self.client.clone());
+        let ns = self.scratch_namespace();
+        wait_for("no volume of a scratch PVC to be left", TIMEOUT, || {
+            let (pvs, ns) = (pvs.clone(), ns.clone());
+            async move {
+                let left: Vec<String> = pvs
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .into_iter()
+                    .filter(|pv| {
+                        pv.spec
+                            .as_ref()
+                            .and_then(|s| s.claim_ref.as_ref())
+                            .and_then(|c| c.namespace.as_deref())
+                            == Some(ns.as_str())
+                    })
+                    .map(|pv| {
+                        let phase = pv.status.and_then(|s| s.phase).unwrap_or_default();
+                        format!("{} ({phase})", pv.metadata.name.unwrap_or_default())
+                    })
+                    .collect();
+                if left.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Verification every 5 s (60 s timeout) restoring into a `WaitForFirstConsumer` class.
+fn verify_on(class: &str) -> Value {
+    let mut v = verify_spec(60);
+    v["storageClassName"] = json!(class);
+    v
+}
+
+/// On a `WaitForFirstConsumer` class a scratch PVC binds only once a pod uses it: Rampart's
+/// reader pod is that pod, and the restore succeeds. (Before, it waited for a consumer that
+/// never came and failed at its timeout.)
+#[tokio::test]
+async fn a_restore_into_a_wait_for_first_consumer_class_gets_a_reader_and_succeeds() -> Result<()> {
+    let f = Fixture::new("verwffc").await?;
+    real_storage(&f.client).await?;
+    f.pvc_with("data", "the bytes of data").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify_on(WFFC_CLASS)))).await?;
+    f.ready_snapshot("data").await?;
+
+    let entry = f.verified("data", "Succeeded").await?;
+    let message = entry["message"].as_str().unwrap_or_default();
+    assert!(message.contains("bound"), "{message}");
+    let (status, reason) = f.condition("BackupsVerified").await?.unwrap_or_default();
+    assert_eq!(status, "True", "BackupsVerified: {reason}");
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// The shape a database chart installs: a StatefulSet whose `volumeClaimTemplates` make its
+/// PVCs on the default (`WaitForFirstConsumer`) class, with its own Service, NetworkPolicy and
+/// HPA. Each replica's PVC is snapshotted and restored into the same class, and each restore
+/// succeeds.
+#[tokio::test]
+async fn a_statefulsets_claims_on_the_default_class_are_each_verified() -> Result<()> {
+    let f = Fixture::new("versts").await?;
+    let app = App::new("db", 2).with_pvc_labels(json!({"backup": "true"}));
+    create_all(&f.client, &f.ns.name, &app.stateful_release()).await?;
+    for pvc in ["data-db-0", "data-db-1"] {
+        let dir = volume_dir(&f.client, &f.ns.name, pvc, TIMEOUT).await?;
+        std::fs::write(dir.join("contents"), format!("rows of {pvc}"))?;
+    }
+    let _op = OperatorProcess::start(&f.tag).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify_spec(60)))).await?;
+
+    for pvc in ["data-db-0", "data-db-1"] {
+        f.ready_snapshot(pvc).await?;
+        let entry = f.verified(pvc, "Succeeded").await?;
+        let message = entry["message"].as_str().unwrap_or_default();
+        assert!(message.contains("bound"), "{pvc}: {message}");
+    }
+    let (status, reason) = f.condition("BackupsVerified").await?.unwrap_or_default();
+    assert_eq!(status, "True", "BackupsVerified: {reason}");
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// With a check Job the Job is the first consumer: made as soon as the scratch PVC exists, not
+/// after it binds (which on this class it never would without a consumer).
+#[tokio::test]
+async fn a_check_job_is_the_first_consumer_on_a_wait_for_first_consumer_class() -> Result<()> {
+    let f = Fixture::new("verwffcjob").await?;
+    real_storage(&f.client).await?;
+    f.pvc_with("orders", "the orders").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    let mut verify = verify_with_check(None);
+    verify["storageClassName"] = json!(WFFC_CLASS);
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    f.ready_snapshot("orders").await?;
+
+    let entry = f.verified("orders", "Succeeded").await?;
+    let message = entry["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("bound") && message.contains("completed"),
+        "the restore bound and the check completed: {message}"
+    );
+    let (status, reason) = f.condition("BackupsVerified").await?.unwrap_or_default();
+    assert_eq!(status, "True", "BackupsVerified: {reason}");
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// A class that retains volumes must not keep a full copy of the data as a Released volume
+/// after each verification: Rampart sets the scratch volume's reclaim policy to Delete before
+/// it deletes the scratch PVC.
+#[tokio::test]
+async fn a_retain_class_leaves_no_volume_behind() -> Result<()> {
+    let f = Fixture::new("verretain").await?;
+    real_storage(&f.client).await?;
+    f.pvc_with("ledger", "the ledger").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(None)).await?;
+    f.ready_snapshot("ledger").await?;
+    // One slot a year: one verification, then nothing made again.
+    let mut verify = verify_on(RETAIN_CLASS);
+    verify["schedule"] = json!("0 0 1 1 *");
+    f.start_verifying(verify).await?;
+
+    f.verified("ledger", "Succeeded").await?;
+    f.nothing_left().await?;
+    f.no_volume_left().await?;
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// Sixty PVCs, more than the status list holds: each is restored exactly once in the slot,
+/// never more than `maxConcurrent` scratch PVCs exist at once (a watch sees every one), and
+/// `BackupsVerified` turns True.
+#[tokio::test]
+async fn sixty_pvcs_are_each_verified_once_never_more_than_max_concurrent_at_once() -> Result<()> {
+    const MAX: usize = 3;
+    let f = Fixture::new("vermany").await?;
+    real_storage(&f.client).await?;
+    let names = f.many_pvcs(60).await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(None)).await?;
+    f.ready_snapshots(60, Duration::from_secs(300)).await?;
+
+    let (seen, watch) = watch_scratch_pvcs(&f.client, &f.scratch_namespace());
+    let mut verify = verify_on(WFFC_CLASS);
+    verify["schedule"] = json!("0 0 1 1 *");
+    verify["timeoutSeconds"] = json!(300);
+    verify["maxConcurrent"] = json!(MAX);
+    f.start_verifying(verify).await?;
+
+    let api = Api::<HardeningProfile>::all(f.client.clone());
+    // Ends early, with what broke, as soon as the watch sees the bound or "once" broken.
+    let status = wait_for("BackupsVerified True", Duration::from_secs(900), || {
+        let (api, name, seen) = (api.clone(), f.profile.clone(), seen.clone());
+        async move {
+            if let Ok(s) = seen.lock() {
+                let twice: Vec<_> = s.made.iter().filter(|(_, u)| u.len() > 1).collect();
+                if s.most > MAX || !twice.is_empty() {
+                    return Ok(Some(Err(format!(
+                        "{} scratch PVCs at once (maxConcurrent {MAX}); restored again: {twice:?}",
+                        s.most
+                    ))));
+                }
+            }
+            let p = api.get(&name).await.map_err(|e| e.to_string())?;
+            match rampart_e2e::condition_of(&p, "BackupsVerified") {
+                Some((s, _)) if s == "True" => Ok(Some(Ok(p.status))),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    f.nothing_left().await?;
+    watch.abort();
+    let (made, most) = {
+        let s = seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the watch's record was poisoned"))?;
+        (s.made.clone(), s.most)
+    };
+    let mut sources: Vec<&String> = made.keys().collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        names.iter().collect::<Vec<_>>(),
+        "every PVC was restored"
+    );
+    let again: Vec<_> = made.iter().filter(|(_, uids)| uids.len() != 1).collect();
+    assert!(
+        again.is_empty(),
+        "restored more than once in the slot: {again:?}"
+    );
+    assert!(
+        most <= MAX,
+        "{most} scratch PVCs existed at once, maxConcurrent is {MAX}"
+    );
+    let status = serde_json::to_value(&status)?;
+    assert_eq!(
+        status["verification"]["current"]["succeeded"], 60,
+        "{}",
+        status["verification"]
+    );
+    assert!(
+        status["backups"]["lastVerified"]
+            .as_array()
+            .is_some_and(|l| l.len() <= 50),
+        "the per-PVC list stays bounded"
+    );
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// A PVC deselected while its verification runs leaves nothing behind. The verification is
+/// held mid-way (the restore bound, its check pinned to a node that does not exist) until the
+/// label is removed.
+#[tokio::test]
+async fn a_pvc_deselected_mid_verification_leaves_nothing_behind() -> Result<()> {
+    let f = Fixture::new("verdesel").await?;
+    real_storage(&f.client).await?;
+    f.pvc_with("cache", "the cache").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    let nowhere = json!({"e2e.rampart.dev/no-such-node": "true"});
+    let mut verify = verify_with_check(Some(nowhere));
+    verify["timeoutSeconds"] = json!(600);
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify))).await?;
+    f.ready_snapshot("cache").await?;
+    // Mid-verification: the scratch PVC and the check Job exist.
+    let job = f.check_job().await?;
+    let claim = restored_volume(&job)
+        .map(|c| c.claim_name)
+        .unwrap_or_default();
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), &f.scratch_namespace());
+    wait_for("the scratch PVC", TIMEOUT, || {
+        let (pvcs, claim) = (pvcs.clone(), claim.clone());
+        async move { pvcs.get_opt(&claim).await.map_err(|e| e.to_string()) }
+    })
+    .await?;
+
+    Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), &f.ns.name)
+        .patch(
+            "cache",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"backup": null}}})),
+        )
+        .await?;
+    f.nothing_left().await?;
+    f.no_volume_left().await?;
     delete_profile_and_wait(&f.client, &f.profile).await?;
     Ok(())
 }

@@ -435,13 +435,23 @@ pub struct VerifyControl {
     #[serde(default = "default_verify_timeout_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub timeout_seconds: i64,
-    /// A check run against the restored volume once it binds: a Job made from this pod template
-    /// in the scratch namespace, with the scratch PVC added read-only as the volume
-    /// `volumeName` (mount it in the containers that check it). The verification succeeds when
-    /// the Job completes and fails, naming the PVC and the Job's reason, when it fails or does
-    /// not finish within `timeoutSeconds`. Without it, a restored volume that binds is the proof.
+    /// A check run against the restored volume: a Job made from this pod template in the
+    /// scratch namespace as soon as the scratch PVC exists, with the PVC added read-only as the
+    /// volume `volumeName` (mount it in the containers that check it). It is the restore's first
+    /// consumer, so classes with `WaitForFirstConsumer` binding provision for it. The
+    /// verification succeeds when the PVC binds and the Job completes, and fails, naming the PVC
+    /// and the Job's reason, when it fails or does not finish within `timeoutSeconds`. Without
+    /// it, Rampart gives the restore a minimal reader pod (no service account token, restricted
+    /// security context, the volume mounted read-only) as its first consumer, and a restored
+    /// volume that binds is the proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<VerifyJob>,
+    /// How many PVCs are restored at a time. Each restore is a full copy of a volume, so this
+    /// bounds the storage verification takes; a ResourceQuota on the scratch namespace holds
+    /// its PVC count to the same number.
+    #[serde(default = "default_verify_max_concurrent")]
+    #[schemars(range(min = 1, max = 50))]
+    pub max_concurrent: i32,
 }
 
 /// The Job restore verification runs against a restored volume.
@@ -601,6 +611,9 @@ fn default_starting_deadline_seconds() -> i64 {
 }
 fn default_verify_timeout_seconds() -> i64 {
     600
+}
+fn default_verify_max_concurrent() -> i32 {
+    2
 }
 fn default_verify_volume_name() -> String {
     "restored".to_string()

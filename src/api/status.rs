@@ -53,6 +53,10 @@ pub struct HardeningProfileStatus {
     /// State of the snapshot schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupStatus>,
+
+    /// Restore verification's rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationRounds>,
 }
 
 /// A condition, after the Kubernetes API conventions.
@@ -301,6 +305,40 @@ pub struct BackupStatus {
     /// The last restore verification of each selected PVC (bounded; `backups.verify`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_verified: Vec<VerificationStatus>,
+}
+
+/// Restore verification's record of its rounds (`backups.verify`): complete at any number of
+/// PVCs, unlike `backups.lastVerified`, so each PVC is verified once per slot.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRounds {
+    /// The current slot's round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<VerificationRound>,
+    /// The round before it, as counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<VerificationRound>,
+}
+
+/// One verification slot's results. PVCs are recorded as short digests (the first 12 hex
+/// digits of the SHA-256 of `namespace/name`) so the record stays small and is never cut.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRound {
+    /// The verification schedule slot.
+    pub slot: DateTime<Utc>,
+    /// Selected PVCs when the round was last recorded.
+    pub pvcs: i64,
+    /// PVCs whose verification in this slot succeeded.
+    pub succeeded: i64,
+    /// PVCs whose verification in this slot failed.
+    pub failed: i64,
+    /// Digests of the PVCs that succeeded (sorted; dropped once the round is the previous one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub succeeded_pvcs: Vec<String>,
+    /// Digests of the PVCs that failed (sorted; dropped once the round is the previous one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_pvcs: Vec<String>,
 }
 
 /// The outcome of one restore verification.

@@ -206,6 +206,7 @@ mod tests {
                 storage_class_name: None,
                 timeout_seconds: 600,
                 job,
+                max_concurrent: 2,
             }),
         });
         spec

@@ -33,6 +33,12 @@ pub enum ManagedKind {
     PersistentVolumeClaim,
     /// The check restore verification runs against a restored volume.
     Job,
+    /// The reader pod that is a restored volume's first consumer when there is no check Job.
+    Pod,
+    /// The volume a scratch PVC bound to; only its reclaim policy is ever written.
+    PersistentVolume,
+    /// The bound on the scratch namespace's PVCs.
+    ResourceQuota,
 }
 
 impl ManagedKind {
@@ -45,6 +51,9 @@ impl ManagedKind {
             ManagedKind::VolumeSnapshotContent => "VolumeSnapshotContent",
             ManagedKind::PersistentVolumeClaim => "PersistentVolumeClaim",
             ManagedKind::Job => "Job",
+            ManagedKind::Pod => "Pod",
+            ManagedKind::PersistentVolume => "PersistentVolume",
+            ManagedKind::ResourceQuota => "ResourceQuota",
         }
     }
 
@@ -55,7 +64,11 @@ impl ManagedKind {
             ManagedKind::VolumeSnapshot | ManagedKind::VolumeSnapshotContent => {
                 "snapshot.storage.k8s.io/v1"
             }
-            ManagedKind::Namespace | ManagedKind::PersistentVolumeClaim => "v1",
+            ManagedKind::Namespace
+            | ManagedKind::PersistentVolumeClaim
+            | ManagedKind::Pod
+            | ManagedKind::PersistentVolume
+            | ManagedKind::ResourceQuota => "v1",
             ManagedKind::Job => "batch/v1",
         }
     }
@@ -69,6 +82,9 @@ impl ManagedKind {
             ManagedKind::VolumeSnapshotContent => "volumesnapshotcontents",
             ManagedKind::PersistentVolumeClaim => "persistentvolumeclaims",
             ManagedKind::Job => "jobs",
+            ManagedKind::Pod => "pods",
+            ManagedKind::PersistentVolume => "persistentvolumes",
+            ManagedKind::ResourceQuota => "resourcequotas",
         }
     }
 
@@ -83,7 +99,9 @@ impl ManagedKind {
     pub fn cluster_scoped(self) -> bool {
         matches!(
             self,
-            ManagedKind::Namespace | ManagedKind::VolumeSnapshotContent
+            ManagedKind::Namespace
+                | ManagedKind::VolumeSnapshotContent
+                | ManagedKind::PersistentVolume
         )
     }
 }

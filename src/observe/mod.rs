@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod queries;
 pub mod summaries;
+pub mod verification;
 pub mod workloads;
 
 use std::collections::HashMap;

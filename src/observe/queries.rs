@@ -1,9 +1,6 @@
 //! Observation, read: what each control observes, built from the caches. Calls nothing; the
-//! caches are filled by the watches in [`super`]. The one exception is restore verification's
-//! few scratch VolumeSnapshotContents, source contents and pending PVCs' events, which
-//! [`read_verify_extras`] and [`read_source_contents`] read from the API (by label or by name,
-//! never a cluster-wide list), because no watch is worth keeping for a handful of objects
-//! that exist for minutes a day.
+//! caches are filled by the watches in [`super`], and restore verification's few reads from
+//! the API are in [`super::verification`].
 //!
 //! Namespaced controls read one namespace at a time through a [`NamespaceIndex`] of the
 //! caches' own shared pointers, so a pass over a thousand namespaces never holds the estate
@@ -19,17 +16,19 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use super::summaries::{spec_fingerprint, Policy, Pvc};
+use super::verification::{is_scratch_meta, scratch_object};
 use super::workloads::Workload;
 use super::{to_chrono, Caches};
-use crate::api::{BackupControl, BackupStatus, RotationStatus, SecretRotationControl, KEEP_LABEL};
+use crate::api::{
+    BackupControl, BackupStatus, HardeningProfileStatus, RotationStatus, SecretRotationControl,
+    KEEP_LABEL,
+};
 use crate::controls::backups::{BackupObserved, PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
 use crate::controls::rotation::{
     ConsumerInfo, ConsumerKind, ConsumerRef, RotationObserved, SecretInfo,
 };
-use crate::controls::verify::{
-    self, ContentInfo, ScratchNamespace, ScratchObject, SourceSnapshot, VerifyObserved, VerifyPvc,
-};
+use crate::controls::verify::{self, ScratchNamespace, SourceSnapshot, VerifyObserved, VerifyPvc};
 use crate::controls::{Fingerprint, ManagedKind, NamespaceObserved, ObjectKey, ObservedObject};
 use crate::ownership::{belongs_to, control_of, has_owner_reference, is_managed};
 use crate::selection::NamespaceInfo;
@@ -155,7 +154,10 @@ impl Caches {
         store
             .state()
             .iter()
-            .filter(|s| belongs_to(&s.metadata, profile, uid) && !is_scratch(&s.metadata))
+            .filter(|s| {
+                belongs_to(&s.metadata, profile, uid)
+                    && !is_scratch_meta("VolumeSnapshot", &s.metadata)
+            })
             .map(|s| {
                 let info = SnapshotInfo {
                     namespace: s.metadata.namespace.clone().unwrap_or_default(),
@@ -179,32 +181,21 @@ impl Caches {
             .collect()
     }
 
-    /// What restore verification observes from the caches: the selected PVCs, the profile's
-    /// snapshots, the scratch namespace and the scratch snapshots and PVCs in it. The scratch
-    /// contents, source contents and pending reasons are read by [`read_verify_extras`].
+    /// What restore verification observes from the caches: the selected PVCs and the profile's
+    /// snapshots, with [`Caches::scratch_observed`]. What the caches do not hold is read by
+    /// [`super::verification::read_verify_extras`].
     pub fn verify_observed(
         &self,
         profile: &str,
         uid: &str,
         spec: &BackupControl,
         namespaces: &BTreeSet<String>,
-        previous: Option<&BackupStatus>,
+        previous: Option<&HardeningProfileStatus>,
     ) -> VerifyObserved {
-        let scratch_ns = verify::scratch_namespace(profile);
-        let namespace = match self
-            .namespaces
-            .state()
-            .iter()
-            .find(|n| n.name_any() == scratch_ns)
-        {
-            None => ScratchNamespace::Missing,
-            Some(n) if !belongs_to(&n.metadata, profile, uid) => ScratchNamespace::Taken,
-            Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
-            Some(_) => ScratchNamespace::Ours,
-        };
         let namespaces = &NamespaceSet::of(namespaces);
-        let all_pvcs = self.pvcs.state();
-        let mut pvcs: Vec<VerifyPvc> = all_pvcs
+        let mut pvcs: Vec<VerifyPvc> = self
+            .pvcs
+            .state()
             .iter()
             .filter(|p| {
                 in_any(&p.metadata, namespaces)
@@ -219,19 +210,11 @@ impl Caches {
             .collect();
         pvcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut snapshots = Vec::new();
-        let mut scratch = Vec::new();
         if let Some(store) = self.snapshots.served() {
             for s in store.state() {
-                if !belongs_to(&s.metadata, profile, uid) {
-                    continue;
-                }
-                if is_scratch(&s.metadata) {
-                    if s.metadata.namespace.as_deref() == Some(scratch_ns.as_str()) {
-                        let mut o = scratch_object(ManagedKind::VolumeSnapshot, &s.metadata);
-                        o.ready = s.ready;
-                        o.error = s.error.clone();
-                        scratch.push(o);
-                    }
+                if !belongs_to(&s.metadata, profile, uid)
+                    || is_scratch_meta("VolumeSnapshot", &s.metadata)
+                {
                     continue;
                 }
                 snapshots.push(SourceSnapshot {
@@ -251,23 +234,71 @@ impl Caches {
                 });
             }
         }
-        for p in all_pvcs.iter().filter(|p| {
+        let rounds = previous
+            .and_then(|s| s.verification.clone())
+            .unwrap_or_default();
+        VerifyObserved {
+            pvcs,
+            snapshots,
+            previous: previous
+                .and_then(|s| s.backups.as_ref())
+                .map(|b| b.last_verified.clone())
+                .unwrap_or_default(),
+            round: rounds.current,
+            previous_round: rounds.previous,
+            ..self.scratch_observed(profile, uid)
+        }
+    }
+
+    /// The profile's scratch namespace and the scratch snapshots and PVCs in it, from the
+    /// caches: what both verifying and removing verification start from.
+    pub fn scratch_observed(&self, profile: &str, uid: &str) -> VerifyObserved {
+        let scratch_ns = verify::scratch_namespace(profile);
+        let found = self
+            .namespaces
+            .state()
+            .into_iter()
+            .find(|n| n.name_any() == scratch_ns);
+        let namespace = match &found {
+            None => ScratchNamespace::Missing,
+            Some(n) if !belongs_to(&n.metadata, profile, uid) => ScratchNamespace::Taken,
+            Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
+            Some(_) => ScratchNamespace::Ours,
+        };
+        let namespace_object = found
+            .filter(|n| belongs_to(&n.metadata, profile, uid))
+            .map(|n| observed(ManagedKind::Namespace, &n.metadata, None));
+        let mut scratch = Vec::new();
+        // No namespace, no scratch snapshot or PVC: the common case of a profile that does
+        // not verify costs no walk through the caches.
+        if namespace == ScratchNamespace::Missing {
+            return VerifyObserved::default();
+        }
+        if let Some(store) = self.snapshots.served() {
+            for s in store.state() {
+                if s.metadata.namespace.as_deref() == Some(scratch_ns.as_str())
+                    && belongs_to(&s.metadata, profile, uid)
+                {
+                    let mut o = scratch_object(ManagedKind::VolumeSnapshot, &s.metadata);
+                    o.ready = s.ready;
+                    o.error = s.error.clone();
+                    scratch.push(o);
+                }
+            }
+        }
+        for p in self.pvcs.state().iter().filter(|p| {
             p.metadata.namespace.as_deref() == Some(scratch_ns.as_str())
                 && belongs_to(&p.metadata, profile, uid)
-                && is_scratch(&p.metadata)
         }) {
             let mut o = scratch_object(ManagedKind::PersistentVolumeClaim, &p.metadata);
             o.bound = p.bound;
+            o.volume = p.volume.clone();
             scratch.push(o);
         }
         VerifyObserved {
             namespace,
-            pvcs,
-            snapshots,
+            namespace_object,
             scratch,
-            previous: previous
-                .map(|b| b.last_verified.clone())
-                .unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -379,7 +410,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ByNamespace<K> {
 
 /// An object of ours as a control sees it: with its labels, annotations and fingerprint when
 /// it is to be judged for drift, with identity and uid only (`None`) when it is to be deleted.
-fn observed(
+pub(super) fn observed(
     kind: ManagedKind,
     m: &kube::core::ObjectMeta,
     fingerprint: Option<Fingerprint>,
@@ -488,196 +519,4 @@ fn pvc_info(p: &Pvc) -> PvcInfo {
         created: p.metadata.creation_timestamp.as_ref().and_then(to_chrono),
         restored_from: p.restored_from.clone(),
     }
-}
-
-/// Carries the scratch control label: a restore verification's object, not a real snapshot.
-fn is_scratch(meta: &kube::core::ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(crate::api::CONTROL_LABEL))
-        .is_some_and(|c| c == verify::SCRATCH_CONTROL)
-}
-
-fn scratch_object(kind: ManagedKind, m: &kube::core::ObjectMeta) -> ScratchObject {
-    let label = |k: &str| {
-        m.labels
-            .as_ref()
-            .and_then(|l| l.get(k))
-            .cloned()
-            .unwrap_or_default()
-    };
-    ScratchObject {
-        object: observed(kind, m, None),
-        source_namespace: label(verify::SOURCE_NAMESPACE_LABEL),
-        source_pvc: label(crate::controls::backups::PVC_LABEL),
-        slot: verify::parse_slot_label(&label(verify::SLOT_LABEL)),
-        created: m.creation_timestamp.as_ref().and_then(to_chrono),
-        snapshot: m
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(verify::SOURCE_SNAPSHOT_ANNOTATION))
-            .cloned(),
-        ready: false,
-        error: None,
-        bound: false,
-        deleting: m.deletion_timestamp.is_some(),
-        job: verify::JobState::Running,
-    }
-}
-
-/// A check Job's state from its conditions (`Complete` or `Failed` true), else Running.
-fn job_state(job: &k8s_openapi::api::batch::v1::Job) -> verify::JobState {
-    let conditions = job
-        .status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten());
-    for c in conditions.filter(|c| c.status == "True") {
-        match c.type_.as_str() {
-            "Complete" => return verify::JobState::Complete,
-            "Failed" => {
-                let reason = c.reason.clone().unwrap_or_default();
-                let message = c.message.clone().unwrap_or_default();
-                let text: String = format!("{reason}: {message}").chars().take(512).collect();
-                return verify::JobState::Failed(text);
-            }
-            _ => {}
-        }
-    }
-    verify::JobState::Running
-}
-
-fn content_resource() -> kube::core::ApiResource {
-    kube::core::ApiResource::from_gvk_with_plural(
-        &kube::core::GroupVersionKind::gvk(
-            "snapshot.storage.k8s.io",
-            "v1",
-            "VolumeSnapshotContent",
-        ),
-        "volumesnapshotcontents",
-    )
-}
-
-/// What restore verification reads from the API beyond the caches: the profile's scratch
-/// VolumeSnapshotContents (by label) and, for each scratch PVC still pending, the newest
-/// warning event about it (why it does not bind).
-pub async fn read_verify_extras(
-    client: &kube::Client,
-    profile: &str,
-    uid: &str,
-    observed: &mut VerifyObserved,
-) -> Result<(), crate::Error> {
-    use kube::api::{DynamicObject, ListParams};
-    let selector = format!(
-        "{}={},{}={}",
-        crate::api::PROFILE_LABEL,
-        profile,
-        crate::api::CONTROL_LABEL,
-        verify::SCRATCH_CONTROL
-    );
-    let contents = kube::Api::<DynamicObject>::all_with(client.clone(), &content_resource())
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| crate::Error::Read {
-            what: "scratch VolumeSnapshotContents".into(),
-            source,
-        })?;
-    for c in contents.items {
-        if belongs_to(&c.metadata, profile, uid) {
-            observed.scratch.push(scratch_object(
-                ManagedKind::VolumeSnapshotContent,
-                &c.metadata,
-            ));
-        }
-    }
-    let ns = verify::scratch_namespace(profile);
-    // Check Jobs exist only once a restored PVC bound; no list before that.
-    if observed
-        .scratch
-        .iter()
-        .any(|o| o.object.key.kind == ManagedKind::PersistentVolumeClaim && o.bound)
-    {
-        let jobs = kube::Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| crate::Error::Read {
-                what: format!("check Jobs in {ns}"),
-                source,
-            })?;
-        for j in jobs.items {
-            if belongs_to(&j.metadata, profile, uid) {
-                let mut o = scratch_object(ManagedKind::Job, &j.metadata);
-                o.job = job_state(&j);
-                observed.scratch.push(o);
-            }
-        }
-    }
-    let pending: Vec<String> = observed
-        .scratch
-        .iter()
-        .filter(|o| o.object.key.kind == ManagedKind::PersistentVolumeClaim && !o.bound)
-        .map(|o| o.object.key.name.clone())
-        .collect();
-    let events = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns);
-    for name in pending {
-        let list = events
-            .list(&ListParams::default().fields(&format!(
-                "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name}"
-            )))
-            .await
-            .map_err(|source| crate::Error::Read {
-                what: format!("events of PersistentVolumeClaim {ns}/{name}"),
-                source,
-            })?;
-        let newest = list
-            .items
-            .iter()
-            .filter(|e| e.type_.as_deref() == Some("Warning"))
-            .max_by_key(|e| {
-                e.last_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .or(e.event_time.as_ref().map(|t| t.0))
-            });
-        if let Some(e) = newest {
-            let reason = e.reason.clone().unwrap_or_default();
-            let message = e.message.clone().unwrap_or_default();
-            // Events can be long; the status keeps the gist.
-            let text: String = format!("{reason}: {message}").chars().take(512).collect();
-            observed.pending_reasons.insert(name, text);
-        }
-    }
-    Ok(())
-}
-
-/// The snapshot handle and driver of each named VolumeSnapshotContent that exists.
-pub async fn read_source_contents(
-    client: &kube::Client,
-    names: &[String],
-) -> Result<std::collections::BTreeMap<String, ContentInfo>, crate::Error> {
-    let api = kube::Api::<kube::api::DynamicObject>::all_with(client.clone(), &content_resource());
-    let mut out = std::collections::BTreeMap::new();
-    for name in names {
-        let c = api
-            .get_opt(name)
-            .await
-            .map_err(|source| crate::Error::Read {
-                what: format!("VolumeSnapshotContent {name}"),
-                source,
-            })?;
-        let Some(c) = c else { continue };
-        let handle = c.data["status"]["snapshotHandle"]
-            .as_str()
-            .or(c.data["spec"]["source"]["snapshotHandle"].as_str());
-        let driver = c.data["spec"]["driver"].as_str();
-        if let (Some(h), Some(d)) = (handle, driver) {
-            out.insert(
-                name.clone(),
-                ContentInfo {
-                    snapshot_handle: h.to_string(),
-                    driver: d.to_string(),
-                },
-            );
-        }
-    }
-    Ok(out)
 }

@@ -146,6 +146,10 @@ pub struct Pvc {
     pub storage_class: Option<String>,
     #[serde(default)]
     pub request: Option<String>,
+    /// `spec.volumeName`: the volume a restore verification's scratch PVC bound to, whose
+    /// reclaim policy is set to Delete before the PVC goes.
+    #[serde(default)]
+    pub volume: Option<String>,
 }
 
 summary_resource!(
@@ -179,6 +183,7 @@ impl Summarize for PersistentVolumeClaim {
                 .get("storage")
                 .map(|q| q.0.clone())
         });
+        let volume = self.spec.as_ref().and_then(|s| s.volume_name.clone());
         let restored_from = self.spec.and_then(|s| {
             let snapshot = |kind: &str, name: String| (kind == "VolumeSnapshot").then_some(name);
             s.data_source
@@ -191,6 +196,7 @@ impl Summarize for PersistentVolumeClaim {
             bound,
             storage_class,
             request,
+            volume,
         }
     }
 }

@@ -54,7 +54,9 @@ pub async fn estate_namespace(
     for p in 0..2 {
         objs.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": format!("data-{p}"), "labels": {"backup": "true"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}));
+            // Immediate: no pod mounts these, and the plane's default class waits for one.
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "rampart-hostpath-immediate",
+                     "resources": {"requests": {"storage": "1Gi"}}}}));
     }
     if user_objects {
         objs.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "team-own"},
