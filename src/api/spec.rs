@@ -458,10 +458,16 @@ pub struct VerifyControl {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyJob {
-    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`). Checked by the
-    /// controller, which reports an `InvalidSpec` naming this field when it is not a pod
-    /// template with at least one container; `restartPolicy` defaults to Never.
-    #[schemars(schema_with = "free_form_object")]
+    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`) that cannot
+    /// escalate: what the `restricted` Pod Security Standard refuses is refused here too, as are
+    /// `nodeName`, a ServiceAccount other than `default`, a service account token, host ports and
+    /// volumes other than configMap, emptyDir, downwardAPI and projected (configMap and
+    /// downwardAPI sources). Security context fields left empty are filled with the restricted
+    /// values (runAsNonRoot, seccompProfile RuntimeDefault, allowPrivilegeEscalation false,
+    /// capabilities drop ALL) and the token is never mounted. The controller also reports an
+    /// `InvalidSpec` naming this field when it is not a pod template with at least one
+    /// container; `restartPolicy` defaults to Never.
+    #[schemars(schema_with = "pod_template")]
     pub template: serde_json::Value,
     /// Name of the volume the restored PVC is added as.
     #[serde(default = "default_verify_volume_name")]
@@ -470,13 +476,11 @@ pub struct VerifyJob {
     pub volume_name: String,
 }
 
-/// An object kept as given (a pod template): the API server validates it when the Job is made,
-/// the controller reads it into its type before that.
-fn free_form_object(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
+/// A pod template kept as given, except that the fields the restricted rules read are declared
+/// so their CEL can refuse a template that could escalate (see `crate::api::restricted`); the
+/// API server validates the rest when the Job is made, the controller before that.
+fn pod_template(_: &mut SchemaGenerator) -> Schema {
+    Schema::from(super::restricted::pod_template_schema())
 }
 
 /// Retention of ready snapshots.
