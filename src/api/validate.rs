@@ -27,8 +27,10 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
     }
 }
 
-/// The verification Job's template must read as a pod template with a container, and must not
-/// already use the name the restored volume is added as.
+/// The verification Job's template must read as a pod template with a container, must keep to
+/// the restricted rules (the CRD's CEL refuses the same, this catches what CEL cannot see and
+/// profiles stored before the rules), and must not already use the name the restored volume is
+/// added as.
 fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
     const FIELD: &str = "spec.backups.verify.job.template";
     let template: k8s_openapi::api::core::v1::PodTemplateSpec =
@@ -39,6 +41,9 @@ fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
                 return;
             }
         };
+    if let Err(violations) = super::restricted::check_pod_template(&job.template, FIELD) {
+        out.extend(violations.into_iter().map(|v| invalid(v.field, v.message)));
+    }
     let Some(pod) = template.spec else {
         out.push(invalid(FIELD, "spec: a pod template needs a spec"));
         return;
@@ -184,6 +189,7 @@ pub fn valid_label_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{invalid_fields, valid_label_key, LabelSelector};
+    use serde_json::json;
 
     /// A budgets-only spec with backups verified on `schedule`, with `job` when given.
     fn with_verify(
@@ -277,6 +283,53 @@ mod tests {
             assert!(
                 got[0].starts_with(want),
                 "{template}: {got:?} does not start with {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_escalating_verify_job_template_is_invalid_naming_the_field() {
+        let container = |sc| json!([{"name": "c", "image": "i", "securityContext": sc}]);
+        for (pod, want) in [
+            (
+                json!({"containers": container(json!({"privileged": true}))}),
+                "containers[0].securityContext.privileged",
+            ),
+            (
+                json!({"containers": container(json!({"runAsUser": 0}))}),
+                "containers[0].securityContext.runAsUser",
+            ),
+            (
+                json!({"containers": container(json!({"capabilities": {"add": ["NET_ADMIN"]}}))}),
+                "containers[0].securityContext.capabilities.add",
+            ),
+            (json!({"hostNetwork": true}), "hostNetwork"),
+            (json!({"hostPID": true}), "hostPID"),
+            (json!({"nodeName": "node-1"}), "nodeName"),
+            (
+                json!({"serviceAccountName": "operator"}),
+                "serviceAccountName",
+            ),
+            (
+                json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+                "volumes[0].hostPath",
+            ),
+        ] {
+            let mut spec = pod;
+            if spec.get("containers").is_none() {
+                spec["containers"] = json!([{"name": "c", "image": "i"}]);
+            }
+            let got = invalid_fields(&with_job(json!({"spec": spec}), "restored"));
+            let fields: Vec<&str> = got.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                vec![format!("spec.backups.verify.job.template.spec.{want}")]
+            );
+            assert!(
+                got[0].message.contains("Pod Security Standard")
+                    || got[0].message.contains("Rampart"),
+                "{}",
+                got[0]
             );
         }
     }
