@@ -40,6 +40,9 @@ pub struct Applied {
     pub verb: WriteVerb,
     pub target: Target,
     pub effect: Result<Effect, Error>,
+    /// The uid the API server gave an object this write created: the proof, kept where only
+    /// Rampart writes, that a name-fixed object (the scratch namespace) is the one it made.
+    pub created_uid: Option<String>,
 }
 
 /// What a write that did not fail did.
@@ -104,6 +107,7 @@ impl Writer {
                     verb: w.verb(),
                     target: w.target(),
                     effect: Ok(Effect::Audited),
+                    created_uid: None,
                 })
                 .collect()
                 .await;
@@ -120,8 +124,12 @@ impl Writer {
 
     async fn write(self, w: Write) -> Applied {
         let (verb, target) = (w.verb(), w.target());
+        let mut created_uid = None;
         let effect = match w {
-            Write::Create(d) => self.create(&d).await,
+            Write::Create(d) => self.create(&d).await.map(|(effect, uid)| {
+                created_uid = uid;
+                effect
+            }),
             Write::Repair(d) => self.repair(&d).await,
             Write::Delete(o) => self.delete(&o).await,
             Write::Orphan(o) => self.orphan(&o).await,
@@ -143,6 +151,7 @@ impl Writer {
             verb,
             target,
             effect,
+            created_uid,
         }
     }
 
@@ -172,7 +181,8 @@ impl Writer {
                 source,
             })
     }
-    async fn create(&self, desired: &DesiredObject) -> Result<Effect, Error> {
+    /// Creates `desired`; with the new object's uid when this call made it.
+    async fn create(&self, desired: &DesiredObject) -> Result<(Effect, Option<String>), Error> {
         let key = &desired.key;
         let api = api_for(&self.client, key.kind, &key.namespace);
         let obj = with_identity(&desired.manifest, key.kind, &self.owner)?;
@@ -183,18 +193,19 @@ impl Writer {
             ..Default::default()
         };
         match api.create(&pp, &obj).await {
-            Ok(_) => Ok(Effect::Done),
+            Ok(made) => Ok((Effect::Done, made.metadata.uid)),
             Err(e) if status_code(&e) == Some(409) => {
                 let existing = api
                     .get_opt(&key.name)
                     .await
                     .map_err(|e| write_error("get", key, e))?;
-                Ok(match existing {
+                let effect = match existing {
                     Some(o) if belongs_to(&o.metadata, &self.owner.name, &self.owner.uid) => {
                         Effect::Unchanged
                     }
                     _ => Effect::NameTaken,
-                })
+                };
+                Ok((effect, None))
             }
             Err(e) => Err(write_error("create", key, e)),
         }

@@ -43,6 +43,9 @@ pub struct Findings {
     pub backups: Option<BackupFindings>,
     /// Restore verification, when `backups.verify` is set.
     pub verify: Option<crate::controls::verify::VerifyFindings>,
+    /// The uid of the scratch namespace Rampart created, while that namespace exists (kept
+    /// after `verify` is removed until the namespace is gone, so its cleanup knows it).
+    pub scratch_namespace_uid: Option<String>,
 }
 
 impl Findings {
@@ -225,6 +228,17 @@ fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) 
             false,
             "AuditMode",
             "restore verification is not run in Audit mode",
+        );
+    }
+    if let Some(ns) = &v.namespace_taken {
+        return Computed::new(
+            type_,
+            false,
+            "ScratchNamespaceTaken",
+            format!(
+                "namespace {ns} exists and Rampart did not create it; nothing is restored there \
+                 (delete it and Rampart makes its own)"
+            ),
         );
     }
     let first_failure = v
@@ -615,11 +629,22 @@ pub fn compute(
         conflicts: bounded_sorted(&findings.selection.conflicts),
         rotation,
         backups: findings.backups.as_ref().map(|b| b.status.clone()),
-        verification: findings.verify.as_ref().map(|v| VerificationRounds {
-            current: v.round.clone(),
-            previous: v.previous_round.clone(),
-        }),
+        verification: verification_status(findings),
     }
+}
+
+/// `status.verification`: the rounds while `verify` is set, and the scratch namespace's uid
+/// while that namespace exists.
+fn verification_status(findings: &Findings) -> Option<VerificationRounds> {
+    let rounds = VerificationRounds {
+        current: findings.verify.as_ref().and_then(|v| v.round.clone()),
+        previous: findings
+            .verify
+            .as_ref()
+            .and_then(|v| v.previous_round.clone()),
+        scratch_namespace_uid: findings.scratch_namespace_uid.clone(),
+    };
+    (findings.verify.is_some() || rounds.scratch_namespace_uid.is_some()).then_some(rounds)
 }
 
 fn summary(

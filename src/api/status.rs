@@ -318,6 +318,12 @@ pub struct VerificationRounds {
     /// The round before it, as counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<VerificationRound>,
+    /// The uid of the scratch namespace Rampart created (`rampart-verify-<profile>`), recorded
+    /// from the API server's answer to its create. Only Rampart writes the status, so a
+    /// namespace of that name with another uid (made in advance, labels and owner reference
+    /// copied) is not Rampart's: nothing is restored in it and it is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_namespace_uid: Option<String>,
 }
 
 /// One verification slot's results. PVCs are recorded as short digests (the first 12 hex

@@ -222,12 +222,18 @@ impl Caches {
                     namespace: s.metadata.namespace.clone().unwrap_or_default(),
                     name: s.name_any(),
                     pvc: s.pvc.clone(),
+                    // The API server's clock, as retention reads it; the slot is a name.
                     taken: s
-                        .annotations()
-                        .get(SLOT_ANNOTATION)
-                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&Utc))
-                        .or_else(|| s.metadata.creation_timestamp.as_ref().and_then(to_chrono)),
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .and_then(to_chrono)
+                        .or_else(|| {
+                            s.annotations()
+                                .get(SLOT_ANNOTATION)
+                                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                                .map(|t| t.with_timezone(&Utc))
+                        }),
                     ready: s.ready,
                     failed: s.failed,
                     content: s.content.clone(),
@@ -247,33 +253,57 @@ impl Caches {
                 .unwrap_or_default(),
             round: rounds.current,
             previous_round: rounds.previous,
-            ..self.scratch_observed(profile, uid)
+            ..self.scratch_observed(profile, uid, previous)
         }
     }
 
     /// The profile's scratch namespace and the scratch snapshots and PVCs in it, from the
     /// caches: what both verifying and removing verification start from.
-    pub fn scratch_observed(&self, profile: &str, uid: &str) -> VerifyObserved {
+    ///
+    /// The namespace is ours only when its uid is the one the status recorded when Rampart
+    /// created it: labels and an owner reference can be copied onto a namespace made in
+    /// advance, a uid cannot. Nothing in a namespace that is not ours is observed, so nothing
+    /// there is ever written or deleted.
+    pub fn scratch_observed(
+        &self,
+        profile: &str,
+        uid: &str,
+        status: Option<&HardeningProfileStatus>,
+    ) -> VerifyObserved {
         let scratch_ns = verify::scratch_namespace(profile);
+        let recorded = status
+            .and_then(|s| s.verification.as_ref())
+            .and_then(|v| v.scratch_namespace_uid.clone());
         let found = self
             .namespaces
             .state()
             .into_iter()
             .find(|n| n.name_any() == scratch_ns);
+        let ours = |m: &kube::core::ObjectMeta| {
+            recorded.is_some() && m.uid == recorded && belongs_to(m, profile, uid)
+        };
         let namespace = match &found {
             None => ScratchNamespace::Missing,
-            Some(n) if !belongs_to(&n.metadata, profile, uid) => ScratchNamespace::Taken,
+            Some(n) if !ours(&n.metadata) => ScratchNamespace::Taken,
             Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
             Some(_) => ScratchNamespace::Ours,
         };
         let namespace_object = found
-            .filter(|n| belongs_to(&n.metadata, profile, uid))
+            .filter(|n| ours(&n.metadata))
             .map(|n| observed(ManagedKind::Namespace, &n.metadata, None));
         let mut scratch = Vec::new();
         // No namespace, no scratch snapshot or PVC: the common case of a profile that does
-        // not verify costs no walk through the caches.
-        if namespace == ScratchNamespace::Missing {
-            return VerifyObserved::default();
+        // not verify costs no walk through the caches. Someone else's namespace: nothing in it
+        // is ours to touch.
+        match namespace {
+            ScratchNamespace::Missing => return VerifyObserved::default(),
+            ScratchNamespace::Taken => {
+                return VerifyObserved {
+                    namespace,
+                    ..VerifyObserved::default()
+                }
+            }
+            ScratchNamespace::Ours | ScratchNamespace::Terminating => {}
         }
         if let Some(store) = self.snapshots.served() {
             for s in store.state() {
@@ -296,10 +326,16 @@ impl Caches {
             o.volume = p.volume.clone();
             scratch.push(o);
         }
+        let deny_all = self.policies.state().iter().any(|p| {
+            p.metadata.namespace.as_deref() == Some(scratch_ns.as_str())
+                && p.metadata.name.as_deref() == Some(verify::DENY_ALL_POLICY)
+                && belongs_to(&p.metadata, profile, uid)
+        });
         VerifyObserved {
             namespace,
             namespace_object,
             scratch,
+            deny_all,
             ..Default::default()
         }
     }
