@@ -294,9 +294,11 @@ impl Caches {
             Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
             Some(_) => ScratchNamespace::Ours,
         };
-        let namespace_object = found
-            .filter(|n| ours(&n.metadata))
-            .map(|n| observed(ManagedKind::Namespace, &n.metadata, None));
+        // With its labels: the plan checks the Pod Security labels are still there.
+        let namespace_object = found.filter(|n| ours(&n.metadata)).map(|n| ObservedObject {
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            ..observed(ManagedKind::Namespace, &n.metadata, None)
+        });
         let mut scratch = Vec::new();
         // No namespace, no scratch snapshot or PVC: the common case of a profile that does
         // not verify costs no walk through the caches. Someone else's namespace: nothing in it
