@@ -59,11 +59,17 @@ impl Caches {
             namespaces.is_none_or(|set| o.namespace.as_ref().is_some_and(|n| set.contains(n)))
         };
         let owned = |o: &kube::core::ObjectMeta| wanted(o) && belongs_to(o, profile, uid);
+        // Restore verification's default-deny policy in its scratch namespace is the profile's
+        // too, but not the network policy control's: that control would delete it as an object
+        // left in a namespace it does not select.
+        let owned_policy = |o: &kube::core::ObjectMeta| {
+            owned(o) && !is_scratch_meta(ManagedKind::NetworkPolicy.kind(), o)
+        };
         NamespaceIndex {
             deployments: ByNamespace::of(&self.deployments, wanted),
             statefulsets: ByNamespace::of(&self.statefulsets, wanted),
             budgets: ByNamespace::of(&self.budgets, wanted),
-            owned_policies: ByNamespace::of(&self.policies, owned),
+            owned_policies: ByNamespace::of(&self.policies, owned_policy),
             owned_budgets: ByNamespace::of(&self.budgets, owned),
         }
     }
