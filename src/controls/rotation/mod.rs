@@ -320,7 +320,7 @@ pub fn plan(
         .previous
         .as_ref()
         .is_some_and(|p| p.phase == RotationPhase::Stalled);
-    let events = match (&plan.stalled, was_stalled) {
+    let mut events = match (&plan.stalled, was_stalled) {
         (Some(c), false) => vec![Event::warning(
             "RotationStalled",
             "Restart",
@@ -331,6 +331,7 @@ pub fn plan(
         )],
         _ => vec![],
     };
+    events.extend(news_of_the_spec_id(&plan, observed.previous.as_ref()));
     Outcome {
         writes,
         drift: vec![],
@@ -338,6 +339,32 @@ pub fn plan(
         next_due: plan.next_deadline,
         findings: plan,
     }
+}
+
+/// An event the first time a pass leaves the spec's id aside: queued behind the rotation under
+/// way, or a revert to an id applied before.
+fn news_of_the_spec_id(plan: &RotationPlan, previous: Option<&RotationStatus>) -> Vec<Event> {
+    let id = &plan.rotation_id;
+    let mut events = Vec::new();
+    if let Some(q) = &plan.queued {
+        if previous.and_then(|p| p.queued_rotation_id.as_ref()) != Some(q) {
+            events.push(Event::normal(
+                "RotationQueued",
+                "Rotate",
+                format!("rotationId {q} waits until the rotation to {id} completes"),
+            ));
+        }
+    }
+    if let Some(r) = &plan.reverted {
+        if previous.and_then(|p| p.reverted_rotation_id.as_ref()) != Some(r) {
+            events.push(Event::normal(
+                "RotationRevertIgnored",
+                "Rotate",
+                format!("rotationId {r} was applied before by this profile; nothing rotates"),
+            ));
+        }
+    }
+    events
 }
 
 /// The plan for the rotation to `id`, with what the status recorded of it.
@@ -1005,6 +1032,21 @@ mod tests {
         assert_eq!(out.findings.rotation_id, "r2", "the Secrets stay at r2");
         assert_eq!(out.findings.reverted.as_deref(), Some("r1"));
         assert_eq!(out.findings.phase, RotationPhase::Complete);
+        assert_eq!(
+            out.events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            vec!["RotationRevertIgnored"]
+        );
+        let mut told = status_at("r2", RotationPhase::Complete, &["r1", "r2"]);
+        told.reverted_rotation_id = Some("r1".into());
+        let again = plan(
+            &spec_at("r1", 2),
+            &with_previous(vec![secret("db", Some("r2"))], vec![], told),
+            now(),
+        );
+        assert!(again.events.is_empty(), "reported once");
     }
 
     #[test]
@@ -1140,6 +1182,13 @@ mod tests {
         );
         assert_eq!(out.findings.rotation_id, "r1");
         assert_eq!(out.findings.queued.as_deref(), Some("r2"));
+        assert_eq!(
+            out.events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            vec!["RotationQueued"]
+        );
         assert!(out.writes.iter().all(|w| match w {
             Write::StampWorkload { rotation_id, .. } => rotation_id == "r1",
             _ => false,
