@@ -1278,3 +1278,78 @@ async fn a_bump_during_restarting_waits_and_previous_keeps_the_running_value() -
     f.delete_profile(&name).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_workload_created_after_the_secrets_rotated_is_not_restarted() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let f = Fixture::new("late").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    for c in ["aaa-paused", "bbb"] {
+        f.consumer(c, "db", "envFrom", json!({})).await?;
+    }
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        (matches!(n, Ok(0)), format!("{n:?} rolling"))
+    })
+    .await?;
+    let name = f
+        .apply_adopted(&format!("late-{}", unique_id()), 1, 600, None)
+        .await?;
+    let deployments = Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name);
+    let pause = |paused: bool| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "aaa-paused",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"paused": paused}})),
+                )
+                .await
+        }
+    };
+    // The rotation holds in Restarting on the paused first consumer, bbb waiting its turn.
+    pause(true).await?;
+    f.apply(f.profile(&name, "r1", 1, 600, "Enforce", None))
+        .await?;
+    let r = f
+        .wait_status(&name, "r1 restarting", |r| {
+            r.observed_rotation_id.as_deref() == Some("r1")
+                && r.phase == rampart::api::RotationPhase::Restarting
+                && r.secrets_rotated_at.is_some()
+        })
+        .await?;
+    // Created once every Secret held its new value (past the clock margin): its pods start
+    // with the new value, so it has nothing to restart for.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    f.consumer("zzz-late", "db", "envFrom", json!({})).await?;
+    pause(false).await?;
+    f.wait_rotation(&name, Some("r1"), "Complete").await?;
+    let stamps = f.stamps().await?;
+    let late = stamps
+        .iter()
+        .find(|(n, _, _)| n == "zzz-late")
+        .context("zzz-late")?;
+    assert_eq!(
+        late.1, None,
+        "a workload created after the rotation is not stamped"
+    );
+    assert_eq!(f.revision("zzz-late").await?, "1");
+    for c in ["aaa-paused", "bbb"] {
+        assert!(
+            stamps
+                .iter()
+                .any(|(n, id, _)| n == c && id.as_deref() == Some("r1")),
+            "{c} restarted: {stamps:?}"
+        );
+    }
+    let done = f.rotation_status(&name).await?;
+    assert_eq!((done.workloads_total, done.workloads_restarted), (2, 2));
+    assert_eq!(
+        done.secrets_rotated_at, r.secrets_rotated_at,
+        "kept once set"
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
