@@ -181,12 +181,12 @@ fn used_rotation_ids(previous: Option<&RotationStatus>, id: &str, audit: bool) -
     let mut used: Vec<String> = previous
         .map(|p| p.used_rotation_ids.clone())
         .unwrap_or_default();
-    if let Some(p) = previous {
-        if let Some(last) = &p.observed_rotation_id {
-            if p.phase != RotationPhase::Pending && !used.contains(last) {
-                used.push(last.clone());
-            }
-        }
+    // Seeded once, on the first Enforce pass after an upgrade; Audit applies nothing.
+    let seed = previous
+        .filter(|p| p.phase != RotationPhase::Pending)
+        .and_then(|p| p.observed_rotation_id.clone());
+    if !audit && used.is_empty() {
+        used.extend(seed);
     }
     if !audit && !used.iter().any(|u| u == id) {
         used.push(id.to_string());
@@ -935,6 +935,27 @@ mod tests {
         assert_eq!(used.last().map(String::as_str), Some("r22"));
         let audit = rotation_status(&rotation_plan("a1"), Mode::Audit, previous.as_ref(), at(0));
         assert!(!audit.used_rotation_ids.contains(&"a1".to_string()));
+    }
+
+    #[test]
+    fn a_status_from_before_the_used_list_seeds_it_with_its_applied_id() {
+        let upgraded = RotationStatus {
+            observed_rotation_id: Some("r1".into()),
+            phase: RotationPhase::Complete,
+            ..empty_rotation_status()
+        };
+        let s = rotation_status(&rotation_plan("r2"), Mode::Enforce, Some(&upgraded), at(0));
+        assert_eq!(s.used_rotation_ids, vec!["r1", "r2"]);
+        let audited = RotationStatus {
+            phase: RotationPhase::Pending,
+            ..upgraded
+        };
+        let s = rotation_status(&rotation_plan("r2"), Mode::Enforce, Some(&audited), at(0));
+        assert_eq!(
+            s.used_rotation_ids,
+            vec!["r2"],
+            "an id only reported was not applied"
+        );
     }
 
     #[test]

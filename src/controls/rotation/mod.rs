@@ -15,8 +15,9 @@
 //! consumers not restarted): a Secret that never carried an entry of this profile (a running
 //! estate meeting Rampart, a Secret labelled in, one stamped by another profile or in the old
 //! format), and one found at an older id after the rotation's Secret stage (a namespace that
-//! entered or re-entered scope). Ids this profile applied before (`status.rotation.
-//! usedRotationIds`) never rotate again: a revert is reported and rotates nothing.
+//! entered or re-entered scope). Ids this profile applied before
+//! (`status.rotation.usedRotationIds`) never rotate again: a revert is reported and rotates
+//! nothing.
 //!
 //! One rotation at a time: a new id set while a rotation is under way waits
 //! (`queuedRotationId`) until that one completes, so `<key>.previous` always holds the values
@@ -212,7 +213,7 @@ pub struct RotationChoice {
     pub reverted: Option<String>,
 }
 
-/// The ids this profile applied, by its status: the list, and the observed id of a status
+/// The ids this profile applied, by its status: the list, or the observed id of a status
 /// written before the list existed, unless that was only reported (Audit).
 fn used_ids(previous: &RotationStatus) -> BTreeSet<&str> {
     let mut used: BTreeSet<&str> = previous
@@ -220,7 +221,7 @@ fn used_ids(previous: &RotationStatus) -> BTreeSet<&str> {
         .iter()
         .map(String::as_str)
         .collect();
-    if previous.phase != RotationPhase::Pending {
+    if used.is_empty() && previous.phase != RotationPhase::Pending {
         used.extend(previous.observed_rotation_id.as_deref());
     }
     used
