@@ -101,7 +101,7 @@ pub(crate) async fn apply_profile(
         (Some(rot), None) => {
             let acting = selection.acting_in(ControlName::SecretRotation);
             let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
-            let observed = ctx.caches.rotation_observed(rot, &acting, previous);
+            let observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
             // two batches can start within one second.
             let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;

@@ -14,6 +14,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart::controls::rotation::stamp::Stamp;
 use rampart_e2e::{
     cleanup_from_drop, client, delete_profile_and_wait, kubeconfig_path, repo_root, unique_id,
     wait_until, OperatorProcess, TestNamespace, DEDICATED_LABEL,
@@ -116,8 +117,9 @@ async fn estate(c: &Client, run: &str) -> Result<TestNamespace> {
             anyhow::Ok(())
         }
     };
-    // One Secret rotated before (an older id: rotated, an update) and one that never was
-    // (adopted, a metadata patch), so both writes are exercised under the role.
+    // One Secret stamped in the old format and one never stamped: the profile adopts both at
+    // r0 (metadata patches), then rotates both at r1 (updates), so both writes are exercised
+    // under the role.
     apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "labels": {"rampart.dev/rotate": "true"}, "annotations": {"rampart.dev/rotation-id": "r0"}}, "stringData": {"password": "orig"}})).await?;
     apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "legacy", "labels": {"rampart.dev/rotate": "true"}}, "stringData": {"password": "orig"}})).await?;
     apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
@@ -132,7 +134,7 @@ async fn estate(c: &Client, run: &str) -> Result<TestNamespace> {
     Ok(ns)
 }
 
-fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
+fn profile(name: &str, tag: &str, run: &str, rotation_id: &str) -> serde_json::Value {
     json!({
         "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
@@ -140,7 +142,7 @@ fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
             "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}},
             "networkPolicies": {},
             "podDisruptionBudgets": {"minReplicas": 2, "maxUnavailable": 1},
-            "secretRotation": {"rotationId": "r1", "selector": {"matchLabels": {"rampart.dev/rotate": "true"}}, "regenerate": [{"key": "password"}]},
+            "secretRotation": {"rotationId": rotation_id, "selector": {"matchLabels": {"rampart.dev/rotate": "true"}}, "regenerate": [{"key": "password"}]},
             "backups": {"schedule": "*/5 * * * * *", "pvcSelector": {"matchLabels": {"backup": "true"}}, "volumeSnapshotClassName": "csi-snapclass",
                 "verify": {"schedule": "*/5 * * * * *", "timeoutSeconds": 60}}
         }
@@ -162,37 +164,57 @@ async fn the_cluster_role_is_enough_for_every_control() -> Result<()> {
     let tag = format!("rbac-{id}");
     let _op = OperatorProcess::start_as(&tag, &[], &who.kubeconfig).await?;
     let name = format!("rbac-{id}");
-    Api::<HardeningProfile>::all(c.clone())
-        .patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(profile(&name, &tag, &run)),
-        )
-        .await?;
-    wait_until("Ready=True as the ServiceAccount", TIMEOUT, || async {
-        let ready = condition(&c, &name, "Ready").await;
-        (
-            ready.as_ref().is_some_and(|r| r.0 == "True"),
-            format!("{ready:?}"),
-        )
-    })
-    .await?;
+    let profiles = Api::<HardeningProfile>::all(c.clone());
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns.name);
-    let db = secrets.get("db").await?;
-    assert_eq!(
-        db.annotations()
-            .get("rampart.dev/rotation-id")
-            .map(String::as_str),
-        Some("r1"),
-        "the Secret at an older id was rotated"
-    );
-    let legacy = secrets.get("legacy").await?;
-    assert!(
-        legacy
-            .annotations()
-            .contains_key("rampart.dev/rotation-adopted"),
-        "the Secret with no id was adopted"
-    );
+    // The profile's own entry in each Secret's stamp: (id, adopted).
+    let entries = || async {
+        let uid = profiles.get(&name).await?.uid().unwrap_or_default();
+        let mut out = Vec::new();
+        for s in ["db", "legacy"] {
+            let stamp = Stamp::of(
+                secrets
+                    .get(s)
+                    .await?
+                    .annotations()
+                    .get("rampart.dev/rotation-id")
+                    .map(String::as_str),
+            );
+            out.push(
+                stamp
+                    .entry(&uid)
+                    .map(|e| (e.rotation_id.clone(), e.adopted)),
+            );
+        }
+        anyhow::Ok(out)
+    };
+    for rotation_id in ["r0", "r1"] {
+        profiles
+            .patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(profile(&name, &tag, &run, rotation_id)),
+            )
+            .await?;
+        wait_until("Ready=True as the ServiceAccount", TIMEOUT, || async {
+            let ready = condition(&c, &name, "Ready").await;
+            let at = profiles
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|p| p.status?.rotation?.observed_rotation_id);
+            (
+                ready.as_ref().is_some_and(|r| r.0 == "True") && at.as_deref() == Some(rotation_id),
+                format!("{ready:?} at {at:?}"),
+            )
+        })
+        .await?;
+        let want = Some((rotation_id.to_string(), rotation_id == "r0"));
+        assert_eq!(
+            entries().await?,
+            vec![want.clone(), want],
+            "adopted at r0 (patch), rotated at r1 (update)"
+        );
+    }
     assert!(!Api::<NetworkPolicy>::namespaced(c.clone(), &ns.name)
         .list(&ListParams::default())
         .await?
@@ -258,7 +280,7 @@ async fn one_verb_less_and_the_operator_cannot_converge() -> Result<()> {
         .patch(
             &name,
             &PatchParams::apply("e2e").force(),
-            &Patch::Apply(profile(&name, &tag, &run)),
+            &Patch::Apply(profile(&name, &tag, &run, "r1")),
         )
         .await?;
     wait_until(

@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
-use super::summaries::{spec_fingerprint, Policy, Pvc};
+use super::summaries::{spec_fingerprint, Policy, Pvc, SecretMeta};
 use super::verification::{is_scratch_meta, scratch_object};
 use super::workloads::Workload;
 use super::{to_chrono, Caches};
@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::controls::backups::{BackupObserved, PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
+use crate::controls::rotation::stamp::Stamp;
 use crate::controls::rotation::{
     ConsumerInfo, ConsumerKind, ConsumerRef, RotationObserved, SecretInfo,
 };
@@ -77,6 +78,7 @@ impl Caches {
     /// What rotation observes in `namespaces`.
     pub fn rotation_observed(
         &self,
+        profile_uid: &str,
         spec: &SecretRotationControl,
         namespaces: &BTreeSet<String>,
         previous: Option<&RotationStatus>,
@@ -90,12 +92,7 @@ impl Caches {
                 in_any(&s.metadata, namespaces)
                     && crate::labels::matches(&spec.selector, s.labels())
             })
-            .map(|s| SecretInfo {
-                namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                name: s.name_any(),
-                rotation_id: s.rotation_id.clone(),
-                adopted: s.adopted,
-            })
+            .map(|s| secret_info(s, profile_uid))
             .collect();
         secrets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut consumers: Vec<ConsumerInfo> = Vec::new();
@@ -103,16 +100,19 @@ impl Caches {
             &self.deployments,
             ConsumerKind::Deployment,
             namespaces,
+            profile_uid,
         ));
         consumers.extend(consumers_of(
             &self.statefulsets,
             ConsumerKind::StatefulSet,
             namespaces,
+            profile_uid,
         ));
         consumers.extend(consumers_of(
             &self.daemonsets,
             ConsumerKind::DaemonSet,
             namespaces,
+            profile_uid,
         ));
         consumers.sort_by(|a, b| a.id.cmp(&b.id));
         RotationObserved {
@@ -497,10 +497,39 @@ fn in_any(meta: &kube::core::ObjectMeta, namespaces: &NamespaceSet<'_>) -> bool 
         .is_some_and(|ns| namespaces.0.contains(ns))
 }
 
+/// A Secret as rotation sees it from `profile_uid`: that profile's entry in the stamp, an id
+/// in the old format (with the old adoption mark) and how many other profiles have entries.
+fn secret_info(s: &SecretMeta, profile_uid: &str) -> SecretInfo {
+    let stamp = Stamp::of(s.rotation_id.as_deref());
+    let own = stamp.entry(profile_uid);
+    SecretInfo {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.name_any(),
+        rotation_id: own.map(|e| e.rotation_id.clone()),
+        adopted: match own {
+            Some(e) => e.adopted,
+            None => s.adopted,
+        },
+        legacy_id: stamp.legacy.clone(),
+        other_profiles: stamp.others(profile_uid),
+    }
+}
+
+/// The id on a pod template's stamp for `profile_uid`: its own entry, else an id in the old
+/// format (one stamp per template then, written by the one profile that restarted it).
+fn template_id(stamp: Option<&str>, profile_uid: &str) -> Option<String> {
+    let stamp = Stamp::of(stamp);
+    stamp
+        .entry(profile_uid)
+        .map(|e| e.rotation_id.clone())
+        .or(stamp.legacy)
+}
+
 fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
     store: &Store<Workload<K>>,
     kind: ConsumerKind,
     namespaces: &NamespaceSet<'_>,
+    profile_uid: &str,
 ) -> Vec<ConsumerInfo> {
     store
         .state()
@@ -513,13 +542,14 @@ fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
                 name: w.metadata.name.clone().unwrap_or_default(),
             },
             secrets: w.secrets.clone(),
-            stamped_id: w.stamped_id.clone(),
+            stamped_id: template_id(w.stamped_id.as_deref(), profile_uid),
             stamped_at: w
                 .stamped_at
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
             rollout_complete: w.rollout_complete,
+            created_at: w.metadata.creation_timestamp.as_ref().and_then(to_chrono),
         })
         .collect()
 }
