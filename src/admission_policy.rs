@@ -162,7 +162,8 @@ fn unchanged_except<T: schemars::JsonSchema>(new: &str, old: &str, except: &[&st
 
 /// The one change Rampart makes to a workload: pod-template annotations under
 /// [`ANNOTATION_PREFIX`]. Everything else in the spec, the template's spec and metadata, and
-/// the workload's own labels and annotations must be as they were.
+/// the workload's own labels and annotations (but the one the API server bumps) must be as
+/// they were.
 fn workload_unchanged<T: schemars::JsonSchema>() -> String {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     let prefix = lit(ANNOTATION_PREFIX);
@@ -172,17 +173,33 @@ fn workload_unchanged<T: schemars::JsonSchema>() -> String {
         "oldObject.spec.template.metadata",
         &["annotations"],
     );
-    // Annotations not under the prefix: each present on one side is present, and equal, on
-    // the other.
-    let annotations = format!(
-        "variables.newTemplateAnnotations.all(k, k.startsWith({prefix}) || \
-         (k in variables.oldTemplateAnnotations && variables.oldTemplateAnnotations[k] == variables.newTemplateAnnotations[k])) && \
-         variables.oldTemplateAnnotations.all(k, k.startsWith({prefix}) || \
-         (k in variables.newTemplateAnnotations && variables.newTemplateAnnotations[k] == variables.oldTemplateAnnotations[k]))"
+    let template_annotations = same_annotations(
+        "variables.newTemplateAnnotations",
+        "variables.oldTemplateAnnotations",
+        &format!("k.startsWith({prefix})"),
+    );
+    // The API server itself bumps this one on a DaemonSet whose template changed (after
+    // Rampart's patch, before admission), so it differs in every restart.
+    let annotations = same_annotations(
+        "variables.newAnnotations",
+        "variables.oldAnnotations",
+        &format!("k == {}", lit(DAEMONSET_GENERATION_ANNOTATION)),
     );
     format!(
-        "{spec} && object.spec.template.?spec == oldObject.spec.template.?spec && {template_meta} && {annotations} && \
-         object.metadata.?labels == oldObject.metadata.?labels && object.metadata.?annotations == oldObject.metadata.?annotations"
+        "{spec} && object.spec.template.?spec == oldObject.spec.template.?spec && {template_meta} && {template_annotations} && \
+         object.metadata.?labels == oldObject.metadata.?labels && {annotations}"
+    )
+}
+
+/// Annotations the API server sets on a DaemonSet when its template changes.
+const DAEMONSET_GENERATION_ANNOTATION: &str = "deprecated.daemonset.template.generation";
+
+/// The maps `new` and `old` hold the same keys with the same values, leaving out keys for
+/// which `skip` (CEL over `k`) holds.
+fn same_annotations(new: &str, old: &str, skip: &str) -> String {
+    format!(
+        "{new}.all(k, {skip} || (k in {old} && {old}[k] == {new}[k])) && \
+         {old}.all(k, {skip} || (k in {new} && {new}[k] == {old}[k]))"
     )
 }
 
@@ -341,6 +358,8 @@ fn variables() -> Value {
         {"name": "oldManagedByRampart", "expression": managed("oldObject")},
         {"name": "newTemplateAnnotations", "expression": "object.spec.template.?metadata.?annotations.orValue({})"},
         {"name": "oldTemplateAnnotations", "expression": "oldObject.spec.template.?metadata.?annotations.orValue({})"},
+        {"name": "newAnnotations", "expression": "object.metadata.?annotations.orValue({})"},
+        {"name": "oldAnnotations", "expression": "oldObject.metadata.?annotations.orValue({})"},
     ])
 }
 
