@@ -64,6 +64,10 @@ lint: ## rustfmt, clippy, helm lint, checkov over the chart and config/, server-
 bench: controlplane ## the scale benchmark (not part of make test); N=1000 make bench for more namespaces
 	@bash e2e/bench.sh
 
+.PHONY: bench-admission
+bench-admission: controlplane ## what the admission policy costs Rampart's writes: p50/p99 with the policy on and off (part of make bench too)
+	@BENCH_ADMISSION_ONLY=1 bash e2e/bench.sh
+
 .PHONY: bench-peers
 bench-peers: controlplane ## Rampart beside Kyverno (built from Go modules, cached) at N=100 and N=1000 (not part of make test)
 	@bash e2e/bench-peers.sh

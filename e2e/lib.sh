@@ -42,8 +42,10 @@ open(sys.argv[2], "w").write(text)
 PY
   # The API server loads a new policy from a watch: wait until it refuses what it should.
   for _ in $(seq 1 150); do
-    if KUBECONFIG="$kc" kubectl create job rampart-policy-probe --image=example.com/x -n rampart-system \
-      --dry-run=server 2>&1 | grep -q ValidatingAdmissionPolicy; then
+    local answer
+    answer=$(KUBECONFIG="$kc" kubectl create job rampart-policy-probe --image=example.com/x -n rampart-system \
+      --dry-run=server 2>&1 || true)
+    if [[ "$answer" == *ValidatingAdmissionPolicy* ]]; then
       echo "$kc"
       return 0
     fi
