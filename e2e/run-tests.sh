@@ -41,7 +41,7 @@ if [ "${RAMPART_E2E_IDENTITY:-}" = serviceaccount ]; then
   echo "[e2e] operators act as system:serviceaccount:rampart-system:rampart (config/rbac, config/admission)"
 fi
 port=$(free_port)
-KUBECONFIG="$operator_kubeconfig" ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" --profile-selector "!e2e.rampart.dev/dedicated" >.local/logs/operator-e2e.log 2>&1 &
+KUBECONFIG="$operator_kubeconfig" RAMPART_ALLOW_SUB_MINUTE_SCHEDULES=true ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" --profile-selector "!e2e.rampart.dev/dedicated" >.local/logs/operator-e2e.log 2>&1 &
 operator_pid=$!
 wait_operator "$port" "$operator_pid" .local/logs/operator-e2e.log healthz 100
 echo "[e2e] operator running (pid $operator_pid, metrics on 127.0.0.1:$port, log .local/logs/operator-e2e.log)"

@@ -13,8 +13,8 @@
 //! - creates only of objects carrying that label;
 //! - PVCs, pods and the quota only in `rampart-verify-*` namespaces, namespaces only named so,
 //!   VolumeSnapshotContents only bound to a snapshot in one;
-//! - Jobs only with Rampart's labels and a pod spec the restricted rules allow (the reader pod
-//!   too);
+//! - Jobs only with Rampart's labels and a pod spec the restricted rules of
+//!   [`crate::api::restricted`] allow (the reader pod too);
 //! - on Deployments, StatefulSets and DaemonSets only pod-template annotations under
 //!   `rampart.dev/` may change;
 //! - a Secret's values change only when it already carried a rotation id, and every write
@@ -78,59 +78,35 @@ pub struct Validation {
     pub message: String,
 }
 
-/// The restricted Pod Security rules as CEL over the pod spec at `path`; the policy applies
-/// them to check Jobs' templates and to the reader pod.
+/// The restricted pod rules as CEL over the pod spec at `path`, from the one table of them
+/// ([`crate::api::restricted::pod_spec_cel_rules`], which also makes the CRD's rules on a check
+/// Job's template and the controller's check); the policy applies them to check Jobs'
+/// templates and to the reader pod.
 fn pod_spec_rules(path: &str) -> Vec<Validation> {
-    interim_restricted::pod_spec_cel_rules(path)
+    crate::api::restricted::pod_spec_cel_rules(path)
+        .into_iter()
+        .map(|r| Validation {
+            expression: allow_the_restored_claim(&r.rule),
+            message: r.message,
+        })
+        .collect()
 }
 
-/// INTERIM: stands in for the restricted rules module being written on `privilege-api`, and
-/// goes when that is merged, so the rules exist once.
-mod interim_restricted {
-    use super::Validation;
+/// What the rules refuse in a volume: a PVC among them. They judge the template a user
+/// writes; the Job (or reader pod) Rampart builds from it has one volume more, the restored
+/// scratch PVC, mounted read-only, in the scratch namespace. Admission sees the built object,
+/// so there, and only there, a PVC volume passes: read-only, in a `rampart-verify-*`
+/// namespace.
+const REFUSED_CLAIM: &str = "!has(i0.persistentVolumeClaim)";
 
-    /// `rule` holds for every container and init container of the pod spec at `path`.
-    fn every_container(path: &str, rule: &str) -> String {
-        format!(
-            "{path}.containers.all(c, {rule}) && {path}.?initContainers.orValue([]).all(c, {rule})"
-        )
-    }
-
-    pub fn pod_spec_cel_rules(path: &str) -> Vec<Validation> {
-        let v = |expression: String, message: &str| Validation {
-            expression,
-            message: message.to_string(),
-        };
-        vec![
-            v(
-                format!("!{path}.?hostNetwork.orValue(false) && !{path}.?hostPID.orValue(false) && !{path}.?hostIPC.orValue(false)"),
-                "no host network, PID or IPC namespace",
-            ),
-            v(
-                every_container(path, "!c.?securityContext.?privileged.orValue(false)"),
-                "no privileged container",
-            ),
-            v(
-                every_container(path, "c.?securityContext.?allowPrivilegeEscalation == optional.of(false)"),
-                "every container sets allowPrivilegeEscalation: false",
-            ),
-            v(
-                every_container(path, "c.?securityContext.?capabilities.?drop.orValue([]).exists(x, x == 'ALL')"),
-                "every container drops ALL capabilities",
-            ),
-            v(
-                format!(
-                    "{path}.?securityContext.?runAsNonRoot == optional.of(true) || {}",
-                    every_container(path, "c.?securityContext.?runAsNonRoot == optional.of(true)")
-                ),
-                "runAsNonRoot: true for the pod or every container",
-            ),
-            v(
-                format!("{path}.?volumes.orValue([]).all(v, !has(v.hostPath))"),
-                "no hostPath volume",
-            ),
-        ]
-    }
+fn allow_the_restored_claim(rule: &str) -> String {
+    rule.replace(
+        REFUSED_CLAIM,
+        &format!(
+            "({REFUSED_CLAIM} || (i0.persistentVolumeClaim.?readOnly.orValue(false) && request.namespace.startsWith({})))",
+            lit(SCRATCH_NAMESPACE_PREFIX)
+        ),
+    )
 }
 
 /// A string literal in CEL (single-quoted; our names hold no quote or backslash, but escape
@@ -471,17 +447,43 @@ mod tests {
     #[test]
     fn job_templates_and_the_reader_pod_are_held_to_the_restricted_rules() {
         let all = validations();
-        let jobs = interim_restricted::pod_spec_cel_rules("object.spec.template.spec");
-        let pods = interim_restricted::pod_spec_cel_rules("object.spec");
+        let jobs = crate::api::restricted::pod_spec_cel_rules("object.spec.template.spec");
+        let pods = crate::api::restricted::pod_spec_cel_rules("object.spec");
         assert!(!jobs.is_empty());
-        for r in jobs {
-            assert!(all.iter().any(|v| v.expression.contains(&r.expression)
-                && v.expression
-                    .starts_with("variables.resource != 'batch/jobs'")));
+        // Each rule of the one table is in the policy, for Jobs' templates and for pods,
+        // exactly as the table makes it (but the restored claim's allowance).
+        for (rules, guard) in [
+            (jobs, "variables.resource != 'batch/jobs'"),
+            (pods, "variables.resource != '/pods'"),
+        ] {
+            for r in rules {
+                let expected = allow_the_restored_claim(&r.rule);
+                assert!(
+                    all.iter().any(
+                        |v| v.expression.starts_with(guard) && v.expression.contains(&expected)
+                    ),
+                    "{guard}: {}",
+                    r.message
+                );
+            }
         }
-        for r in pods {
-            assert!(all.iter().any(|v| v.expression.contains(&r.expression)
-                && v.expression.starts_with("variables.resource != '/pods'")));
+    }
+
+    /// The restricted rules refuse PVC volumes in the template a user writes; the policy sees
+    /// the object Rampart built, with the restored PVC added. If the rules stop naming the
+    /// PVC the way [`allow_the_restored_claim`] expects, this fails rather than the policy
+    /// silently refusing every check Job.
+    #[test]
+    fn the_restored_claim_is_allowed_read_only_in_scratch_namespaces_only() {
+        for path in ["object.spec.template.spec", "object.spec"] {
+            let raw = crate::api::restricted::pod_spec_cel_rules(path);
+            let naming: Vec<_> = raw
+                .iter()
+                .filter(|r| r.rule.contains(REFUSED_CLAIM))
+                .collect();
+            assert_eq!(naming.len(), 1, "{path}: one rule refuses PVC volumes");
+            let adapted = allow_the_restored_claim(&naming[0].rule);
+            assert!(adapted.contains("i0.persistentVolumeClaim.?readOnly.orValue(false) && request.namespace.startsWith('rampart-verify-')"));
         }
     }
 

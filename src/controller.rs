@@ -55,6 +55,10 @@ pub struct Context {
     pub(crate) write_concurrency: usize,
     /// The API server's time, which snapshot ages are measured by.
     pub(crate) server_clock: observe::clock::ServerClock,
+    /// Namespaces no profile selects by label.
+    pub(crate) excluded_namespaces: selection::ExcludedNamespaces,
+    /// What the operator accepts beyond the CRD's schema.
+    pub(crate) limits: crate::api::validate::Limits,
 }
 
 /// How this operator process runs.
@@ -66,6 +70,10 @@ pub struct Options {
     pub profile_selector: Option<String>,
     /// Writes in flight at once for one profile.
     pub max_concurrent_writes: usize,
+    /// Namespaces no profile selects by label.
+    pub excluded_namespaces: selection::ExcludedNamespaces,
+    /// What the operator accepts beyond the CRD's schema.
+    pub limits: crate::api::validate::Limits,
 }
 
 /// What leadership means to the controller: a fence every reconcile checks first (a standby
@@ -131,6 +139,8 @@ pub async fn run(
         written: WrittenStatus::default(),
         write_concurrency: options.max_concurrent_writes,
         server_clock: Default::default(),
+        excluded_namespaces: options.excluded_namespaces.clone(),
+        limits: options.limits,
     });
 
     // A profile that appears, changes its spec or goes can hand namespaces to, or take them
@@ -340,6 +350,7 @@ impl Context {
                 name: namespace.to_string(),
                 labels: n.labels().clone(),
                 terminating: false,
+                excluded: self.excluded_namespaces.excludes(namespace),
             });
         let refs = self
             .profiles

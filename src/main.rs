@@ -82,6 +82,19 @@ struct RunArgs {
     #[arg(long, env = "RAMPART_MAX_CONCURRENT_WRITES", default_value_t = rampart::apply::WRITE_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=512))]
     max_concurrent_writes: u16,
+    /// The operator's own namespace, excluded from selection by default.
+    #[arg(long, env = "POD_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// Namespaces no profile selects by label (names, or prefixes ending in `*`), comma
+    /// separated; a profile still selects one it lists in `namespaces`. Default: `kube-*` and
+    /// the operator's own namespace. An empty value excludes none.
+    #[arg(long, env = "RAMPART_EXCLUDED_NAMESPACES", value_delimiter = ',')]
+    excluded_namespaces: Option<Vec<String>>,
+    /// Accept backup and verification schedules that fire more than once a minute (a seconds
+    /// field other than a single second). For test clusters: the e2e suites need slots seconds
+    /// apart; a real estate never does.
+    #[arg(long, env = "RAMPART_ALLOW_SUB_MINUTE_SCHEDULES")]
+    allow_sub_minute_schedules: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,7 +178,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: instance.clone(),
         profile_selector: args.profile_selector,
         max_concurrent_writes: usize::from(args.max_concurrent_writes),
+        excluded_namespaces: match args.excluded_namespaces {
+            Some(patterns) => rampart::selection::ExcludedNamespaces::new(patterns),
+            None => rampart::selection::ExcludedNamespaces::default_for(
+                args.operator_namespace.as_deref(),
+            ),
+        },
+        limits: rampart::api::validate::Limits {
+            sub_minute_schedules: args.allow_sub_minute_schedules,
+        },
     };
+    tracing::info!(excluded_namespaces = ?options.excluded_namespaces.patterns(), "namespaces excluded from selection by label");
     let (became_leader_tx, became_leader_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let became_leader = futures::stream::unfold(became_leader_rx, |mut rx| async move {
         rx.recv().await.map(|()| ((), rx))

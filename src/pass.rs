@@ -74,7 +74,8 @@ pub(crate) async fn apply_profile(
     let spec = &profile.spec;
     let writer = ctx.writer(profile)?;
 
-    let invalid = crate::api::validate::invalid_fields(spec);
+    let mut invalid = crate::api::validate::invalid_fields_within(spec, ctx.limits);
+    invalid.extend(crate::api::validate::invalid_profile_name(&name));
     if !invalid.is_empty() {
         let findings = Findings {
             invalid,
@@ -281,7 +282,12 @@ fn select(profile: &HardeningProfile, ctx: &Context, now: DateTime<Utc>) -> Sele
     }
     let all = ctx.profiles.state();
     let others: Vec<ProfileInfo<'_>> = all.iter().map(|p| info(p)).collect();
-    selection::select(&info(profile), &others, &ctx.caches.namespace_infos(), now)
+    selection::select(
+        &info(profile),
+        &others,
+        &ctx.caches.namespace_infos(&ctx.excluded_namespaces),
+        now,
+    )
 }
 
 /// Where the profile reaches: each control's namespaces, and the selected ones.

@@ -89,6 +89,17 @@ impl Schedule {
     }
 }
 
+/// Whether a cron expression can fire more than once in a minute: it has a seconds field
+/// (six fields) that is not a single second. Five fields and macros fire at most once a minute.
+/// Read from the text, not from sampled slots, so the answer holds for every minute.
+pub fn fires_more_than_once_a_minute(schedule: &str) -> bool {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    match fields.as_slice() {
+        [seconds, _, _, _, _, _] => !seconds.chars().all(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
 /// Parses a Go-style duration made of `s`, `m` and `h` parts, such as `168h` or `1h30m`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = 0f64;
@@ -123,6 +134,29 @@ mod tests {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
             .single()
             .expect("valid time")
+    }
+
+    #[test]
+    fn only_a_seconds_field_with_more_than_one_second_fires_more_than_once_a_minute() {
+        for often in [
+            "*/5 * * * * *",
+            "* * * * * *",
+            "0,30 * * * * *",
+            "0-10 2 * * * *",
+            "/15 * * * * *",
+        ] {
+            assert!(fires_more_than_once_a_minute(often), "{often}");
+        }
+        for ok in [
+            "* * * * *",
+            "*/5 * * * *",
+            "30 0 2 * * *",
+            "0 * * * * *",
+            "@daily",
+            "@hourly",
+        ] {
+            assert!(!fires_more_than_once_a_minute(ok), "{ok}");
+        }
     }
 
     #[test]

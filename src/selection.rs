@@ -19,6 +19,52 @@ pub struct NamespaceInfo {
     pub labels: BTreeMap<String, String>,
     /// Being deleted: nothing new is created there.
     pub terminating: bool,
+    /// Excluded by the operator (see [`ExcludedNamespaces`]): a profile selects it only by
+    /// naming it in `namespaces`, never by label.
+    pub excluded: bool,
+}
+
+/// Namespaces no profile selects by label: the control plane's and the operator's own, unless
+/// the operator is told otherwise (`--excluded-namespaces`). A profile still selects one it
+/// names in `namespaces`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExcludedNamespaces {
+    /// Names, or prefixes ending in `*`.
+    patterns: Vec<String>,
+}
+
+impl ExcludedNamespaces {
+    /// Names, or prefixes ending in `*` (`kube-*`).
+    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            patterns: patterns.into_iter().filter(|p| !p.is_empty()).collect(),
+        }
+    }
+
+    /// The default: every `kube-*` namespace (kube-system, kube-public, kube-node-lease and any
+    /// other the control plane or its add-ons make) and the operator's own, when known.
+    pub fn default_for(operator_namespace: Option<&str>) -> Self {
+        Self::new(
+            std::iter::once("kube-*".to_string()).chain(operator_namespace.map(str::to_string)),
+        )
+    }
+
+    pub fn excludes(&self, namespace: &str) -> bool {
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => namespace.starts_with(prefix),
+            None => namespace == p,
+        })
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+impl Default for ExcludedNamespaces {
+    fn default() -> Self {
+        Self::default_for(None)
+    }
 }
 
 /// What selection needs to know of a profile.
@@ -68,14 +114,11 @@ pub fn next_exception_expiry(
         .min()
 }
 
-/// Namespaces with names starting with this are left alone unless named explicitly.
-const SYSTEM_PREFIX: &str = "kube-";
-
 pub fn selects(spec: &HardeningProfileSpec, ns: &NamespaceInfo) -> bool {
     if spec.namespaces.iter().any(|n| n.as_str() == ns.name) {
         return true;
     }
-    if ns.name.starts_with(SYSTEM_PREFIX) {
+    if ns.excluded {
         return false;
     }
     spec.namespace_selector
@@ -172,6 +215,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             terminating: false,
+            excluded: ExcludedNamespaces::default_for(Some("rampart-system")).excludes(name),
         }
     }
 
@@ -215,6 +259,37 @@ mod tests {
         };
         let sel = select(&p, &[], &namespaces, now());
         assert!(sel.namespaces.contains("kube-system"));
+    }
+
+    #[test]
+    fn the_operators_own_namespace_and_the_control_planes_are_excluded_by_default() {
+        let spec = pdb_spec_selecting(("tier", "prod"));
+        let namespaces: Vec<NamespaceInfo> = [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "rampart-system",
+            "app",
+        ]
+        .into_iter()
+        .map(|n| ns(n, &[("tier", "prod")]))
+        .collect();
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
+        let sel = select(&p, &[], &namespaces, now());
+        assert_eq!(sel.namespaces.iter().collect::<Vec<_>>(), vec!["app"]);
+    }
+
+    #[test]
+    fn exclusions_are_names_or_prefixes() {
+        let ex = ExcludedNamespaces::new(["kube-*".to_string(), "ops".to_string()]);
+        assert!(ex.excludes("kube-system") && ex.excludes("ops"));
+        assert!(!ex.excludes("ops-2") && !ex.excludes("app"));
+        assert!(!ExcludedNamespaces::new([]).excludes("kube-system"));
+        assert!(!ExcludedNamespaces::default_for(None).excludes("default"));
     }
 
     #[test]

@@ -928,6 +928,42 @@ async fn bad_profiles_are_refused_at_admission_naming_the_field() -> Result<()> 
             ),
             "control",
         ),
+        (
+            "empty pvcSelector",
+            set(
+                base_profile(&n(20)),
+                &["spec", "backups", "pvcSelector"],
+                json!({}),
+            ),
+            "spec.backups.pvcSelector",
+        ),
+        (
+            "empty secretRotation selector",
+            set(
+                base_profile(&n(21)),
+                &["spec", "secretRotation"],
+                json!({"rotationId": "r1", "selector": {"matchLabels": {}, "matchExpressions": []}}),
+            ),
+            "spec.secretRotation.selector",
+        ),
+        (
+            "a name with dots",
+            set(
+                base_profile(&n(22)),
+                &["metadata", "name"],
+                json!(format!("bad.{id}.dots")),
+            ),
+            "metadata.name",
+        ),
+        (
+            "a name over 63 characters",
+            set(
+                base_profile(&n(23)),
+                &["metadata", "name"],
+                json!(format!("bad-{id}-{}", "x".repeat(63))),
+            ),
+            "metadata.name",
+        ),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
@@ -957,8 +993,153 @@ async fn bad_profiles_are_refused_at_admission_naming_the_field() -> Result<()> 
             Err(e) => failures.push(format!("{what}: refused without naming {field}: {e}")),
         }
     }
-    for i in 0..cases.len() {
+    for (_, profile, _) in &cases {
+        if let Some(name) = profile["metadata"]["name"].as_str() {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}
+
+/// A profile whose check Job runs `spec` (one harmless container added when it has none).
+fn with_check_job(name: &str, mut spec: Value) -> Value {
+    if spec.get("containers").is_none() {
+        spec["containers"] = json!([{"name": "check", "image": "registry.example/checker:1"}]);
+    }
+    set(
+        base_profile(name),
+        &["spec", "backups", "verify"],
+        json!({"schedule": "0 3 * * *", "job": {"template": {"spec": spec}}}),
+    )
+}
+
+/// A check Job cannot escalate: each template the restricted Pod Security Standard refuses,
+/// and each way out Rampart closes besides (a node, another ServiceAccount, a token, host
+/// volumes), is refused by the API server with a message naming the field. A harmless one
+/// is accepted, so the refusals are the rules' and not the schema's.
+#[tokio::test]
+async fn check_job_templates_that_could_escalate_are_refused_at_admission_naming_the_field(
+) -> Result<()> {
+    let c = client().await?;
+    let api = Api::<HardeningProfile>::all(c.clone());
+    let id = unique_id();
+    let n = |i: usize| format!("escalate-{id}-{i}");
+    let container = |sc: Value| json!([{"name": "check", "image": "registry.example/checker:1", "securityContext": sc}]);
+    // (what, the pod spec, pieces of the API server's message that name the field)
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "privileged",
+            json!({"containers": container(json!({"privileged": true}))}),
+            &["spec.containers", "securityContext.privileged"],
+        ),
+        (
+            "hostPath",
+            json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+            &["spec.volumes", "hostPath"],
+        ),
+        (
+            "hostNetwork",
+            json!({"hostNetwork": true}),
+            &["spec.hostNetwork"],
+        ),
+        ("hostPID", json!({"hostPID": true}), &["spec.hostPID"]),
+        ("hostIPC", json!({"hostIPC": true}), &["spec.hostIPC"]),
+        (
+            "nodeName",
+            json!({"nodeName": "kwok-node-0"}),
+            &["spec.nodeName"],
+        ),
+        (
+            "another ServiceAccount",
+            json!({"serviceAccountName": "rampart"}),
+            &["spec.serviceAccountName"],
+        ),
+        (
+            "a token",
+            json!({"automountServiceAccountToken": true}),
+            &["spec.automountServiceAccountToken"],
+        ),
+        (
+            "added capabilities",
+            json!({"containers": container(json!({"capabilities": {"add": ["SYS_ADMIN"]}}))}),
+            &["spec.containers", "capabilities.add"],
+        ),
+        (
+            "runAsUser 0 in a container",
+            json!({"containers": container(json!({"runAsUser": 0}))}),
+            &["spec.containers", "securityContext.runAsUser"],
+        ),
+        (
+            "runAsUser 0 for the pod",
+            json!({"securityContext": {"runAsUser": 0}}),
+            &["spec.securityContext.runAsUser"],
+        ),
+        (
+            "privilege escalation",
+            json!({"containers": container(json!({"allowPrivilegeEscalation": true}))}),
+            &["spec.containers", "allowPrivilegeEscalation"],
+        ),
+        (
+            "unconfined seccomp",
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            &["spec.securityContext.seccompProfile.type"],
+        ),
+        (
+            "a host port",
+            json!({"containers": [{"name": "check", "image": "i", "ports": [{"containerPort": 80, "hostPort": 80}]}]}),
+            &["spec.containers", "hostPort"],
+        ),
+        (
+            "a Secret volume",
+            json!({"volumes": [{"name": "s", "secret": {"secretName": "db"}}]}),
+            &["spec.volumes", "configMap, emptyDir"],
+        ),
+        (
+            "a projected token",
+            json!({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]}),
+            &["spec.volumes", "projected.sources"],
+        ),
+        (
+            "a privileged init container",
+            json!({"initContainers": container(json!({"privileged": true}))}),
+            &["spec.initContainers", "securityContext.privileged"],
+        ),
+    ];
+    assert!(cases.len() >= 8);
+    let mut failures = Vec::new();
+    for (i, (what, spec, fields)) in cases.iter().enumerate() {
+        let profile: HardeningProfile =
+            serde_json::from_value(with_check_job(&n(i), spec.clone()))?;
+        match api.create(&PostParams::default(), &profile).await {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(e) => {
+                let message = e.to_string();
+                let prefixed = format!("spec.backups.verify.job.template.{}", fields[0]);
+                if !message.contains(&prefixed) || !fields.iter().all(|f| message.contains(f)) {
+                    failures.push(format!(
+                        "{what}: refused without naming {fields:?}: {message}"
+                    ));
+                }
+            }
+        }
+    }
+    let harmless = with_check_job(
+        &n(cases.len()),
+        json!({
+            "securityContext": {"runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": container(json!({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}})),
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "info", "projected": {"sources": [{"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}],
+        }),
+    );
+    let accepted = api
+        .create(&PostParams::default(), &serde_json::from_value(harmless)?)
+        .await;
+    for i in 0..=cases.len() {
         let _ = api.delete(&n(i), &DeleteParams::default()).await;
+    }
+    if let Err(e) = accepted {
+        failures.push(format!("a harmless template was refused: {e}"));
     }
     assert!(failures.is_empty(), "{failures:#?}");
     Ok(())

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec};
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use kube::{Api, Client};
@@ -25,8 +25,8 @@ use rampart_e2e::csi::{
     snapshot_content_resource, snapshot_resource, volume_dir, DEFAULT_CLASS, IMMEDIATE_CLASS,
 };
 use rampart_e2e::{
-    client, delete_profile_and_wait, metric_sum, unique_id, wait_for, OperatorProcess,
-    TestNamespace, DEDICATED_LABEL,
+    client, delete_profile_and_wait, kubeconfig_path, metric_sum, repo_root, unique_id, wait_for,
+    OperatorLaunch, OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
 
@@ -303,6 +303,60 @@ fn verify_with_check(node_selector: Option<Value>) -> Value {
     verify
 }
 
+/// The check Job's pod spec runs under `restricted`: the restricted security context filled
+/// where the template left it empty, no token, and a pod of that spec admitted (server-side
+/// dry run) into a namespace whose PodSecurity admission enforces `restricted`. The user's
+/// template as written (none of that filled in) is refused there, so the admission is a test.
+async fn assert_runs_restricted(client: &Client, pod: &PodSpec) -> Result<()> {
+    assert_eq!(pod.automount_service_account_token, Some(false), "no token");
+    let sc = pod.security_context.clone().unwrap_or_default();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(
+        sc.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("RuntimeDefault")
+    );
+    for c in &pod.containers {
+        let sc = c.security_context.clone().unwrap_or_default();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()]),
+            "{}",
+            c.name
+        );
+    }
+    let restricted = TestNamespace::create(
+        client,
+        "restricted",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &restricted.name);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let as_pod = |spec: Value| -> Result<Pod> {
+        Ok(serde_json::from_value(
+            json!({"metadata": {"name": "check"}, "spec": spec}),
+        )?)
+    };
+    let admitted = pods
+        .create(&dry_run, &as_pod(serde_json::to_value(pod)?)?)
+        .await;
+    let mut unfilled = verify_with_check(None)["job"]["template"]["spec"].clone();
+    unfilled["volumes"] = serde_json::to_value(&pod.volumes)?;
+    let refused = pods.create(&dry_run, &as_pod(unfilled)?).await;
+    drop(restricted);
+    if let Err(e) = admitted {
+        anyhow::bail!("the check Job's pod is refused under restricted: {e}");
+    }
+    match refused {
+        Err(e) if e.to_string().contains("PodSecurity") => Ok(()),
+        other => anyhow::bail!("the unfilled template should break restricted: {other:?}"),
+    }
+}
+
 fn verify_spec(timeout: i64) -> Value {
     json!({"schedule": "*/5 * * * * *", "timeoutSeconds": timeout})
 }
@@ -477,6 +531,7 @@ async fn a_check_job_runs_against_the_restored_volume_and_decides_the_result() -
         pod.containers[0].name, "check",
         "the user's container is kept"
     );
+    assert_runs_restricted(&f.client, &pod).await?;
 
     let entry = f.verified("orders", "Succeeded").await?;
     assert_eq!(entry["snapshot"], snapshot.as_str(), "{entry}");
@@ -519,6 +574,30 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
         }
     })
     .await?;
+    // The pod the Job made holds no token: none asked for, none mounted.
+    let made = pods.get(&pod).await?;
+    let spec = made.spec.unwrap_or_default();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let volumes: Vec<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    assert!(
+        !volumes.iter().any(|v| v.starts_with("kube-api-access")),
+        "no token volume: {volumes:?}"
+    );
+    let mounts: Vec<String> = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert!(
+        !mounts.iter().any(|m| m.contains("serviceaccount")),
+        "no token mounted: {mounts:?}"
+    );
     pods.patch_status(
         &pod,
         &PatchParams::default(),
@@ -554,6 +633,42 @@ async fn a_failing_check_job_fails_verification_naming_the_pvc() -> Result<()> {
         .map(|c| c.claim_name)
         .unwrap_or_default();
     f.gone(&scratch_ns, &job_name, &claim).await?;
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// Out of the e2e suites, which turn them on, schedules that fire more than once a minute are
+/// refused: the operator reports `InvalidSpec` naming the field and restores nothing.
+#[tokio::test]
+async fn a_schedule_more_often_than_once_a_minute_is_an_invalid_spec() -> Result<()> {
+    let f = Fixture::new("versubmin").await?;
+    f.pvc_with("ledger", "the ledger").await?;
+    let _op = OperatorProcess::launch(&OperatorLaunch {
+        bin: repo_root().join("target/debug/rampart"),
+        selector: format!("{DEDICATED_LABEL}={}", f.tag),
+        extra: vec![],
+        kubeconfig: kubeconfig_path(),
+        log_name: format!("operator-{}", f.tag),
+        env: vec![(
+            "RAMPART_ALLOW_SUB_MINUTE_SCHEDULES".to_string(),
+            "false".to_string(),
+        )],
+    })
+    .await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(Some(verify_spec(60)))).await?;
+    let (status, message) = wait_for("InvalidSpec", TIMEOUT, || async {
+        Ok(f.condition("InvalidSpec")
+            .await
+            .map_err(|e| e.to_string())?
+            .filter(|(status, _)| status == "True"))
+    })
+    .await?;
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("spec.backups.verify.schedule") && message.contains("once a minute"),
+        "{message}"
+    );
+    assert!(f.scratch_left().await?.is_empty(), "nothing restored");
     delete_profile_and_wait(&f.client, &f.profile).await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! checks only the controller can make. Pure: nothing here calls the API server.
 
 pub mod conditions;
+pub mod restricted;
 mod spec;
 mod status;
 pub mod validate;

@@ -72,6 +72,11 @@ use super::status::HardeningProfileStatus;
         description = "The Ready condition's message",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     ),
+    // The profile name becomes a label value (rampart.dev/profile) and part of the scratch
+    // namespace's name (rampart-verify-<name>, hashed to fit 63), so it must be a DNS label:
+    // metadata.name already allows only lowercase, digits, '-' and '.'.
+    validation = Rule::new("size(self.metadata.name) <= 63 && !self.metadata.name.contains('.')")
+        .message("metadata.name: at most 63 characters and no dots, since it becomes a label value and part of a namespace name"),
     doc = "HardeningProfile keeps the namespaces it selects hardened: default-deny NetworkPolicies with allow-lists, drain-friendly PodDisruptionBudgets, Secret rotation with bounded restarts and scheduled VolumeSnapshots with retention. Cluster-scoped. Drift from the profile is reported in status and, in Enforce mode, repaired."
 )]
 #[x_kube(
@@ -87,8 +92,9 @@ pub struct HardeningProfileSpec {
     #[serde(default)]
     pub mode: Mode,
 
-    /// Selects namespaces by label. Combined with `namespaces` as a union. Namespaces named
-    /// kube-* are excluded unless listed by name in `namespaces`.
+    /// Selects namespaces by label. Combined with `namespaces` as a union. The namespaces the
+    /// operator excludes (by default kube-* and its own) are left out unless listed by name in
+    /// `namespaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 
@@ -164,6 +170,10 @@ pub struct LabelSelector {
     #[schemars(length(max = 32))]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
+
+/// A selector that names something: one that selects everything is refused where it would
+/// reach every Secret or PVC of the selected namespaces.
+const NON_EMPTY_SELECTOR: &str = "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)";
 
 /// One set-based label requirement.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
@@ -324,7 +334,9 @@ pub struct SecretRotationControl {
     )]
     pub rotation_id: String,
 
-    /// Which Secrets in the selected namespaces rotate.
+    /// Which Secrets in the selected namespaces rotate. Must not be empty: an empty selector
+    /// would rotate every Secret of every selected namespace.
+    #[x_kube(validation = Rule::new(NON_EMPTY_SELECTOR).message("selector: set matchLabels or matchExpressions; an empty selector would select every Secret of every selected namespace"))]
     pub selector: LabelSelector,
 
     /// Keys given new random values; other keys keep theirs. A missing key is created.
@@ -380,14 +392,17 @@ pub enum Alphabet {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupControl {
-    /// Cron schedule: 5 fields, 6 with a leading seconds field, or a macro such as @daily.
+    /// Cron schedule: 5 fields, 6 with a leading seconds field, or a macro such as @daily. At
+    /// most once a minute: a seconds field must be a single second (`30 0 2 * * *`).
     #[schemars(length(min = 1, max = 128))]
     pub schedule: String,
     /// IANA time zone the schedule is read in; UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: Option<String>,
-    /// Which PVCs in the selected namespaces are snapshotted.
+    /// Which PVCs in the selected namespaces are snapshotted. Must not be empty: an empty
+    /// selector would snapshot every PVC of every selected namespace.
+    #[x_kube(validation = Rule::new(NON_EMPTY_SELECTOR).message("pvcSelector: set matchLabels or matchExpressions; an empty selector would select every PVC of every selected namespace"))]
     pub pvc_selector: LabelSelector,
     /// The VolumeSnapshotClass each snapshot names.
     #[schemars(length(min = 1, max = 253))]
@@ -422,7 +437,8 @@ pub struct BackupControl {
 #[serde(rename_all = "camelCase")]
 pub struct VerifyControl {
     /// Cron schedule of verifications (read in `spec.backups.timeZone`): 5 fields, 6 with a
-    /// leading seconds field, or a macro such as @weekly.
+    /// leading seconds field, or a macro such as @weekly. At most once a minute: a seconds
+    /// field must be a single second.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new("self.trim() != ''").message("schedule: must not be blank"))]
     pub schedule: String,
@@ -458,10 +474,16 @@ pub struct VerifyControl {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyJob {
-    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`). Checked by the
-    /// controller, which reports an `InvalidSpec` naming this field when it is not a pod
-    /// template with at least one container; `restartPolicy` defaults to Never.
-    #[schemars(schema_with = "free_form_object")]
+    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`) that cannot
+    /// escalate: what the `restricted` Pod Security Standard refuses is refused here too, as are
+    /// `nodeName`, a ServiceAccount other than `default`, a service account token, host ports and
+    /// volumes other than configMap, emptyDir, downwardAPI and projected (configMap and
+    /// downwardAPI sources). Security context fields left empty are filled with the restricted
+    /// values (runAsNonRoot, seccompProfile RuntimeDefault, allowPrivilegeEscalation false,
+    /// capabilities drop ALL) and the token is never mounted. The controller also reports an
+    /// `InvalidSpec` naming this field when it is not a pod template with at least one
+    /// container; `restartPolicy` defaults to Never.
+    #[schemars(schema_with = "pod_template")]
     pub template: serde_json::Value,
     /// Name of the volume the restored PVC is added as.
     #[serde(default = "default_verify_volume_name")]
@@ -470,13 +492,11 @@ pub struct VerifyJob {
     pub volume_name: String,
 }
 
-/// An object kept as given (a pod template): the API server validates it when the Job is made,
-/// the controller reads it into its type before that.
-fn free_form_object(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
+/// A pod template kept as given, except that the fields the restricted rules read are declared
+/// so their CEL can refuse a template that could escalate (see `crate::api::restricted`); the
+/// API server validates the rest when the Job is made, the controller before that.
+fn pod_template(_: &mut SchemaGenerator) -> Schema {
+    Schema::from(super::restricted::pod_template_schema())
 }
 
 /// Retention of ready snapshots.

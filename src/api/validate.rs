@@ -27,8 +27,10 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
     }
 }
 
-/// The verification Job's template must read as a pod template with a container, and must not
-/// already use the name the restored volume is added as.
+/// The verification Job's template must read as a pod template with a container, must keep to
+/// the restricted rules (the CRD's CEL refuses the same, this catches what CEL cannot see and
+/// profiles stored before the rules), and must not already use the name the restored volume is
+/// added as.
 fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
     const FIELD: &str = "spec.backups.verify.job.template";
     let template: k8s_openapi::api::core::v1::PodTemplateSpec =
@@ -39,6 +41,9 @@ fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
                 return;
             }
         };
+    if let Err(violations) = super::restricted::check_pod_template(&job.template, FIELD) {
+        out.extend(violations.into_iter().map(|v| invalid(v.field, v.message)));
+    }
     let Some(pod) = template.spec else {
         out.push(invalid(FIELD, "spec: a pod template needs a spec"));
         return;
@@ -68,8 +73,35 @@ fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
     }
 }
 
-/// Every problem the controller can find in a spec; empty when the spec is usable.
+/// What the operator allows beyond the schema, set by its flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Accept schedules that fire more than once a minute. Off by default: a snapshot or a
+    /// restore every few seconds is a load no real estate needs. The e2e suites turn it on to
+    /// see several slots in seconds.
+    pub sub_minute_schedules: bool,
+}
+
+/// Every problem the controller can find in a spec under the default limits; empty when the
+/// spec is usable.
 pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
+    invalid_fields_within(spec, Limits::default())
+}
+
+/// The profile's name must fit where Rampart puts it: a label value (at most 63 characters)
+/// and a namespace name (no dots). The CRD refuses such names; this catches profiles stored
+/// before it did.
+pub fn invalid_profile_name(name: &str) -> Option<InvalidField> {
+    (name.len() > 63 || name.contains('.')).then(|| {
+        invalid(
+            "metadata.name",
+            format!("{name:?}: at most 63 characters and no dots, since it becomes a label value and part of a namespace name"),
+        )
+    })
+}
+
+/// Every problem the controller can find in a spec under `limits`.
+pub fn invalid_fields_within(spec: &HardeningProfileSpec, limits: Limits) -> Vec<InvalidField> {
     let mut out = Vec::new();
     if let Some(sel) = &spec.namespace_selector {
         check_selector("spec.namespaceSelector", sel, &mut out);
@@ -92,11 +124,27 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
     }
     if let Some(rot) = &spec.secret_rotation {
         check_selector("spec.secretRotation.selector", &rot.selector, &mut out);
+        check_selects_something(
+            "spec.secretRotation.selector",
+            &rot.selector,
+            "Secret",
+            &mut out,
+        );
     }
     if let Some(b) = &spec.backups {
         check_selector("spec.backups.pvcSelector", &b.pvc_selector, &mut out);
+        check_selects_something("spec.backups.pvcSelector", &b.pvc_selector, "PVC", &mut out);
         if let Err(e) = Schedule::parse(&b.schedule, b.time_zone.as_deref()) {
             out.push(invalid(e.field(), e.to_string()));
+        }
+        check_frequency("spec.backups.schedule", &b.schedule, limits, &mut out);
+        if let Some(v) = &b.verify {
+            check_frequency(
+                "spec.backups.verify.schedule",
+                &v.schedule,
+                limits,
+                &mut out,
+            );
         }
         if let Some(v) = &b.verify {
             // A bad time zone is reported once, for spec.backups.timeZone, above.
@@ -119,6 +167,30 @@ pub fn invalid_fields(spec: &HardeningProfileSpec) -> Vec<InvalidField> {
         }
     }
     out
+}
+
+/// An empty selector selects everything: every `what` of every selected namespace.
+fn check_selects_something(
+    field: &str,
+    sel: &LabelSelector,
+    what: &str,
+    out: &mut Vec<InvalidField>,
+) {
+    if sel.match_labels.is_empty() && sel.match_expressions.is_empty() {
+        out.push(invalid(
+            field,
+            format!("set matchLabels or matchExpressions; an empty selector would select every {what} of every selected namespace"),
+        ));
+    }
+}
+
+fn check_frequency(field: &str, schedule: &str, limits: Limits, out: &mut Vec<InvalidField>) {
+    if !limits.sub_minute_schedules && crate::schedule::fires_more_than_once_a_minute(schedule) {
+        out.push(invalid(
+            field,
+            format!("{schedule:?} fires more than once a minute; a seconds field must be a single second"),
+        ));
+    }
 }
 
 fn check_selector(field: &str, sel: &LabelSelector, out: &mut Vec<InvalidField>) {
@@ -184,6 +256,7 @@ pub fn valid_label_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{invalid_fields, valid_label_key, LabelSelector};
+    use serde_json::json;
 
     /// A budgets-only spec with backups verified on `schedule`, with `job` when given.
     fn with_verify(
@@ -194,7 +267,10 @@ mod tests {
         spec.backups = Some(crate::api::BackupControl {
             schedule: "0 2 * * *".into(),
             time_zone: None,
-            pvc_selector: LabelSelector::default(),
+            pvc_selector: LabelSelector {
+                match_labels: [("backup".to_string(), "true".to_string())].into(),
+                match_expressions: vec![],
+            },
             volume_snapshot_class_name: "csi".into(),
             retention: Default::default(),
             suspend: false,
@@ -277,6 +353,105 @@ mod tests {
             assert!(
                 got[0].starts_with(want),
                 "{template}: {got:?} does not start with {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_escalating_verify_job_template_is_invalid_naming_the_field() {
+        let container = |sc| json!([{"name": "c", "image": "i", "securityContext": sc}]);
+        for (pod, want) in [
+            (
+                json!({"containers": container(json!({"privileged": true}))}),
+                "containers[0].securityContext.privileged",
+            ),
+            (
+                json!({"containers": container(json!({"runAsUser": 0}))}),
+                "containers[0].securityContext.runAsUser",
+            ),
+            (
+                json!({"containers": container(json!({"capabilities": {"add": ["NET_ADMIN"]}}))}),
+                "containers[0].securityContext.capabilities.add",
+            ),
+            (json!({"hostNetwork": true}), "hostNetwork"),
+            (json!({"hostPID": true}), "hostPID"),
+            (json!({"nodeName": "node-1"}), "nodeName"),
+            (
+                json!({"serviceAccountName": "operator"}),
+                "serviceAccountName",
+            ),
+            (
+                json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+                "volumes[0].hostPath",
+            ),
+        ] {
+            let mut spec = pod;
+            if spec.get("containers").is_none() {
+                spec["containers"] = json!([{"name": "c", "image": "i"}]);
+            }
+            let got = invalid_fields(&with_job(json!({"spec": spec}), "restored"));
+            let fields: Vec<&str> = got.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                vec![format!("spec.backups.verify.job.template.spec.{want}")]
+            );
+            assert!(
+                got[0].message.contains("Pod Security Standard")
+                    || got[0].message.contains("Rampart"),
+                "{}",
+                got[0]
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_secret_or_pvc_selector_is_invalid() {
+        let mut spec = with_verify("0 3 * * *", None);
+        if let Some(b) = spec.backups.as_mut() {
+            b.pvc_selector = LabelSelector::default();
+        }
+        spec.secret_rotation = Some(crate::api::fixtures::rotation("r1", 1));
+        let fields: Vec<String> = invalid_fields(&spec).into_iter().map(|f| f.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.secretRotation.selector".to_string(),
+                "spec.backups.pvcSelector".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn schedules_more_often_than_once_a_minute_are_invalid_unless_allowed() {
+        let mut spec = with_verify("*/5 * * * * *", None);
+        if let Some(b) = spec.backups.as_mut() {
+            b.schedule = "* * * * * *".into();
+        }
+        let fields: Vec<String> = invalid_fields(&spec).into_iter().map(|f| f.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.backups.schedule".to_string(),
+                "spec.backups.verify.schedule".to_string()
+            ]
+        );
+        let allowed = super::Limits {
+            sub_minute_schedules: true,
+        };
+        assert!(super::invalid_fields_within(&spec, allowed).is_empty());
+        let once_a_minute = with_verify("30 * * * * *", None);
+        assert!(invalid_fields(&once_a_minute).is_empty());
+    }
+
+    #[test]
+    fn profile_names_that_cannot_be_labels_or_namespaces_are_invalid() {
+        assert_eq!(super::invalid_profile_name(&"p".repeat(63)), None);
+        assert_eq!(super::invalid_profile_name("prod"), None);
+        for bad in ["prod.eu", &"p".repeat(64)] {
+            assert_eq!(
+                super::invalid_profile_name(bad).map(|f| f.field),
+                Some("metadata.name".to_string()),
+                "{bad}"
             );
         }
     }

@@ -999,8 +999,9 @@ impl Planning<'_> {
         )
     }
 
-    /// The check Job: the user's pod template with the scratch PVC added read-only as the
-    /// volume it names, run once (no retries: a check that fails has answered), stopped by the
+    /// The check Job: the user's pod template, with the restricted security context filled where
+    /// it is empty and no token, and the scratch PVC added read-only as the volume it names, run
+    /// once (no retries: a check that fails has answered), stopped by the
     /// API server at the verification's timeout.
     fn job_object(
         &self,
@@ -1020,6 +1021,9 @@ impl Planning<'_> {
         if pod.get("restartPolicy").is_none() {
             pod["restartPolicy"] = json!("Never");
         }
+        // The check runs with no token and under `restricted` whatever the template leaves out;
+        // what it sets dangerously was refused before (CRD rules and `InvalidSpec`).
+        crate::api::restricted::fill_restricted_defaults(pod);
         let volume = json!({
             "name": job.volume_name,
             "persistentVolumeClaim": {"claimName": names.claim, "readOnly": true},
@@ -1684,6 +1688,15 @@ mod tests {
             pod["containers"][0]["name"], "check",
             "the user's template is kept"
         );
+        assert_eq!(pod["automountServiceAccountToken"], false, "no token");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let sc = &pod["containers"][0]["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(
             pod["volumes"],
             json!([{"name": "restored", "persistentVolumeClaim": {

@@ -31,10 +31,10 @@ use crate::controls::rotation::{
 use crate::controls::verify::{self, ScratchNamespace, SourceSnapshot, VerifyObserved, VerifyPvc};
 use crate::controls::{Fingerprint, ManagedKind, NamespaceObserved, ObjectKey, ObservedObject};
 use crate::ownership::{belongs_to, control_of, has_owner_reference, is_managed};
-use crate::selection::NamespaceInfo;
+use crate::selection::{ExcludedNamespaces, NamespaceInfo};
 
 impl Caches {
-    pub fn namespace_infos(&self) -> Vec<NamespaceInfo> {
+    pub fn namespace_infos(&self, excluded: &ExcludedNamespaces) -> Vec<NamespaceInfo> {
         self.namespaces
             .state()
             .iter()
@@ -42,6 +42,7 @@ impl Caches {
                 name: ns.name_any(),
                 labels: ns.labels().clone(),
                 terminating: ns.metadata.deletion_timestamp.is_some(),
+                excluded: excluded.excludes(&ns.name_any()),
             })
             .collect()
     }
