@@ -28,9 +28,11 @@ build: ## build the operator
 	$(CARGO) build --workspace
 
 .PHONY: crds
-crds: build ## regenerate crds/ (and the chart's copy, which templates/crds.yaml prints) from the Rust types
+crds: build ## regenerate crds/ and the admission policy in config/admission/ (and the chart's copies, which its templates print) from the Rust types
 	./target/debug/rampart crd > crds/rampart.dev_hardeningprofiles.yaml
 	cp crds/rampart.dev_hardeningprofiles.yaml charts/rampart/crd/rampart.dev_hardeningprofiles.yaml
+	./target/debug/rampart admission-policy > config/admission/admission_policy.yaml
+	cp config/admission/admission_policy.yaml charts/rampart/admission/admission_policy.yaml
 
 .PHONY: chart-readme
 chart-readme: ## rewrite the values table in charts/rampart/README.md from values.yaml
@@ -40,6 +42,7 @@ chart-readme: ## rewrite the values table in charts/rampart/README.md from value
 unit: ## unit tests, CRD freshness and the local CSI driver's tests (no cluster needed)
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p rampart --test crds_fresh
+	$(CARGO) test -p rampart --test admission_policy_fresh
 	cd e2e/tools/csi-hostpath && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go test ./...
 
 .PHONY: e2e
@@ -60,6 +63,10 @@ lint: ## rustfmt, clippy, helm lint, checkov over the chart and config/, server-
 .PHONY: bench
 bench: controlplane ## the scale benchmark (not part of make test); N=1000 make bench for more namespaces
 	@bash e2e/bench.sh
+
+.PHONY: bench-admission
+bench-admission: controlplane ## what the admission policy costs Rampart's writes: p50/p99 with the policy on and off (part of make bench too)
+	@BENCH_ADMISSION_ONLY=1 bash e2e/bench.sh
 
 .PHONY: bench-peers
 bench-peers: controlplane ## Rampart beside Kyverno (built from Go modules, cached) at N=100 and N=1000 (not part of make test)

@@ -23,6 +23,38 @@ install_crd() {
   kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s >/dev/null
 }
 
+# install_shipped_identity: the ServiceAccount rampart-system/rampart with exactly what
+# config/ ships (both ClusterRoles, the leader-election Role, the admission policy), and
+# .local/kubeconfig-rampart, the admin kubeconfig impersonating it. Prints that path.
+install_shipped_identity() {
+  kubectl apply -f "$root/config/namespace.yaml" >/dev/null
+  kubectl apply -f "$root/config/rbac/" >/dev/null
+  kubectl apply -f "$root/config/admission/" >/dev/null
+  local kc="$root/.local/kubeconfig-rampart"
+  python3 - "$KUBECONFIG" "$kc" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+# The admin's client certificate, acting as the account (what `kubectl --as` does).
+marker = "  user:\n"
+assert marker in text, "no user in the kubeconfig"
+text = text.replace(marker, marker + "    as: system:serviceaccount:rampart-system:rampart\n", 1)
+open(sys.argv[2], "w").write(text)
+PY
+  # The API server loads a new policy from a watch: wait until it refuses what it should.
+  for _ in $(seq 1 150); do
+    local answer
+    answer=$(KUBECONFIG="$kc" kubectl create job rampart-policy-probe --image=example.com/x -n rampart-system \
+      --dry-run=server 2>&1 || true)
+    if [[ "$answer" == *ValidatingAdmissionPolicy* ]]; then
+      echo "$kc"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "the admission policy in config/admission/ did not take effect in 30 s" >&2
+  return 1
+}
+
 # wait_operator PORT PID LOG [PATH] [TRIES]: polls http://127.0.0.1:PORT/PATH (default readyz)
 # every 0.1 s until it answers; fails with the log's tail when the process exits first or
 # TRIES (default 300) run out.

@@ -24,7 +24,7 @@ helm template rampart charts/rampart --kube-version 1.37.2 -n rampart-system >"$
 helm template rampart charts/rampart --kube-version 1.37.2 -n rampart-system --set replicaCount=2 \
   --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
   --set 'networkPolicy.metricsFromNamespaces={monitoring}' >"$scan/chart-all.yaml"
-for f in config/*.yaml config/rbac/*.yaml; do
+for f in config/*.yaml config/rbac/*.yaml config/admission/*.yaml; do
   case "$f" in */kustomization.yaml) ;; *) cp "$f" "$scan/config-$(basename "$f")" ;; esac
 done
 

@@ -31,8 +31,17 @@ echo "[e2e] installing the HardeningProfile CRD"
 install_crd
 
 cargo build --workspace --bins --tests --quiet
+# RAMPART_E2E_IDENTITY=serviceaccount: the shared operator, and every operator a test starts
+# with OperatorProcess::start*, act as rampart-system/rampart with exactly the RBAC and
+# admission policy config/ ships, so every suite shows the policy refuses nothing Rampart does.
+operator_kubeconfig="$KUBECONFIG"
+if [ "${RAMPART_E2E_IDENTITY:-}" = serviceaccount ]; then
+  operator_kubeconfig=$(install_shipped_identity)
+  export RAMPART_E2E_OPERATOR_KUBECONFIG="$operator_kubeconfig"
+  echo "[e2e] operators act as system:serviceaccount:rampart-system:rampart (config/rbac, config/admission)"
+fi
 port=$(free_port)
-RAMPART_ALLOW_SUB_MINUTE_SCHEDULES=true ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" --profile-selector "!e2e.rampart.dev/dedicated" >.local/logs/operator-e2e.log 2>&1 &
+KUBECONFIG="$operator_kubeconfig" RAMPART_ALLOW_SUB_MINUTE_SCHEDULES=true ./target/debug/rampart run --metrics-addr "127.0.0.1:$port" --profile-selector "!e2e.rampart.dev/dedicated" >.local/logs/operator-e2e.log 2>&1 &
 operator_pid=$!
 wait_operator "$port" "$operator_pid" .local/logs/operator-e2e.log healthz 100
 echo "[e2e] operator running (pid $operator_pid, metrics on 127.0.0.1:$port, log .local/logs/operator-e2e.log)"

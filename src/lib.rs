@@ -10,6 +10,7 @@
 // size is not worth a box at every construction site.
 #![allow(clippy::result_large_err)]
 
+pub mod admission_policy;
 pub mod api;
 pub mod apply;
 pub mod coalesce;

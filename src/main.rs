@@ -39,6 +39,16 @@ struct Cli {
 enum Command {
     /// Print the HardeningProfile CustomResourceDefinition as YAML.
     Crd,
+    /// Print the ValidatingAdmissionPolicy (and its binding) that holds Rampart's
+    /// ServiceAccount to what Rampart writes, as YAML.
+    AdmissionPolicy {
+        /// Namespace of the operator's ServiceAccount.
+        #[arg(long, default_value = "rampart-system")]
+        namespace: String,
+        /// Name of the operator's ServiceAccount.
+        #[arg(long, default_value = "rampart")]
+        service_account: String,
+    },
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
 }
@@ -109,6 +119,20 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             print!("{}", crd_yaml()?);
+            Ok(())
+        }
+        Command::AdmissionPolicy {
+            namespace,
+            service_account,
+        } => {
+            let identity = rampart::admission_policy::Identity {
+                namespace,
+                service_account,
+            };
+            print!(
+                "{}",
+                rampart::admission_policy::admission_policy_yaml(&identity)?
+            );
             Ok(())
         }
         Command::Run(args) => run(args).await,

@@ -20,6 +20,7 @@ use kube::{Api, Client, Config};
 
 pub mod apps;
 pub mod csi;
+pub mod identity;
 
 /// The repository root (the workspace that holds `e2e/`).
 pub fn repo_root() -> PathBuf {
@@ -393,9 +394,14 @@ impl OperatorProcess {
         Self::start_with(tag, &[]).await
     }
 
-    /// Like [`OperatorProcess::start`], with extra `rampart run` flags.
+    /// Like [`OperatorProcess::start`], with extra `rampart run` flags. As the admin, or,
+    /// when `RAMPART_E2E_OPERATOR_KUBECONFIG` names one (`RAMPART_E2E_IDENTITY=serviceaccount`
+    /// in run-tests.sh), as the account that kubeconfig acts as.
     pub async fn start_with(tag: &str, extra: &[&str]) -> Result<Self> {
-        Self::start_as(tag, extra, &kubeconfig_path()).await
+        let kubeconfig = std::env::var_os("RAMPART_E2E_OPERATOR_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(kubeconfig_path);
+        Self::start_as(tag, extra, &kubeconfig).await
     }
 
     /// Like [`OperatorProcess::start_with`], talking to the API server with `kubeconfig`

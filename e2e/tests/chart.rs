@@ -1,8 +1,9 @@
 //! The Helm chart on the real control plane: it installs hardened, `helm upgrade --wait`
 //! rolls it out with one and with two replicas, it installs, upgrades and keeps the CRD, its
 //! values schema refuses bad values with its own message and accepts a parent chart's
-//! `global`, every alert has a `for:` and a runbook, and its ClusterRole is exactly the one in
-//! config/.
+//! `global`, every alert has a `for:` and a runbook, and its ClusterRoles (the main one and
+//! restore verification's, which `verification.enabled=false` leaves out) and admission policy
+//! (left out by `admissionPolicy.enabled=false`) are exactly the ones in config/.
 //!
 //! Every test but the CRD one installs with `crds.install=false`: the CRD is cluster-wide and
 //! only one release can own it, while the suites share the one `make test` applies.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
@@ -206,27 +207,53 @@ async fn bad_values_fail_with_the_schemas_message() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
-    let (ok, out) = helm(&[
+/// `helm template` of one of the chart's templates (release `r` in namespace `ops`), with
+/// `--set` values, as the YAML documents it prints.
+fn render(template: &str, sets: &[&str]) -> Result<Vec<serde_yaml::Value>> {
+    let mut args = vec![
         "template",
         "r",
         "charts/rampart",
+        "-n",
+        "ops",
         "--kube-version",
         "1.37.2",
         "--show-only",
-        "templates/clusterrole.yaml",
-    ])?;
-    assert!(ok, "{out}");
-    let chart: ClusterRole = serde_yaml::from_str(&out)?;
-    let config: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(
-        repo_root().join("config/rbac/cluster_role.yaml"),
-    )?)?;
-    assert_eq!(
-        chart.rules, config.rules,
-        "charts/rampart/templates/clusterrole.yaml and config/rbac/cluster_role.yaml differ"
-    );
-    for rule in config.rules.iter().flatten() {
+        template,
+    ];
+    for s in sets {
+        args.extend_from_slice(&["--set", s]);
+    }
+    let (ok, out) = helm(&args)?;
+    if !ok {
+        // --show-only of a template that renders nothing is an error naming the template.
+        if out.contains("could not find template") {
+            return Ok(vec![]);
+        }
+        bail!("helm template {template}: {out}");
+    }
+    let mut docs = vec![];
+    for doc in serde_yaml::Deserializer::from_str(&out) {
+        let v = serde::Deserialize::deserialize(doc)?;
+        if !matches!(v, serde_yaml::Value::Null) {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// Every YAML document of a file in config/.
+fn config_docs(path: &str) -> Result<Vec<serde_yaml::Value>> {
+    let text = std::fs::read_to_string(repo_root().join(path))?;
+    let mut docs = vec![];
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        docs.push(serde::Deserialize::deserialize(doc)?);
+    }
+    Ok(docs)
+}
+
+fn assert_least_privilege(role: &ClusterRole) {
+    for rule in role.rules.iter().flatten() {
         assert!(
             !rule
                 .verbs
@@ -239,6 +266,149 @@ async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
             "{rule:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
+    let chart: ClusterRole = serde_yaml::from_value(
+        render("templates/clusterrole.yaml", &[])?
+            .pop()
+            .context("no ClusterRole rendered")?,
+    )?;
+    let config: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(
+        repo_root().join("config/rbac/cluster_role.yaml"),
+    )?)?;
+    assert_eq!(
+        chart.rules, config.rules,
+        "charts/rampart/templates/clusterrole.yaml and config/rbac/cluster_role.yaml differ"
+    );
+    assert_least_privilege(&config);
+    Ok(())
+}
+
+/// Restore verification's verbs are a role of their own, the same in the chart and config/,
+/// bound to the operator's account, and absent from the chart with `verification.enabled=false`.
+#[tokio::test]
+async fn chart_verification_role_is_the_one_in_config_and_optional() -> Result<()> {
+    let docs = render("templates/verification-rbac.yaml", &[])?;
+    assert_eq!(docs.len(), 2, "a ClusterRole and its binding: {docs:?}");
+    let chart: ClusterRole = serde_yaml::from_value(docs[0].clone())?;
+    let chart_binding: ClusterRoleBinding = serde_yaml::from_value(docs[1].clone())?;
+    let config: ClusterRole = serde_yaml::from_value(
+        config_docs("config/rbac/verification_cluster_role.yaml")?.remove(0),
+    )?;
+    let config_binding: ClusterRoleBinding = serde_yaml::from_value(
+        config_docs("config/rbac/verification_cluster_role_binding.yaml")?.remove(0),
+    )?;
+    assert_eq!(
+        chart.rules, config.rules,
+        "charts/rampart/templates/verification-rbac.yaml and config/rbac/verification_cluster_role.yaml differ"
+    );
+    assert_least_privilege(&config);
+    assert_eq!(
+        chart_binding.role_ref.name,
+        chart.metadata.name.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        config_binding.role_ref.name,
+        config.metadata.name.clone().unwrap_or_default()
+    );
+    let subject = |b: &ClusterRoleBinding| {
+        b.subjects
+            .iter()
+            .flatten()
+            .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        subject(&chart_binding),
+        vec![(
+            "ServiceAccount".to_string(),
+            "r-rampart".to_string(),
+            Some("ops".to_string())
+        )]
+    );
+    assert_eq!(
+        subject(&config_binding),
+        vec![(
+            "ServiceAccount".to_string(),
+            "rampart".to_string(),
+            Some("rampart-system".to_string())
+        )]
+    );
+    // The verbs only verification needs are in no other role.
+    let core: ClusterRole =
+        serde_yaml::from_value(config_docs("config/rbac/cluster_role.yaml")?.remove(0))?;
+    for rule in core.rules.iter().flatten() {
+        for r in rule.resources.iter().flatten() {
+            assert!(
+                ![
+                    "jobs",
+                    "pods",
+                    "volumesnapshotcontents",
+                    "resourcequotas",
+                    "persistentvolumes",
+                    "events"
+                ]
+                .contains(&r.as_str())
+                    || rule
+                        .api_groups
+                        .iter()
+                        .flatten()
+                        .any(|g| g == "events.k8s.io"),
+                "{r} in the main ClusterRole: {rule:?}"
+            );
+            if r == "persistentvolumeclaims" || r == "namespaces" {
+                assert!(
+                    !rule.verbs.iter().any(|v| v == "create" || v == "delete"),
+                    "{rule:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        render(
+            "templates/verification-rbac.yaml",
+            &["verification.enabled=false"]
+        )?
+        .is_empty(),
+        "verification.enabled=false still renders the verification role"
+    );
+    Ok(())
+}
+
+/// The chart's admission policy is config/'s, matching the release's account instead of
+/// rampart-system's, with the release's names; `admissionPolicy.enabled=false` leaves it out.
+#[tokio::test]
+async fn chart_admission_policy_is_the_one_in_config_and_optional() -> Result<()> {
+    let chart = render("templates/admission-policy.yaml", &[])?;
+    let config = config_docs("config/admission/admission_policy.yaml")?;
+    assert_eq!(chart.len(), 2, "a policy and its binding: {chart:?}");
+    assert_eq!(config.len(), 2);
+    let text = |v: &serde_yaml::Value| serde_yaml::to_string(&v["spec"]).unwrap_or_default();
+    assert_eq!(
+        text(&chart[0]),
+        text(&config[0]).replace(
+            "system:serviceaccount:rampart-system:rampart",
+            "system:serviceaccount:ops:r-rampart"
+        ),
+        "charts/rampart/templates/admission-policy.yaml and config/admission/ differ"
+    );
+    assert_eq!(chart[0]["metadata"]["name"], "r-rampart");
+    assert_eq!(chart[1]["spec"]["policyName"], "r-rampart");
+    assert_eq!(
+        chart[1]["spec"]["validationActions"],
+        config[1]["spec"]["validationActions"]
+    );
+    assert_eq!(
+        config[1]["spec"]["policyName"],
+        config[0]["metadata"]["name"]
+    );
+    assert!(render(
+        "templates/admission-policy.yaml",
+        &["admissionPolicy.enabled=false"]
+    )?
+    .is_empty());
     Ok(())
 }
 

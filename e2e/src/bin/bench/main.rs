@@ -13,8 +13,11 @@
 //! concurrency), BENCH_PRINT_KYVERNO_POLICIES (an estate id: print the Kyverno policies),
 //! BENCH_PEERS_ONLY (`rampart` or `kyverno`: measure only that contender beside the floor),
 //! BENCH_SETTLE_SECS (the longest wait for the first snapshots to turn ready, default 1800;
-//! past it the run goes on and records how many were).
+//! past it the run goes on and records how many were), BENCH_ADMISSION (1; 0 skips the
+//! admission policy's cost after the scale bench), BENCH_ADMISSION_ONLY (1: only that, no
+//! estate; `make bench-admission`), BENCH_ADMISSION_N (writes per mode, default 200).
 
+mod admission;
 mod churn;
 mod common;
 mod estate;
@@ -279,6 +282,24 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
+    // BENCH_ADMISSION_ONLY=1 (make bench-admission): only the admission policy's cost, no
+    // estate and no operator.
+    if env_num("BENCH_ADMISSION_ONLY", 0) == 1 {
+        let c = client().await?;
+        let r = admission::measure(&c).await?;
+        let path = std::env::var("BENCH_OUT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                repo_root().join(format!(
+                    "target/bench/admission-{}.json",
+                    chrono::Utc::now().timestamp()
+                ))
+            });
+        write_json(&path, &r)?;
+        admission::print_table(&r);
+        println!("JSON: {}", path.display());
+        return Ok(());
+    }
     let n = env_num("BENCH_N", 100) as usize;
     let runs = env_num("BENCH_RUNS", 3) as usize;
     let idle = env_num("BENCH_IDLE_SECS", 120);
@@ -309,9 +330,16 @@ async fn main() -> Result<()> {
         peers::print_table(&r);
         r
     } else {
-        let r = scale_bench(&c, &estate, n, runs, idle).await?;
+        let mut r = scale_bench(&c, &estate, n, runs, idle).await?;
+        // BENCH_ADMISSION=0 skips the admission policy's cost.
+        if env_num("BENCH_ADMISSION", 1) == 1 {
+            r["admission"] = admission::measure(&c).await?;
+        }
         write_json(&out_path, &r)?;
         print_scale_table(&r);
+        if r["admission"].is_object() {
+            admission::print_table(&r["admission"]);
+        }
         r
     };
     let _ = result;
