@@ -472,7 +472,22 @@ async fn install_then_upgrade_rolls_out(replicas: i32) -> Result<()> {
         ],
     )?;
     assert!(ok, "helm upgrade --wait with {count} failed: {out}");
-    let after = deployments.get(&release.fullname()).await?;
+    // `--wait` returns once the new pods are ready; the old pod may still be terminating (and
+    // counted ready) for a moment. The rollout is done when only the new pods are left.
+    let name = release.fullname();
+    let settled = |d: &Deployment| {
+        d.status.as_ref().is_some_and(|s| {
+            s.replicas == Some(replicas)
+                && s.updated_replicas == Some(replicas)
+                && s.ready_replicas == Some(replicas)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut after = deployments.get(&name).await?;
+    while !settled(&after) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        after = deployments.get(&name).await?;
+    }
     assert!(
         after.metadata.generation > before.metadata.generation,
         "the upgrade changed the pod template"

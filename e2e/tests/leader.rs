@@ -42,7 +42,7 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     let ns =
         TestNamespace::create_named(&c, &format!("e2e-{run}"), &[("e2e.rampart.dev/run", &run)])
             .await?;
-    let flags = leader_flags(&lease);
+    let flags = leader_flags(&lease, lease_namespace());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
 
     let mut first = OperatorProcess::start_with(&tag, &flags).await?;
@@ -145,11 +145,22 @@ async fn delete_and_await_repair(
     .await
 }
 
-fn leader_flags(lease: &str) -> Vec<String> {
+/// Where operators started by [`OperatorProcess::start_with`] elect: `default`, or, when they
+/// act as Rampart's ServiceAccount (`RAMPART_E2E_IDENTITY=serviceaccount`), its own namespace,
+/// where the shipped Role grants it the Lease (and nowhere else).
+fn lease_namespace() -> &'static str {
+    if std::env::var_os("RAMPART_E2E_OPERATOR_KUBECONFIG").is_some() {
+        "rampart-system"
+    } else {
+        "default"
+    }
+}
+
+fn leader_flags(lease: &str, namespace: &str) -> Vec<String> {
     [
         "--leader-elect",
         "--leader-elect-namespace",
-        "default",
+        namespace,
         "--leader-elect-lease",
         lease,
     ]
@@ -167,7 +178,8 @@ async fn a_frozen_leader_writes_nothing_after_its_lease_and_the_standby_takes_ov
     let ns =
         TestNamespace::create_named(&c, &format!("e2e-{run}"), &[("e2e.rampart.dev/run", &run)])
             .await?;
-    let flags = leader_flags(&lease);
+    // Its replicas act with certificates of their own, which may elect in `default`.
+    let flags = leader_flags(&lease, "default");
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     // Each replica has its own certificate, so the API server's audit log says who wrote.
     let a = AuditedIdentity::new(&format!("e2e-frozen-a-{id}"))?;
@@ -299,7 +311,7 @@ async fn sigterm_hands_the_lease_over_at_once() -> Result<()> {
     let id = unique_id();
     let tag = format!("handover-{id}");
     let lease = format!("rampart-e2e-{id}");
-    let flags = leader_flags(&lease);
+    let flags = leader_flags(&lease, lease_namespace());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut first = OperatorProcess::start_with(&tag, &flags).await?;
     wait_until(
