@@ -43,6 +43,9 @@ pub struct Workload<K> {
     /// The controller has observed the current generation and every replica is updated and
     /// available.
     pub rollout_complete: bool,
+    /// Its update strategy is `OnDelete`: a changed template restarts no pod.
+    #[serde(default)]
+    pub restarts_on_delete: bool,
     #[serde(skip)]
     kind: PhantomData<fn() -> K>,
 }
@@ -51,7 +54,12 @@ impl<K> Workload<K> {
     /// A digest of what a settled rotation reads of the workload: the Secrets it names and its
     /// stamps (not replicas or rollout progress, which change on every scale).
     pub fn rotation_inputs(&self) -> u64 {
-        super::hash64(&(&self.secrets, &self.stamped_id, &self.stamped_at))
+        super::hash64(&(
+            &self.secrets,
+            &self.stamped_id,
+            &self.stamped_at,
+            self.restarts_on_delete,
+        ))
     }
 }
 
@@ -84,6 +92,11 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
     }
 }
 
+/// A StatefulSet's or DaemonSet's `updateStrategy.type` is `OnDelete`.
+fn on_delete(strategy: Option<String>) -> bool {
+    strategy.as_deref() == Some("OnDelete")
+}
+
 fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
     match (generation, observed) {
         (Some(g), Some(o)) => o >= g,
@@ -97,6 +110,7 @@ fn summary<K>(
     selector: LabelSelector,
     template: &PodTemplateSpec,
     rollout_complete: bool,
+    restarts_on_delete: bool,
 ) -> Workload<K> {
     // Identity and generation are all the metadata read; labels, annotations (the
     // last-applied configuration among them), owner references and managed fields are not.
@@ -126,6 +140,7 @@ fn summary<K>(
             .map(secrets_used_by)
             .unwrap_or_default(),
         rollout_complete,
+        restarts_on_delete,
         kind: PhantomData,
     }
 }
@@ -145,6 +160,7 @@ impl Summarize for Deployment {
             self.spec.selector,
             &self.spec.template,
             complete,
+            false,
         )
     }
 }
@@ -159,12 +175,14 @@ impl Summarize for StatefulSet {
             && st.ready_replicas.unwrap_or(0) == want
             && st.update_revision.is_some()
             && st.current_revision == st.update_revision;
+        let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
         summary(
             self.metadata,
             want,
             self.spec.selector,
             &self.spec.template,
             complete,
+            on_delete,
         )
     }
 }
@@ -176,12 +194,14 @@ impl Summarize for DaemonSet {
         let complete = generation_observed(self.metadata.generation, st.observed_generation)
             && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
             && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
+        let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
         summary(
             self.metadata,
             0,
             self.spec.selector,
             &self.spec.template,
             complete,
+            on_delete,
         )
     }
 }
