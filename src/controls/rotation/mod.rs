@@ -635,6 +635,7 @@ pub fn plan_rotation(
         plan.next_deadline = waiting
             .iter()
             .filter_map(|c| c.stamped_at.map(|t| t + timeout))
+            .filter(|d| *d > now)
             .min();
         return plan;
     }
