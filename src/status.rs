@@ -995,6 +995,83 @@ mod tests {
     }
 
     #[test]
+    fn objects_the_rotation_left_aside_are_listed_with_what_to_do_and_bounded() {
+        use crate::controls::rotation::{ConsumerKind, SecretInfo};
+        let consumer = |i: usize| ConsumerRef {
+            namespace: "a".into(),
+            kind: ConsumerKind::StatefulSet,
+            name: format!("c{i:02}"),
+        };
+        let mut plan = rotation_plan("r1");
+        plan.stalled = vec![consumer(0)];
+        plan.skipped = (0..ROTATION_ITEMS_LIMIT + 5).map(consumer).collect();
+        plan.foreign = vec![SecretInfo {
+            namespace: "a".into(),
+            name: "synced".into(),
+            controller: Some("ExternalSecret/synced".into()),
+            ..Default::default()
+        }];
+        plan.unwritable = vec![UnwritableSecret {
+            namespace: "a".into(),
+            name: "frozen".into(),
+            reason: crate::apply::REFUSED_IMMUTABLE.into(),
+        }];
+        let s = rotation_status(&plan, Mode::Enforce, None, at(0));
+        assert_eq!(s.skipped_consumers.len(), ROTATION_ITEMS_LIMIT);
+        assert_eq!(s.skipped_consumers[0].kind, "StatefulSet");
+        assert!(s.skipped_consumers[0].reason.contains("OnDelete"));
+        assert_eq!(s.stalled_consumers[0].name, "c00");
+        assert!(s.message.as_deref().is_some_and(|m| m.contains("c00")));
+        assert!(s.foreign_secrets[0]
+            .reason
+            .contains("ExternalSecret/synced"));
+        assert_eq!(
+            (
+                s.unwritable_secrets[0].name.as_str(),
+                s.unwritable_secrets[0].kind.as_str()
+            ),
+            ("frozen", "Secret")
+        );
+        let audit = rotation_status(&plan, Mode::Audit, None, at(0));
+        assert!(audit.stalled_consumers.is_empty(), "Audit restarts nothing");
+    }
+
+    #[test]
+    fn a_refused_secret_rotation_is_read_from_the_writers_effects() {
+        use crate::controls::SecretRef;
+        let write = |name: &str| {
+            crate::controls::Write::RotateSecret(crate::controls::SecretRotation {
+                secret: SecretRef {
+                    namespace: "a".into(),
+                    name: name.into(),
+                },
+                rotation_id: "r1".into(),
+                expected: None,
+                regenerate: vec![],
+                keep_previous: false,
+            })
+        };
+        let applied = |name: &str, effect| Applied {
+            verb: write(name).verb(),
+            target: write(name).target(),
+            effect: Ok(effect),
+            created_uid: None,
+        };
+        let refused = refused_secrets(&[
+            applied("db", Effect::Done),
+            applied("frozen", Effect::Refused(crate::apply::REFUSED_IMMUTABLE)),
+        ]);
+        assert_eq!(
+            refused,
+            vec![UnwritableSecret {
+                namespace: "a".into(),
+                name: "frozen".into(),
+                reason: crate::apply::REFUSED_IMMUTABLE.into(),
+            }]
+        );
+    }
+
+    #[test]
     fn used_rotation_ids_are_recorded_in_order_bounded_and_not_in_audit() {
         let mut previous: Option<RotationStatus> = None;
         for i in 0..(USED_ROTATION_IDS_LIMIT + 3) {

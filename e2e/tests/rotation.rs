@@ -1555,11 +1555,7 @@ async fn an_immutable_secret_is_named_and_skipped_and_an_external_secret_is_left
             &Patch::Merge(json!({"immutable": true})),
         )
         .await?;
-    for (c, s) in [
-        ("web", "db"),
-        ("frozen-user", "frozen"),
-        ("synced-user", "synced"),
-    ] {
+    for (c, s) in [("web", "db"), ("frozen-user", "frozen")] {
         f.consumer(c, s, "envFrom", json!({})).await?;
     }
     let tag = format!("unwritable-{}", unique_id());
