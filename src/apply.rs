@@ -21,7 +21,9 @@ use crate::api::{
     ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION,
 };
 use crate::controls::rotation::stamp::{Entry, Stamp};
-use crate::controls::rotation::{ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION};
+use crate::controls::rotation::{
+    ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION, RESTARTED_UNREADY_ANNOTATION,
+};
 use crate::controls::{
     DesiredObject, ManagedKind, ObjectKey, ObservedObject, SecretRef, SecretRotation, Target,
     Write, WriteVerb,
@@ -163,8 +165,9 @@ impl Writer {
                 rotation_id,
                 at,
                 created_before,
+                gates,
             } => {
-                self.stamp_workload(&consumer, &rotation_id, at, created_before)
+                self.stamp_workload(&consumer, &rotation_id, at, created_before, gates)
                     .await
             }
         };
@@ -440,6 +443,7 @@ impl Writer {
         id: &str,
         at: chrono::DateTime<chrono::Utc>,
         created_before: Option<chrono::DateTime<chrono::Utc>>,
+        gates: bool,
     ) -> Result<Effect, Error> {
         use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
         let stamp = Restart {
@@ -447,6 +451,7 @@ impl Writer {
             id,
             at,
             created_before,
+            gates,
         };
         match consumer.kind {
             ConsumerKind::Deployment => {
@@ -517,6 +522,7 @@ impl Writer {
                     // Milliseconds: every consumer of one batch carries the same instant, so a
                     // batch can be told from the next even within a second.
                     RESTARTED_AT_ANNOTATION: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    RESTARTED_UNREADY_ANNOTATION: (!r.gates).then_some("true"),
                 }}}},
             });
             self.metrics
@@ -545,6 +551,7 @@ struct Restart<'a> {
     id: &'a str,
     at: chrono::DateTime<chrono::Utc>,
     created_before: Option<chrono::DateTime<chrono::Utc>>,
+    gates: bool,
 }
 
 fn field_manager() -> PatchParams {

@@ -558,6 +558,8 @@ fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
             rollout_complete: w.rollout_complete,
             created_at: w.metadata.creation_timestamp.as_ref().and_then(to_chrono),
             restarts_on_delete: w.restarts_on_delete,
+            ready: w.ready,
+            restarted_unready: w.restarted_unready,
         })
         .collect()
 }

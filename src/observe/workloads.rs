@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::summaries::Summarize;
 use crate::api::ROTATION_ID_ANNOTATION;
-use crate::controls::rotation::{secrets_used_by, RESTARTED_AT_ANNOTATION};
+use crate::controls::rotation::{
+    secrets_used_by, RESTARTED_AT_ANNOTATION, RESTARTED_UNREADY_ANNOTATION,
+};
 
 /// What Rampart keeps of a workload of kind `K`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +48,12 @@ pub struct Workload<K> {
     /// Its update strategy is `OnDelete`: a changed template restarts no pod.
     #[serde(default)]
     pub restarts_on_delete: bool,
+    /// Every replica is available (ready, for a StatefulSet) now, whatever its template.
+    #[serde(default)]
+    pub ready: bool,
+    /// The pod template carries `rampart.dev/restarted-unready`.
+    #[serde(default)]
+    pub restarted_unready: bool,
     #[serde(skip)]
     kind: PhantomData<fn() -> K>,
 }
@@ -59,6 +67,7 @@ impl<K> Workload<K> {
             &self.stamped_id,
             &self.stamped_at,
             self.restarts_on_delete,
+            self.restarted_unready,
         ))
     }
 }
@@ -111,6 +120,7 @@ fn summary<K>(
     template: &PodTemplateSpec,
     rollout_complete: bool,
     restarts_on_delete: bool,
+    ready: bool,
 ) -> Workload<K> {
     // Identity and generation are all the metadata read; labels, annotations (the
     // last-applied configuration among them), owner references and managed fields are not.
@@ -141,6 +151,8 @@ fn summary<K>(
             .unwrap_or_default(),
         rollout_complete,
         restarts_on_delete,
+        ready,
+        restarted_unready: annotation(RESTARTED_UNREADY_ANNOTATION).is_some(),
         kind: PhantomData,
     }
 }
@@ -154,6 +166,7 @@ impl Summarize for Deployment {
             && st.updated_replicas.unwrap_or(0) == want
             && st.available_replicas.unwrap_or(0) == want
             && st.replicas.unwrap_or(0) == want;
+        let ready = st.available_replicas.unwrap_or(0) >= want;
         summary(
             self.metadata,
             want,
@@ -161,6 +174,7 @@ impl Summarize for Deployment {
             &self.spec.template,
             complete,
             false,
+            ready,
         )
     }
 }
@@ -176,6 +190,7 @@ impl Summarize for StatefulSet {
             && st.update_revision.is_some()
             && st.current_revision == st.update_revision;
         let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
+        let ready = st.ready_replicas.unwrap_or(0) >= want;
         summary(
             self.metadata,
             want,
@@ -183,6 +198,7 @@ impl Summarize for StatefulSet {
             &self.spec.template,
             complete,
             on_delete,
+            ready,
         )
     }
 }
@@ -195,6 +211,7 @@ impl Summarize for DaemonSet {
             && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
             && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
         let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
+        let ready = st.number_available.unwrap_or(0) >= st.desired_number_scheduled;
         summary(
             self.metadata,
             0,
@@ -202,6 +219,7 @@ impl Summarize for DaemonSet {
             &self.spec.template,
             complete,
             on_delete,
+            ready,
         )
     }
 }

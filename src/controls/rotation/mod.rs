@@ -38,6 +38,10 @@ use crate::events::Event;
 /// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
 pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
 
+/// Annotation on a restarted pod template whose workload was not Ready when it was stamped:
+/// its rollout does not gate the next batch.
+pub const RESTARTED_UNREADY_ANNOTATION: &str = "rampart.dev/restarted-unready";
+
 /// Margin for the clocks of the operator and the API server: a workload created less than this
 /// after the Secrets held their new values may have been created before, and is restarted.
 pub const CREATED_AFTER_MARGIN_SECONDS: i64 = 5;
@@ -109,6 +113,10 @@ pub struct ConsumerInfo {
     /// Its update strategy is `OnDelete`: a new template restarts no pod, so Rampart does not
     /// stamp it and reports it instead.
     pub restarts_on_delete: bool,
+    /// Every replica is available now.
+    pub ready: bool,
+    /// Its stamp says it was not Ready when restarted: its rollout gates no batch.
+    pub restarted_unready: bool,
 }
 
 /// A selected Secret the API server refused to write for this rotation id, and why.
@@ -335,11 +343,13 @@ pub fn plan(
         expected: s.rotation_id.clone(),
     }));
     let created_before = plan.restart_cutoff;
+    let ready = |c: &ConsumerRef| observed.consumers.iter().any(|o| &o.id == c && o.ready);
     writes.extend(plan.restart.iter().map(|c| Write::StampWorkload {
         consumer: c.clone(),
         rotation_id: id.clone(),
         at: now,
         created_before,
+        gates: ready(c),
     }));
     let mut events = news_of_stalls(&plan, spec, observed.previous.as_ref());
     events.extend(news_of_the_spec_id(&plan, observed.previous.as_ref()));
@@ -582,14 +592,16 @@ pub fn plan_rotation(
     users.sort_by(|a, b| a.id.cmp(&b.id));
     skipped.sort_by(|a, b| a.id.cmp(&b.id));
     let stamped = |c: &&ConsumerInfo| c.stamped_id.as_deref() == Some(id);
+    // A consumer that was not Ready before its restart is restarted, but whether its rollout
+    // completes says nothing of the new values: it neither gates a batch nor stalls.
     let restarted = users
         .iter()
-        .filter(|c| stamped(c) && c.rollout_complete)
+        .filter(|c| stamped(c) && (c.rollout_complete || c.restarted_unready))
         .count();
     let in_progress: Vec<&ConsumerInfo> = users
         .iter()
         .copied()
-        .filter(|c| stamped(c) && !c.rollout_complete)
+        .filter(|c| stamped(c) && !c.rollout_complete && !c.restarted_unready)
         .collect();
 
     let mut plan = RotationPlan {
@@ -719,6 +731,8 @@ mod tests {
             rollout_complete: complete,
             created_at: Some(now() - Duration::days(30)),
             restarts_on_delete: false,
+            ready: true,
+            restarted_unready: false,
         }
     }
 
@@ -1514,6 +1528,39 @@ mod tests {
         }
         let next = plan(&spec_at("r3", 2), &o, now());
         assert_eq!(next.findings.rotate.len(), 2, "a new id tries it again");
+    }
+
+    #[test]
+    fn a_consumer_not_ready_before_its_restart_is_restarted_but_gates_no_batch() {
+        let mut broken = consumer("aaa-broken", "db", None, false);
+        broken.ready = false;
+        let consumers = vec![broken, consumer("bbb-web", "db", None, true)];
+        let o = observed(vec![secret("db", Some("r2"))], consumers.clone());
+        let out = plan(&spec(1), &o, now());
+        assert!(matches!(
+            out.writes.as_slice(),
+            [Write::StampWorkload { consumer, gates: false, .. }] if consumer.name == "aaa-broken"
+        ));
+
+        // Stamped, marked, its rollout going nowhere long past the timeout.
+        let mut stamped = consumers;
+        stamped[0].stamped_id = Some("r2".into());
+        stamped[0].stamped_at = Some(now() - Duration::seconds(600));
+        stamped[0].restarted_unready = true;
+        let p = plan_rotation(
+            &spec(1),
+            &[secret("db", Some("r2"))],
+            &stamped,
+            &Past::default(),
+            now(),
+        );
+        assert_eq!(
+            names(&p.restart),
+            vec!["bbb-web"],
+            "it does not gate the batch"
+        );
+        assert!(p.stalled.is_empty(), "nor does it stall");
+        assert_eq!(p.consumers_restarted, 1);
     }
 
     #[test]
