@@ -22,6 +22,14 @@
 //! One rotation at a time: a new id set while a rotation is under way waits
 //! (`queuedRotationId`) until that one completes, so `<key>.previous` always holds the values
 //! the consumers not yet restarted were started with.
+//!
+//! Blast radius of one namespace: a rollout that overruns its timeout holds back only the
+//! consumers not yet restarted in its namespace ([`next_batch`]); a consumer not Ready before
+//! its restart gates nothing. What the rotation must not write is left alone and listed: a
+//! Secret with a controlling owner (its owner would write the values back), a Secret the API
+//! server refused for this id (the pass reads the refusal from the writer's effects; the status
+//! carries it to the next pass), and an `OnDelete` consumer, which a template stamp would not
+//! restart.
 
 pub mod stamp;
 
