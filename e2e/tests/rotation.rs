@@ -627,19 +627,39 @@ async fn rotation_survives_sigkill_at_three_points() -> Result<()> {
 
 #[tokio::test]
 async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
     let f = Fixture::new("stall").await?;
     f.secret("db", true, &[("password", "orig")]).await?;
-    // Its new pods can never be scheduled, so its rollout never completes.
+    // Its pods can never be scheduled, before the rotation as after: not Ready when its turn
+    // comes, it is restarted but gates nothing.
     f.consumer(
-        "aaa-stuck",
+        "aa0-unready",
         "db",
         "envFrom",
         json!({"nodeSelector": {"e2e.rampart.dev/no-such-node": "true"}}),
     )
     .await?;
+    f.consumer("aaa-stuck", "db", "envFrom", json!({})).await?;
     f.consumer("bbb-next", "db", "envFrom", json!({})).await?;
+    wait_until(
+        "initial rollouts but the unschedulable one",
+        TIMEOUT,
+        || async {
+            let n = f.rolling(None).await;
+            (matches!(n, Ok(1)), format!("{n:?} rolling"))
+        },
+    )
+    .await?;
     let name = f
         .apply_adopted(&format!("stall-{}", unique_id()), 1, 10, None)
+        .await?;
+    // Ready, then paused: its restart never rolls out.
+    Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name)
+        .patch(
+            "aaa-stuck",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
         .await?;
     f.apply(f.profile(&name, "r1", 1, 10, "Enforce", None))
         .await?;
@@ -659,15 +679,33 @@ async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
         "the stall must name the workload: {}",
         cond.message
     );
-    let next = f
-        .stamps()
-        .await?
-        .into_iter()
-        .find(|(n, _, _)| n == "bbb-next")
-        .context("bbb-next")?;
-    assert!(
-        next.1.is_none(),
-        "the next batch must wait while the rotation is stalled"
+    let r = f.rotation_status(&name).await?;
+    let stalled: Vec<&str> = r
+        .stalled_consumers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        stalled,
+        vec!["aaa-stuck"],
+        "the unready consumer does not stall"
+    );
+    let stamps = f.stamps().await?;
+    let id = |c: &str| {
+        stamps
+            .iter()
+            .find(|(n, _, _)| n == c)
+            .and_then(|(_, id, _)| id.clone())
+    };
+    assert_eq!(
+        id("aa0-unready").as_deref(),
+        Some("r1"),
+        "a consumer not Ready before is restarted all the same"
+    );
+    assert_eq!(
+        id("bbb-next"),
+        None,
+        "the rest of the stalled namespace waits"
     );
     f.delete_profile(&name).await?;
     Ok(())
