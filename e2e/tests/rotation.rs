@@ -1,7 +1,9 @@
 //! Secret rotation end to end: values change once, consumers restart in bounded batches,
 //! a crash at any point resumes from the cluster's state, a stuck rollout stalls the
 //! rotation instead of barrelling on, and a Secret that never carried a rotation id is
-//! adopted (stamped, values and consumers untouched) rather than rotated.
+//! adopted (stamped, values and consumers untouched) rather than rotated. One namespace's
+//! stalled rollout holds back that namespace only; an immutable Secret is named and skipped; a
+//! Secret an ExternalSecret controls is listed and never written.
 //!
 //! The consumers are shaped as their charts install them (`rampart_e2e::apps`): init
 //! containers, ephemeral-storage requests, and a StatefulSet with claimed volumes that reads

@@ -281,6 +281,34 @@ mod tests {
     }
 
     #[test]
+    fn ready_is_availability_now_whatever_the_template() {
+        // A rollout under way with every replica still available: ready, not complete.
+        let rolling = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3});
+        let w = deployment(rolling).summarize();
+        assert!(w.ready && !w.rollout_complete);
+        let short = json!({"observedGeneration": 2, "replicas": 3, "availableReplicas": 0});
+        assert!(!deployment(short).summarize().ready);
+    }
+
+    #[test]
+    fn an_on_delete_statefulset_is_marked() {
+        let sts = |strategy: &str| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "db", "namespace": "a"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "db"}},
+                    "serviceName": "db",
+                    "updateStrategy": {"type": strategy},
+                    "template": {"spec": {"containers": [{"name": "db"}]}}
+                }
+            }))
+            .expect("a StatefulSet")
+        };
+        assert!(sts("OnDelete").summarize().restarts_on_delete);
+        assert!(!sts("RollingUpdate").summarize().restarts_on_delete);
+    }
+
+    #[test]
     fn a_summary_is_a_resource_of_the_original_kind() {
         assert_eq!(Workload::<Deployment>::kind(&()), "Deployment");
         assert_eq!(Workload::<StatefulSet>::plural(&()), "statefulsets");
