@@ -1663,3 +1663,47 @@ async fn an_immutable_secret_is_named_and_skipped_and_an_external_secret_is_left
     f.delete_profile(&name).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_on_delete_statefulset_is_reported_not_restarted() -> Result<()> {
+    let f = Fixture::new("ondelete").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let app = App::new("db-manual", 1).reading_secret("db", "password");
+    let mut objs = app.stateful_release();
+    for o in objs.iter_mut().filter(|o| o["kind"] == "StatefulSet") {
+        o["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    }
+    create_all(&f.client, &f.ns.name, &objs).await?;
+    let tag = format!("ondelete-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f.apply_adopted(&tag, 2, 30, Some(&tag)).await?;
+    f.apply(f.profile(&name, "r1", 2, 30, "Enforce", Some(&tag)))
+        .await?;
+    let r = f
+        .wait_status(&name, "r1 complete, the OnDelete StatefulSet listed", |r| {
+            r.observed_rotation_id.as_deref() == Some("r1")
+                && r.phase == rampart::api::RotationPhase::Complete
+                && !r.skipped_consumers.is_empty()
+        })
+        .await?;
+    let skipped: Vec<(&str, &str)> = r
+        .skipped_consumers
+        .iter()
+        .map(|c| (c.kind.as_str(), c.name.as_str()))
+        .collect();
+    assert_eq!(skipped, vec![("StatefulSet", "db-manual")]);
+    assert!(r.skipped_consumers[0].reason.contains("delete its pods"));
+    assert_eq!((r.workloads_total, r.workloads_restarted), (1, 1));
+    let stamps = f.stamps().await?;
+    let id = |c: &str| {
+        stamps
+            .iter()
+            .find(|(n, _, _)| n == c)
+            .and_then(|(_, id, _)| id.clone())
+    };
+    assert_eq!(id("web").as_deref(), Some("r1"));
+    assert_eq!(id("db-manual"), None, "an OnDelete template is not stamped");
+    f.delete_profile(&name).await?;
+    Ok(())
+}
