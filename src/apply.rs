@@ -21,7 +21,9 @@ use crate::api::{
     ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION,
 };
 use crate::controls::rotation::stamp::{Entry, Stamp};
-use crate::controls::rotation::{ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION};
+use crate::controls::rotation::{
+    ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION, RESTARTED_UNREADY_ANNOTATION,
+};
 use crate::controls::{
     DesiredObject, ManagedKind, ObjectKey, ObservedObject, SecretRef, SecretRotation, Target,
     Write, WriteVerb,
@@ -58,7 +60,21 @@ pub enum Effect {
     NameTaken,
     /// Audit mode: reported, not written.
     Audited,
+    /// The API server will not take this write, and retrying cannot change that (an immutable
+    /// Secret, an admission webhook's or the role's refusal): reported with why, not retried.
+    Refused(&'static str),
 }
+
+/// Why a Secret cannot be rotated, for the status (never a value).
+pub const REFUSED_IMMUTABLE: &str =
+    "immutable: its values cannot change; replace it with a Secret that is not immutable, \
+     or remove the rotation label";
+pub const REFUSED_FORBIDDEN: &str =
+    "the update was forbidden (an admission webhook or the operator's role): allow Rampart \
+     to update it, or remove the rotation label";
+pub const REFUSED_INVALID: &str =
+    "the update was refused (an admission webhook or a validating policy): allow the \
+     update, or remove the rotation label";
 
 /// Carries out controls' writes for one profile.
 #[derive(Clone)]
@@ -149,8 +165,9 @@ impl Writer {
                 rotation_id,
                 at,
                 created_before,
+                gates,
             } => {
-                self.stamp_workload(&consumer, &rotation_id, at, created_before)
+                self.stamp_workload(&consumer, &rotation_id, at, created_before, gates)
                     .await
             }
         };
@@ -328,6 +345,9 @@ impl Writer {
         if own == Some(id) || own != r.expected.as_deref() {
             return Ok(Effect::Unchanged);
         }
+        if secret.immutable == Some(true) {
+            return Ok(Effect::Refused(REFUSED_IMMUTABLE));
+        }
         let data = secret.data.get_or_insert_with(Default::default);
         for key in &r.regenerate {
             if r.keep_previous {
@@ -361,7 +381,13 @@ impl Writer {
             // Written by someone since the read: the Secret's event brings a pass that decides
             // again from what is there.
             Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
-            Err(e) => Err(secret_error("update", &r.secret, e)),
+            Err(e) => match refusal(&e) {
+                Some(why) => {
+                    tracing::warn!(namespace = %namespace, secret = %name, error = %e, "the API server refused the rotation of a Secret; it is skipped for this rotation id");
+                    Ok(Effect::Refused(why))
+                }
+                None => Err(secret_error("update", &r.secret, e)),
+            },
         }
     }
 
@@ -417,6 +443,7 @@ impl Writer {
         id: &str,
         at: chrono::DateTime<chrono::Utc>,
         created_before: Option<chrono::DateTime<chrono::Utc>>,
+        gates: bool,
     ) -> Result<Effect, Error> {
         use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
         let stamp = Restart {
@@ -424,6 +451,7 @@ impl Writer {
             id,
             at,
             created_before,
+            gates,
         };
         match consumer.kind {
             ConsumerKind::Deployment => {
@@ -494,6 +522,7 @@ impl Writer {
                     // Milliseconds: every consumer of one batch carries the same instant, so a
                     // batch can be told from the next even within a second.
                     RESTARTED_AT_ANNOTATION: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    RESTARTED_UNREADY_ANNOTATION: (!r.gates).then_some("true"),
                 }}}},
             });
             self.metrics
@@ -522,6 +551,7 @@ struct Restart<'a> {
     id: &'a str,
     at: chrono::DateTime<chrono::Utc>,
     created_before: Option<chrono::DateTime<chrono::Utc>>,
+    gates: bool,
 }
 
 fn field_manager() -> PatchParams {
@@ -595,6 +625,17 @@ fn secret_error(verb: &'static str, secret: &SecretRef, source: kube::Error) -> 
         namespace: secret.namespace.clone(),
         name: secret.name.clone(),
         source,
+    }
+}
+
+/// A refusal that a retry cannot change: a webhook's or the role's `403`, or `400`/`422` from
+/// validation (an immutable Secret whose flag our read missed, a validating policy).
+fn refusal(e: &kube::Error) -> Option<&'static str> {
+    match status_code(e)? {
+        403 => Some(REFUSED_FORBIDDEN),
+        422 if e.to_string().contains("immutable") => Some(REFUSED_IMMUTABLE),
+        400 | 422 => Some(REFUSED_INVALID),
+        _ => None,
     }
 }
 

@@ -353,7 +353,7 @@ impl Metrics {
         if let Some(r) = &findings.rotation {
             self.rotation_stalled
                 .with_label_values(&[profile])
-                .set(i64::from(r.stalled.is_some()));
+                .set(i64::from(!r.stalled.is_empty()));
         }
         if let Some(b) = &findings.backups {
             self.snapshots_failed

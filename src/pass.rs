@@ -104,7 +104,15 @@ pub(crate) async fn apply_profile(
             let observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
             // two batches can start within one second.
-            let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
+            let mut done =
+                carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
+            let refused = crate::status::refused_secrets(&done.applied);
+            if !refused.is_empty() {
+                // The status names them and the next pass skips them; a status write brings
+                // no pass of its own, so look again shortly.
+                done.next_due = Some(now + chrono::Duration::seconds(1));
+            }
+            done.findings.unwritable.extend(refused);
             events.extend(done.events);
             applied.extend(done.applied);
             Some(Kept {

@@ -11,13 +11,13 @@ use crate::api::conditions::{self, Computed};
 use crate::api::validate::InvalidField;
 use crate::api::{
     BackupStatus, ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode,
-    RotationPhase, RotationStatus, Summary, VerificationRounds, DRIFT_LIST_LIMIT,
+    RotationItem, RotationPhase, RotationStatus, Summary, VerificationRounds, DRIFT_LIST_LIMIT,
     STATUS_LIST_LIMIT,
 };
 use crate::apply::{Applied, Effect};
 use crate::controls::backups::BackupFindings;
-use crate::controls::rotation::RotationPlan;
-use crate::controls::{Drift, DriftReason, NamespaceFindings, Target};
+use crate::controls::rotation::{ConsumerRef, RotationPlan, UnwritableSecret};
+use crate::controls::{Drift, DriftReason, NamespaceFindings, Target, WriteVerb};
 use crate::selection::Selection;
 
 /// What happened to one drifted object in this pass.
@@ -74,7 +74,7 @@ pub fn drift_outcomes(drift: Vec<Drift>, applied: &[Applied]) -> Vec<(Drift, Dri
                     DriftOutcome::Reported,
                 ),
                 Some(Ok(Effect::Audited)) => (d, DriftOutcome::Reported),
-                Some(Err(_)) | None => (d, DriftOutcome::Failed),
+                Some(Ok(Effect::Refused(_)) | Err(_)) | None => (d, DriftOutcome::Failed),
             },
         )
         .collect()
@@ -101,6 +101,10 @@ pub fn empty_rotation_status() -> RotationStatus {
         used_rotation_ids: vec![],
         queued_rotation_id: None,
         reverted_rotation_id: None,
+        stalled_consumers: vec![],
+        unwritable_secrets: vec![],
+        foreign_secrets: vec![],
+        skipped_consumers: vec![],
     }
 }
 
@@ -131,10 +135,7 @@ pub fn rotation_status(
     let secrets_rotated_at = (!audit && plan.rotate.is_empty())
         .then(|| same.and_then(|p| p.secrets_rotated_at).unwrap_or(now));
     let adopted_now = if audit { 0 } else { plan.adopt.len() };
-    let message = plan
-        .stalled
-        .as_ref()
-        .map(|c| format!("the rollout of {c} did not complete in time; the rotation waits"))
+    let message = stall_message(&plan.stalled)
         .or_else(|| {
             plan.queued.as_ref().map(|q| {
                 format!("rotationId {q} is queued: it starts when the rotation to {id} completes")
@@ -172,7 +173,86 @@ pub fn rotation_status(
         used_rotation_ids: used_rotation_ids(previous, id, audit),
         queued_rotation_id: plan.queued.clone(),
         reverted_rotation_id: plan.reverted.clone(),
+        stalled_consumers: if audit {
+            vec![]
+        } else {
+            bounded(plan.stalled.iter().map(|c| {
+                consumer_item(
+                    c,
+                    "its rollout did not complete in time; consumers not yet restarted in its \
+                     namespace wait for it, the others proceed",
+                )
+            }))
+        },
+        unwritable_secrets: bounded(plan.unwritable.iter().map(|u| RotationItem {
+            namespace: u.namespace.clone(),
+            kind: "Secret".into(),
+            name: u.name.clone(),
+            reason: u.reason.clone(),
+        })),
+        foreign_secrets: bounded(plan.foreign.iter().map(|s| RotationItem {
+            namespace: s.namespace.clone(),
+            kind: "Secret".into(),
+            name: s.name.clone(),
+            reason: format!(
+                "controlled by {}, which would write its values back: rotate it at its source, \
+                 or remove the rotation label",
+                s.controller.as_deref().unwrap_or_default()
+            ),
+        })),
+        skipped_consumers: bounded(plan.skipped.iter().map(|c| {
+            consumer_item(
+                c,
+                "its update strategy is OnDelete, so Rampart does not restart it: delete its \
+                 pods to start them with the new values",
+            )
+        })),
     }
+}
+
+/// The Secrets whose rotation the API server refused in `applied`, with why.
+pub fn refused_secrets(applied: &[Applied]) -> Vec<UnwritableSecret> {
+    applied
+        .iter()
+        .filter(|a| a.verb == WriteVerb::Rotate)
+        .filter_map(|a| match a.effect {
+            Ok(Effect::Refused(why)) => Some(UnwritableSecret {
+                namespace: a.target.namespace.clone(),
+                name: a.target.name.clone(),
+                reason: why.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Most entries in each list of objects the rotation left aside.
+pub const ROTATION_ITEMS_LIMIT: usize = 20;
+
+fn bounded(items: impl Iterator<Item = RotationItem>) -> Vec<RotationItem> {
+    items.take(ROTATION_ITEMS_LIMIT).collect()
+}
+
+fn consumer_item(c: &ConsumerRef, reason: &str) -> RotationItem {
+    RotationItem {
+        namespace: c.namespace.clone(),
+        kind: c.kind.as_str().into(),
+        name: c.name.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// What the rotation waits on when rollouts overran their timeout.
+fn stall_message(stalled: &[ConsumerRef]) -> Option<String> {
+    let first = stalled.first()?;
+    let more = match stalled.len() - 1 {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "the rollout of {first}{more} did not complete in time; consumers in the same \
+         namespace wait, the others proceed"
+    ))
 }
 
 /// The ids this profile applied, oldest first, with `id` once it is applied (Enforce). A status
@@ -912,6 +992,83 @@ mod tests {
             &crate::controls::rotation::Past::default(),
             at(0),
         )
+    }
+
+    #[test]
+    fn objects_the_rotation_left_aside_are_listed_with_what_to_do_and_bounded() {
+        use crate::controls::rotation::{ConsumerKind, SecretInfo};
+        let consumer = |i: usize| ConsumerRef {
+            namespace: "a".into(),
+            kind: ConsumerKind::StatefulSet,
+            name: format!("c{i:02}"),
+        };
+        let mut plan = rotation_plan("r1");
+        plan.stalled = vec![consumer(0)];
+        plan.skipped = (0..ROTATION_ITEMS_LIMIT + 5).map(consumer).collect();
+        plan.foreign = vec![SecretInfo {
+            namespace: "a".into(),
+            name: "synced".into(),
+            controller: Some("ExternalSecret/synced".into()),
+            ..Default::default()
+        }];
+        plan.unwritable = vec![UnwritableSecret {
+            namespace: "a".into(),
+            name: "frozen".into(),
+            reason: crate::apply::REFUSED_IMMUTABLE.into(),
+        }];
+        let s = rotation_status(&plan, Mode::Enforce, None, at(0));
+        assert_eq!(s.skipped_consumers.len(), ROTATION_ITEMS_LIMIT);
+        assert_eq!(s.skipped_consumers[0].kind, "StatefulSet");
+        assert!(s.skipped_consumers[0].reason.contains("OnDelete"));
+        assert_eq!(s.stalled_consumers[0].name, "c00");
+        assert!(s.message.as_deref().is_some_and(|m| m.contains("c00")));
+        assert!(s.foreign_secrets[0]
+            .reason
+            .contains("ExternalSecret/synced"));
+        assert_eq!(
+            (
+                s.unwritable_secrets[0].name.as_str(),
+                s.unwritable_secrets[0].kind.as_str()
+            ),
+            ("frozen", "Secret")
+        );
+        let audit = rotation_status(&plan, Mode::Audit, None, at(0));
+        assert!(audit.stalled_consumers.is_empty(), "Audit restarts nothing");
+    }
+
+    #[test]
+    fn a_refused_secret_rotation_is_read_from_the_writers_effects() {
+        use crate::controls::SecretRef;
+        let write = |name: &str| {
+            crate::controls::Write::RotateSecret(crate::controls::SecretRotation {
+                secret: SecretRef {
+                    namespace: "a".into(),
+                    name: name.into(),
+                },
+                rotation_id: "r1".into(),
+                expected: None,
+                regenerate: vec![],
+                keep_previous: false,
+            })
+        };
+        let applied = |name: &str, effect| Applied {
+            verb: write(name).verb(),
+            target: write(name).target(),
+            effect: Ok(effect),
+            created_uid: None,
+        };
+        let refused = refused_secrets(&[
+            applied("db", Effect::Done),
+            applied("frozen", Effect::Refused(crate::apply::REFUSED_IMMUTABLE)),
+        ]);
+        assert_eq!(
+            refused,
+            vec![UnwritableSecret {
+                namespace: "a".into(),
+                name: "frozen".into(),
+                reason: crate::apply::REFUSED_IMMUTABLE.into(),
+            }]
+        );
     }
 
     #[test]

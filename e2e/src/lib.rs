@@ -374,6 +374,14 @@ pub struct OperatorProcess {
     pub log: PathBuf,
 }
 
+/// The operator binary the tests start: `target/debug/rampart`, or `RAMPART_E2E_OPERATOR_BIN`
+/// (a build of an earlier commit, to show a test fails there).
+pub fn operator_bin() -> PathBuf {
+    std::env::var_os("RAMPART_E2E_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/rampart"))
+}
+
 /// How to start an operator process: which binary, which profiles (a label selector), with
 /// which extra flags, identity (kubeconfig) and environment.
 pub struct OperatorLaunch {
@@ -408,7 +416,7 @@ impl OperatorProcess {
     /// (for example one that impersonates a ServiceAccount).
     pub async fn start_as(tag: &str, extra: &[&str], kubeconfig: &std::path::Path) -> Result<Self> {
         Self::launch(&OperatorLaunch {
-            bin: repo_root().join("target/debug/rampart"),
+            bin: operator_bin(),
             selector: format!("{DEDICATED_LABEL}={tag}"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             kubeconfig: kubeconfig.to_path_buf(),

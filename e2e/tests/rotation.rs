@@ -1,7 +1,9 @@
 //! Secret rotation end to end: values change once, consumers restart in bounded batches,
 //! a crash at any point resumes from the cluster's state, a stuck rollout stalls the
 //! rotation instead of barrelling on, and a Secret that never carried a rotation id is
-//! adopted (stamped, values and consumers untouched) rather than rotated.
+//! adopted (stamped, values and consumers untouched) rather than rotated. One namespace's
+//! stalled rollout holds back that namespace only; an immutable Secret is named and skipped; a
+//! Secret an ExternalSecret controls is listed and never written.
 //!
 //! The consumers are shaped as their charts install them (`rampart_e2e::apps`): init
 //! containers, ephemeral-storage requests, and a StatefulSet with claimed volumes that reads
@@ -627,19 +629,39 @@ async fn rotation_survives_sigkill_at_three_points() -> Result<()> {
 
 #[tokio::test]
 async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
     let f = Fixture::new("stall").await?;
     f.secret("db", true, &[("password", "orig")]).await?;
-    // Its new pods can never be scheduled, so its rollout never completes.
+    // Its pods can never be scheduled, before the rotation as after: not Ready when its turn
+    // comes, it is restarted but gates nothing.
     f.consumer(
-        "aaa-stuck",
+        "aa0-unready",
         "db",
         "envFrom",
         json!({"nodeSelector": {"e2e.rampart.dev/no-such-node": "true"}}),
     )
     .await?;
+    f.consumer("aaa-stuck", "db", "envFrom", json!({})).await?;
     f.consumer("bbb-next", "db", "envFrom", json!({})).await?;
+    wait_until(
+        "initial rollouts but the unschedulable one",
+        TIMEOUT,
+        || async {
+            let n = f.rolling(None).await;
+            (matches!(n, Ok(1)), format!("{n:?} rolling"))
+        },
+    )
+    .await?;
     let name = f
         .apply_adopted(&format!("stall-{}", unique_id()), 1, 10, None)
+        .await?;
+    // Ready, then paused: its restart never rolls out.
+    Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name)
+        .patch(
+            "aaa-stuck",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
         .await?;
     f.apply(f.profile(&name, "r1", 1, 10, "Enforce", None))
         .await?;
@@ -659,15 +681,33 @@ async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
         "the stall must name the workload: {}",
         cond.message
     );
-    let next = f
-        .stamps()
-        .await?
-        .into_iter()
-        .find(|(n, _, _)| n == "bbb-next")
-        .context("bbb-next")?;
-    assert!(
-        next.1.is_none(),
-        "the next batch must wait while the rotation is stalled"
+    let r = f.rotation_status(&name).await?;
+    let stalled: Vec<&str> = r
+        .stalled_consumers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        stalled,
+        vec!["aaa-stuck"],
+        "the unready consumer does not stall"
+    );
+    let stamps = f.stamps().await?;
+    let id = |c: &str| {
+        stamps
+            .iter()
+            .find(|(n, _, _)| n == c)
+            .and_then(|(_, id, _)| id.clone())
+    };
+    assert_eq!(
+        id("aa0-unready").as_deref(),
+        Some("r1"),
+        "a consumer not Ready before is restarted all the same"
+    );
+    assert_eq!(
+        id("bbb-next"),
+        None,
+        "the rest of the stalled namespace waits"
     );
     f.delete_profile(&name).await?;
     Ok(())
@@ -1350,6 +1390,320 @@ async fn a_workload_created_after_the_secrets_rotated_is_not_restarted() -> Resu
         done.secrets_rotated_at, r.secrets_rotated_at,
         "kept once set"
     );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+/// Restart stamps (id, restarted-at) of the Deployments in `ns`, by name.
+async fn stamps_in(
+    client: &Client,
+    ns: &str,
+) -> Result<BTreeMap<String, (Option<String>, Option<String>)>> {
+    Ok(Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|d| {
+            let a = d
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.clone())
+                .unwrap_or_default();
+            (
+                d.name_any(),
+                (
+                    last_id(a.get(ROTATION_ID).map(String::as_str)),
+                    a.get(RESTARTED_AT).cloned(),
+                ),
+            )
+        })
+        .collect())
+}
+
+fn restarted_at(
+    stamp: Option<&(Option<String>, Option<String>)>,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    let at = stamp
+        .and_then(|(_, at)| at.as_deref())
+        .context("no restarted-at stamp")?;
+    Ok(chrono::DateTime::parse_from_rfc3339(at)?.with_timezone(&chrono::Utc))
+}
+
+#[tokio::test]
+async fn a_paused_deployment_stalls_its_own_namespace_only() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let f = Fixture::new("blast").await?;
+    // A second namespace of the same run, named to sort after the first: its consumers come
+    // after the stalled one in restart order, so they reach a batch only if the stall lets them.
+    let b = Fixture {
+        client: f.client.clone(),
+        run: f.run.clone(),
+        ns: TestNamespace::create_named(
+            &f.client,
+            &format!("{}-b", f.ns.name),
+            &[("e2e.rampart.dev/run", &f.run)],
+        )
+        .await?,
+    };
+    for side in [&f, &b] {
+        side.secret("db", true, &[("password", "orig")]).await?;
+    }
+    for c in ["aaa-paused", "aab-web", "aac-waits"] {
+        f.consumer(c, "db", "envFrom", json!({})).await?;
+    }
+    for c in ["api", "worker"] {
+        b.consumer(c, "db", "envFrom", json!({})).await?;
+    }
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let (x, y) = (f.rolling(None).await, b.rolling(None).await);
+        (
+            matches!((&x, &y), (Ok(0), Ok(0))),
+            format!("{x:?} {y:?} rolling"),
+        )
+    })
+    .await?;
+    let tag = format!("blast-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let timeout = 15;
+    let name = f.apply_adopted(&tag, 2, timeout, Some(&tag)).await?;
+    Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name)
+        .patch(
+            "aaa-paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await?;
+    f.apply(f.profile(&name, "r1", 2, timeout, "Enforce", Some(&tag)))
+        .await?;
+
+    // The first batch is aaa-paused and aab-web; aaa-paused cannot roll out. Once it overruns
+    // its timeout, namespace b's consumers go in the next batch.
+    let window = Duration::from_secs(timeout as u64 + 30);
+    wait_until(
+        "namespace b's consumers restarted",
+        window + Duration::from_secs(20),
+        || async {
+            let s = stamps_in(&b.client, &b.ns.name).await;
+            (
+                s.as_ref().is_ok_and(|s| {
+                    ["api", "worker"]
+                        .iter()
+                        .all(|c| s.get(*c).is_some_and(|(id, _)| id.as_deref() == Some("r1")))
+                }),
+                format!("{s:?}"),
+            )
+        },
+    )
+    .await?;
+    let a = stamps_in(&f.client, &f.ns.name).await?;
+    let bs = stamps_in(&b.client, &b.ns.name).await?;
+    let stalled_at = restarted_at(a.get("aaa-paused"))?;
+    for c in ["api", "worker"] {
+        let gap = (restarted_at(bs.get(c))? - stalled_at).num_seconds();
+        assert!(
+            gap <= i64::from(timeout) + 15,
+            "{c} restarted {gap}s after the stalled batch began, beyond its timeout window"
+        );
+    }
+    assert_eq!(
+        a.get("aac-waits").and_then(|(id, _)| id.clone()),
+        None,
+        "a consumer in the stalled namespace waits: {a:?}"
+    );
+    let r = f
+        .wait_status(&name, "stalled on aaa-paused only", |r| {
+            r.phase == rampart::api::RotationPhase::Stalled && r.workloads_restarted == 3
+        })
+        .await?;
+    let stalled: Vec<(&str, &str)> = r
+        .stalled_consumers
+        .iter()
+        .map(|c| (c.namespace.as_str(), c.name.as_str()))
+        .collect();
+    assert_eq!(stalled, vec![(f.ns.name.as_str(), "aaa-paused")]);
+    assert!(r
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("aaa-paused")));
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+/// Installs a minimal `ExternalSecret` kind (external-secrets.io), if absent, so a Secret can
+/// name a real ExternalSecret as its controller, as the External Secrets Operator does.
+async fn external_secret(client: &Client, ns: &str, name: &str) -> Result<String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "externalsecrets.external-secrets.io"},
+        "spec": {
+            "group": "external-secrets.io",
+            "names": {"kind": "ExternalSecret", "plural": "externalsecrets", "singular": "externalsecret", "listKind": "ExternalSecretList"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))?;
+    match Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+        "externalsecrets",
+    );
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "external-secrets.io/v1",
+        "kind": "ExternalSecret",
+        "metadata": {"name": name},
+        "spec": {"target": {"name": name}}
+    }))?;
+    let made = rampart_e2e::wait_for("the ExternalSecret kind served", TIMEOUT, || {
+        let (api, obj) = (api.clone(), obj.clone());
+        async move {
+            match api.create(&PostParams::default(), &obj).await {
+                Ok(o) => Ok(Some(o.metadata.uid)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await?;
+    made.context("no uid on the ExternalSecret")
+}
+
+#[tokio::test]
+async fn an_immutable_secret_is_named_and_skipped_and_an_external_secret_is_left_alone(
+) -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let f = Fixture::new("unwritable").await?;
+    f.secret("db", true, &[("password", "orig-db")]).await?;
+    f.secret("frozen", true, &[("password", "orig-frozen")])
+        .await?;
+    let secrets = Api::<Secret>::namespaced(f.client.clone(), &f.ns.name);
+    secrets
+        .patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"immutable": true})),
+        )
+        .await?;
+    for (c, s) in [("web", "db"), ("frozen-user", "frozen")] {
+        f.consumer(c, s, "envFrom", json!({})).await?;
+    }
+    let tag = format!("unwritable-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f.apply_adopted(&tag, 2, 60, Some(&tag)).await?;
+    // An ExternalSecret's Secret, as the External Secrets Operator writes it: no stamp, the
+    // ExternalSecret its controller, labelled for rotation like its neighbours.
+    let owner = external_secret(&f.client, &f.ns.name, "synced").await?;
+    let synced: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "synced",
+            "labels": {"rampart.dev/rotate": "true"},
+            "ownerReferences": [{
+                "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "name": "synced", "uid": owner, "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "stringData": {"password": "orig-synced"}
+    }))?;
+    secrets.create(&PostParams::default(), &synced).await?;
+    f.consumer("synced-user", "synced", "envFrom", json!({}))
+        .await?;
+    let synced_before = secrets.get("synced").await?;
+    f.apply(f.profile(&name, "r1", 2, 60, "Enforce", Some(&tag)))
+        .await?;
+    let r = f
+        .wait_status(&name, "r1 complete, the immutable Secret named", |r| {
+            r.observed_rotation_id.as_deref() == Some("r1")
+                && r.phase == rampart::api::RotationPhase::Complete
+                && !r.unwritable_secrets.is_empty()
+        })
+        .await?;
+    let named = |items: &[rampart::api::RotationItem]| -> Vec<String> {
+        items.iter().map(|i| i.name.clone()).collect()
+    };
+    assert_eq!(named(&r.unwritable_secrets), vec!["frozen"]);
+    assert!(r.unwritable_secrets[0].reason.contains("immutable"));
+    assert_eq!(named(&r.foreign_secrets), vec!["synced"]);
+    assert!(r.foreign_secrets[0]
+        .reason
+        .contains("ExternalSecret/synced"));
+    assert_eq!((r.workloads_total, r.workloads_restarted), (1, 1));
+
+    let (db, _) = f.secret_data("db").await?;
+    assert_ne!(
+        db.get("password").map(String::as_str),
+        Some("orig-db"),
+        "db rotated"
+    );
+    let (frozen, _) = f.secret_data("frozen").await?;
+    assert_eq!(
+        frozen.get("password").map(String::as_str),
+        Some("orig-frozen")
+    );
+    let synced = secrets.get("synced").await?;
+    assert_eq!(
+        synced.resource_version(),
+        synced_before.resource_version(),
+        "the ExternalSecret's Secret is neither rotated nor stamped"
+    );
+    let stamps = stamps_in(&f.client, &f.ns.name).await?;
+    let id = |c: &str| stamps.get(c).and_then(|(id, _)| id.clone());
+    assert_eq!(id("web").as_deref(), Some("r1"));
+    assert_eq!((id("frozen-user"), id("synced-user")), (None, None));
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_on_delete_statefulset_is_reported_not_restarted() -> Result<()> {
+    let f = Fixture::new("ondelete").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let app = App::new("db-manual", 1).reading_secret("db", "password");
+    let mut objs = app.stateful_release();
+    for o in objs.iter_mut().filter(|o| o["kind"] == "StatefulSet") {
+        o["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    }
+    create_all(&f.client, &f.ns.name, &objs).await?;
+    let tag = format!("ondelete-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f.apply_adopted(&tag, 2, 30, Some(&tag)).await?;
+    f.apply(f.profile(&name, "r1", 2, 30, "Enforce", Some(&tag)))
+        .await?;
+    let r = f
+        .wait_status(&name, "r1 complete, the OnDelete StatefulSet listed", |r| {
+            r.observed_rotation_id.as_deref() == Some("r1")
+                && r.phase == rampart::api::RotationPhase::Complete
+                && !r.skipped_consumers.is_empty()
+        })
+        .await?;
+    let skipped: Vec<(&str, &str)> = r
+        .skipped_consumers
+        .iter()
+        .map(|c| (c.kind.as_str(), c.name.as_str()))
+        .collect();
+    assert_eq!(skipped, vec![("StatefulSet", "db-manual")]);
+    assert!(r.skipped_consumers[0].reason.contains("delete its pods"));
+    assert_eq!((r.workloads_total, r.workloads_restarted), (1, 1));
+    let stamps = f.stamps().await?;
+    let id = |c: &str| {
+        stamps
+            .iter()
+            .find(|(n, _, _)| n == c)
+            .and_then(|(_, id, _)| id.clone())
+    };
+    assert_eq!(id("web").as_deref(), Some("r1"));
+    assert_eq!(id("db-manual"), None, "an OnDelete template is not stamped");
     f.delete_profile(&name).await?;
     Ok(())
 }

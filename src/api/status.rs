@@ -287,6 +287,40 @@ pub struct RotationStatus {
     /// The spec's `rotationId` when it is one this profile applied before: nothing rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted_rotation_id: Option<String>,
+    /// Consumers whose rollout overran `rolloutTimeoutSeconds`. Each holds back only the
+    /// consumers not yet restarted in its own namespace; the rest of the rotation proceeds
+    /// (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub stalled_consumers: Vec<RotationItem>,
+    /// Selected Secrets the API server refused to write (immutable, or refused by an admission
+    /// webhook or the role): skipped for this rotation id, their consumers not restarted
+    /// (at most 20). A new rotation id tries them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub unwritable_secrets: Vec<RotationItem>,
+    /// Selected Secrets controlled by another controller (an ExternalSecret, a SealedSecret):
+    /// neither rotated nor stamped, since their owner would write its values back (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub foreign_secrets: Vec<RotationItem>,
+    /// Consumers of a rotated Secret that Rampart does not restart (a StatefulSet or DaemonSet
+    /// with the `OnDelete` update strategy), with what to do (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub skipped_consumers: Vec<RotationItem>,
+}
+
+/// One object the rotation left aside, and why.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationItem {
+    pub namespace: String,
+    /// `Secret`, or the consumer's kind.
+    pub kind: String,
+    pub name: String,
+    /// Why it was left aside and what to do.
+    pub reason: String,
 }
 
 /// State of the snapshot schedule.

@@ -178,6 +178,9 @@ pub enum Write {
         rotation_id: String,
         at: DateTime<Utc>,
         created_before: Option<DateTime<Utc>>,
+        /// Its rollout gates the next batch: false for a consumer that was not Ready before
+        /// its restart, whose rollout may never complete for reasons of its own.
+        gates: bool,
     },
 }
 

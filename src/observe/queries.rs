@@ -512,6 +512,13 @@ fn secret_info(s: &SecretMeta, profile_uid: &str) -> SecretInfo {
         },
         legacy_id: stamp.legacy.clone(),
         other_profiles: stamp.others(profile_uid),
+        controller: s
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.name)),
     }
 }
 
@@ -550,6 +557,9 @@ fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
                 .map(|t| t.with_timezone(&Utc)),
             rollout_complete: w.rollout_complete,
             created_at: w.metadata.creation_timestamp.as_ref().and_then(to_chrono),
+            restarts_on_delete: w.restarts_on_delete,
+            ready: w.ready,
+            restarted_unready: w.restarted_unready,
         })
         .collect()
 }

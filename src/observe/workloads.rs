@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::summaries::Summarize;
 use crate::api::ROTATION_ID_ANNOTATION;
-use crate::controls::rotation::{secrets_used_by, RESTARTED_AT_ANNOTATION};
+use crate::controls::rotation::{
+    secrets_used_by, RESTARTED_AT_ANNOTATION, RESTARTED_UNREADY_ANNOTATION,
+};
 
 /// What Rampart keeps of a workload of kind `K`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +45,15 @@ pub struct Workload<K> {
     /// The controller has observed the current generation and every replica is updated and
     /// available.
     pub rollout_complete: bool,
+    /// Its update strategy is `OnDelete`: a changed template restarts no pod.
+    #[serde(default)]
+    pub restarts_on_delete: bool,
+    /// Every replica is available (ready, for a StatefulSet) now, whatever its template.
+    #[serde(default)]
+    pub ready: bool,
+    /// The pod template carries `rampart.dev/restarted-unready`.
+    #[serde(default)]
+    pub restarted_unready: bool,
     #[serde(skip)]
     kind: PhantomData<fn() -> K>,
 }
@@ -51,7 +62,13 @@ impl<K> Workload<K> {
     /// A digest of what a settled rotation reads of the workload: the Secrets it names and its
     /// stamps (not replicas or rollout progress, which change on every scale).
     pub fn rotation_inputs(&self) -> u64 {
-        super::hash64(&(&self.secrets, &self.stamped_id, &self.stamped_at))
+        super::hash64(&(
+            &self.secrets,
+            &self.stamped_id,
+            &self.stamped_at,
+            self.restarts_on_delete,
+            self.restarted_unready,
+        ))
     }
 }
 
@@ -84,6 +101,11 @@ impl<K: Resource<DynamicType = ()>> Resource for Workload<K> {
     }
 }
 
+/// A StatefulSet's or DaemonSet's `updateStrategy.type` is `OnDelete`.
+fn on_delete(strategy: Option<String>) -> bool {
+    strategy.as_deref() == Some("OnDelete")
+}
+
 fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
     match (generation, observed) {
         (Some(g), Some(o)) => o >= g,
@@ -97,6 +119,8 @@ fn summary<K>(
     selector: LabelSelector,
     template: &PodTemplateSpec,
     rollout_complete: bool,
+    restarts_on_delete: bool,
+    ready: bool,
 ) -> Workload<K> {
     // Identity and generation are all the metadata read; labels, annotations (the
     // last-applied configuration among them), owner references and managed fields are not.
@@ -126,6 +150,9 @@ fn summary<K>(
             .map(secrets_used_by)
             .unwrap_or_default(),
         rollout_complete,
+        restarts_on_delete,
+        ready,
+        restarted_unready: annotation(RESTARTED_UNREADY_ANNOTATION).is_some(),
         kind: PhantomData,
     }
 }
@@ -139,12 +166,15 @@ impl Summarize for Deployment {
             && st.updated_replicas.unwrap_or(0) == want
             && st.available_replicas.unwrap_or(0) == want
             && st.replicas.unwrap_or(0) == want;
+        let ready = st.available_replicas.unwrap_or(0) >= want;
         summary(
             self.metadata,
             want,
             self.spec.selector,
             &self.spec.template,
             complete,
+            false,
+            ready,
         )
     }
 }
@@ -159,12 +189,16 @@ impl Summarize for StatefulSet {
             && st.ready_replicas.unwrap_or(0) == want
             && st.update_revision.is_some()
             && st.current_revision == st.update_revision;
+        let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
+        let ready = st.ready_replicas.unwrap_or(0) >= want;
         summary(
             self.metadata,
             want,
             self.spec.selector,
             &self.spec.template,
             complete,
+            on_delete,
+            ready,
         )
     }
 }
@@ -176,12 +210,16 @@ impl Summarize for DaemonSet {
         let complete = generation_observed(self.metadata.generation, st.observed_generation)
             && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
             && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
+        let on_delete = on_delete(self.spec.update_strategy.and_then(|u| u.type_));
+        let ready = st.number_available.unwrap_or(0) >= st.desired_number_scheduled;
         summary(
             self.metadata,
             0,
             self.spec.selector,
             &self.spec.template,
             complete,
+            on_delete,
+            ready,
         )
     }
 }
@@ -240,6 +278,34 @@ mod tests {
         assert!(!deployment(stale).summarize().rollout_complete);
         let rolling = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3});
         assert!(!deployment(rolling).summarize().rollout_complete);
+    }
+
+    #[test]
+    fn ready_is_availability_now_whatever_the_template() {
+        // A rollout under way with every replica still available: ready, not complete.
+        let rolling = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3});
+        let w = deployment(rolling).summarize();
+        assert!(w.ready && !w.rollout_complete);
+        let short = json!({"observedGeneration": 2, "replicas": 3, "availableReplicas": 0});
+        assert!(!deployment(short).summarize().ready);
+    }
+
+    #[test]
+    fn an_on_delete_statefulset_is_marked() {
+        let sts = |strategy: &str| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "db", "namespace": "a"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "db"}},
+                    "serviceName": "db",
+                    "updateStrategy": {"type": strategy},
+                    "template": {"spec": {"containers": [{"name": "db"}]}}
+                }
+            }))
+            .expect("a StatefulSet")
+        };
+        assert!(sts("OnDelete").summarize().restarts_on_delete);
+        assert!(!sts("RollingUpdate").summarize().restarts_on_delete);
     }
 
     #[test]

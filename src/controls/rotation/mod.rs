@@ -22,6 +22,14 @@
 //! One rotation at a time: a new id set while a rotation is under way waits
 //! (`queuedRotationId`) until that one completes, so `<key>.previous` always holds the values
 //! the consumers not yet restarted were started with.
+//!
+//! Blast radius of one namespace: a rollout that overruns its timeout holds back only the
+//! consumers not yet restarted in its namespace ([`next_batch`]); a consumer not Ready before
+//! its restart gates nothing. What the rotation must not write is left alone and listed: a
+//! Secret with a controlling owner (its owner would write the values back), a Secret the API
+//! server refused for this id (the pass reads the refusal from the writer's effects; the status
+//! carries it to the next pass), and an `OnDelete` consumer, which a template stamp would not
+//! restart.
 
 pub mod stamp;
 
@@ -37,6 +45,10 @@ use crate::events::Event;
 
 /// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
 pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
+
+/// Annotation on a restarted pod template whose workload was not Ready when it was stamped:
+/// its rollout does not gate the next batch.
+pub const RESTARTED_UNREADY_ANNOTATION: &str = "rampart.dev/restarted-unready";
 
 /// Margin for the clocks of the operator and the API server: a workload created less than this
 /// after the Secrets held their new values may have been created before, and is restarted.
@@ -55,6 +67,9 @@ pub struct SecretInfo {
     pub legacy_id: Option<String>,
     /// Entries of other profiles in the stamp.
     pub other_profiles: usize,
+    /// The controller named by its ownerReferences (`controller: true`), as `Kind/name`: an
+    /// ExternalSecret or a SealedSecret writes its values back, so it is left alone.
+    pub controller: Option<String>,
 }
 
 /// The workload kinds restarted after a rotation.
@@ -103,6 +118,21 @@ pub struct ConsumerInfo {
     /// Its `creationTimestamp`: a workload created after the Secrets held their new values
     /// started with them and is not restarted.
     pub created_at: Option<DateTime<Utc>>,
+    /// Its update strategy is `OnDelete`: a new template restarts no pod, so Rampart does not
+    /// stamp it and reports it instead.
+    pub restarts_on_delete: bool,
+    /// Every replica is available now.
+    pub ready: bool,
+    /// Its stamp says it was not Ready when restarted: its rollout gates no batch.
+    pub restarted_unready: bool,
+}
+
+/// A selected Secret the API server refused to write for this rotation id, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnwritableSecret {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
 }
 
 /// The decisions for one reconcile.
@@ -124,8 +154,16 @@ pub struct RotationPlan {
     pub restart: Vec<ConsumerRef>,
     /// Stamped consumers whose rollout has not finished.
     pub in_progress: Vec<ConsumerRef>,
-    /// The consumer whose rollout overran the timeout.
-    pub stalled: Option<ConsumerRef>,
+    /// Consumers whose rollout overran the timeout: each holds back the consumers not yet
+    /// restarted in its namespace, and nothing else.
+    pub stalled: Vec<ConsumerRef>,
+    /// Selected Secrets controlled by another controller: neither rotated nor stamped.
+    pub foreign: Vec<SecretInfo>,
+    /// Selected Secrets refused by the API server for this id: skipped, consumers untouched.
+    /// The pass adds the ones refused by its own writes.
+    pub unwritable: Vec<UnwritableSecret>,
+    /// Consumers of a changed Secret that a template stamp would not restart (`OnDelete`).
+    pub skipped: Vec<ConsumerRef>,
     pub secrets_selected: usize,
     /// Selected Secrets rotated to the current id.
     pub secrets_rotated: usize,
@@ -273,6 +311,8 @@ pub struct Past {
     /// was not in scope when the rotation began, and is adopted; a workload created after it
     /// started with the new values and is not restarted.
     pub secrets_rotated_at: Option<DateTime<Utc>>,
+    /// Secrets refused by the API server for this id, with why: skipped, not tried again.
+    pub unwritable: Vec<UnwritableSecret>,
 }
 
 /// The rotation control: rotate, adopt and restart as [`plan_rotation`] decides for the id
@@ -311,27 +351,15 @@ pub fn plan(
         expected: s.rotation_id.clone(),
     }));
     let created_before = plan.restart_cutoff;
+    let ready = |c: &ConsumerRef| observed.consumers.iter().any(|o| &o.id == c && o.ready);
     writes.extend(plan.restart.iter().map(|c| Write::StampWorkload {
         consumer: c.clone(),
         rotation_id: id.clone(),
         at: now,
         created_before,
+        gates: ready(c),
     }));
-    let was_stalled = observed
-        .previous
-        .as_ref()
-        .is_some_and(|p| p.phase == RotationPhase::Stalled);
-    let mut events = match (&plan.stalled, was_stalled) {
-        (Some(c), false) => vec![Event::warning(
-            "RotationStalled",
-            "Restart",
-            format!(
-                "The rollout of {c} did not complete within {}s; the rotation waits",
-                spec.rollout_timeout_seconds
-            ),
-        )],
-        _ => vec![],
-    };
+    let mut events = news_of_stalls(&plan, spec, observed.previous.as_ref());
     events.extend(news_of_the_spec_id(&plan, observed.previous.as_ref()));
     Outcome {
         writes,
@@ -340,6 +368,37 @@ pub fn plan(
         next_due: plan.next_deadline,
         findings: plan,
     }
+}
+
+/// A warning the first time a consumer's rollout is seen past its timeout: the status did not
+/// list it yet.
+fn news_of_stalls(
+    plan: &RotationPlan,
+    spec: &SecretRotationControl,
+    previous: Option<&RotationStatus>,
+) -> Vec<Event> {
+    let known = |c: &ConsumerRef| {
+        previous.is_some_and(|p| {
+            p.stalled_consumers.iter().any(|s| {
+                s.namespace == c.namespace && s.name == c.name && s.kind == c.kind.as_str()
+            })
+        })
+    };
+    plan.stalled
+        .iter()
+        .filter(|c| !known(c))
+        .map(|c| {
+            Event::warning(
+                "RotationStalled",
+                "Restart",
+                format!(
+                    "The rollout of {c} did not complete within {}s; consumers in namespace {} \
+                     not yet restarted wait for it, the others proceed",
+                    spec.rollout_timeout_seconds, c.namespace
+                ),
+            )
+        })
+        .collect()
 }
 
 /// An event the first time a pass leaves the spec's id aside: queued behind the rotation under
@@ -386,6 +445,18 @@ fn plan_for(
             .map(|p| used_ids(p).into_iter().map(String::from).collect())
             .unwrap_or_default(),
         secrets_rotated_at: same.and_then(|p| p.secrets_rotated_at),
+        unwritable: same
+            .map(|p| {
+                p.unwritable_secrets
+                    .iter()
+                    .map(|u| UnwritableSecret {
+                        namespace: u.namespace.clone(),
+                        name: u.name.clone(),
+                        reason: u.reason.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     // A rotation the status already records as complete stays complete: a consumer that
     // scales, or whose pods fail, long after its restart is not rolling out this rotation,
@@ -434,10 +505,22 @@ enum SecretStage {
     AdoptedAtId,
     /// At the id by rotation: its consumers restart.
     RotatedAtId,
+    /// Controlled by another controller, which would write its values back: left alone.
+    Foreign,
+    /// Refused by the API server earlier in this rotation: skipped, consumers left alone.
+    Unwritable,
 }
 
 fn secret_stage(s: &SecretInfo, id: &str, past: &Past) -> SecretStage {
+    if s.controller.is_some() {
+        return SecretStage::Foreign;
+    }
+    let refused = past
+        .unwritable
+        .iter()
+        .any(|u| u.namespace == s.namespace && u.name == s.name);
     match s.own_id(past) {
+        Some(own) if refused && own != id => SecretStage::Unwritable,
         None => SecretStage::Adopt,
         Some(own) if own == id => {
             if s.adopted {
@@ -478,6 +561,18 @@ pub fn plan_rotation(
     let adopt = of_stage(SecretStage::Adopt);
     let rotate = of_stage(SecretStage::Rotate);
     let adopted_at_id = of_stage(SecretStage::AdoptedAtId).len();
+    let rotated_at_id = of_stage(SecretStage::RotatedAtId).len();
+    let foreign = of_stage(SecretStage::Foreign);
+    let unwritable: Vec<UnwritableSecret> = past
+        .unwritable
+        .iter()
+        .filter(|u| {
+            of_stage(SecretStage::Unwritable)
+                .iter()
+                .any(|s| s.namespace == u.namespace && s.name == u.name)
+        })
+        .cloned()
+        .collect();
     // Consumers restart only for Secrets whose values change (or changed) for this id;
     // an adopted Secret kept its values, so its consumers have nothing new to read.
     let changing: BTreeSet<(&str, &str)> = staged
@@ -493,7 +588,7 @@ pub fn plan_rotation(
         restart_cutoff.is_some_and(|cut| c.created_at.is_some_and(|made| made > cut))
     };
 
-    let mut users: Vec<&ConsumerInfo> = consumers
+    let (mut users, mut skipped): (Vec<&ConsumerInfo>, Vec<&ConsumerInfo>) = consumers
         .iter()
         .filter(|c| {
             c.secrets
@@ -501,17 +596,20 @@ pub fn plan_rotation(
                 .any(|s| changing.contains(&(c.id.namespace.as_str(), s.as_str())))
         })
         .filter(|c| !created_since(c))
-        .collect();
+        .partition(|c| !c.restarts_on_delete);
     users.sort_by(|a, b| a.id.cmp(&b.id));
+    skipped.sort_by(|a, b| a.id.cmp(&b.id));
     let stamped = |c: &&ConsumerInfo| c.stamped_id.as_deref() == Some(id);
+    // A consumer that was not Ready before its restart is restarted, but whether its rollout
+    // completes says nothing of the new values: it neither gates a batch nor stalls.
     let restarted = users
         .iter()
-        .filter(|c| stamped(c) && c.rollout_complete)
+        .filter(|c| stamped(c) && (c.rollout_complete || c.restarted_unready))
         .count();
     let in_progress: Vec<&ConsumerInfo> = users
         .iter()
         .copied()
-        .filter(|c| stamped(c) && !c.rollout_complete)
+        .filter(|c| stamped(c) && !c.rollout_complete && !c.restarted_unready)
         .collect();
 
     let mut plan = RotationPlan {
@@ -523,9 +621,12 @@ pub fn plan_rotation(
         adopt: vec![],
         restart: vec![],
         in_progress: in_progress.iter().map(|c| c.id.clone()).collect(),
-        stalled: None,
+        stalled: vec![],
+        foreign,
+        unwritable,
+        skipped: skipped.iter().map(|c| c.id.clone()).collect(),
         secrets_selected: secrets.len(),
-        secrets_rotated: secrets.len() - rotate.len() - adopt.len() - adopted_at_id,
+        secrets_rotated: rotated_at_id,
         secrets_adopted_before: adopted_at_id,
         consumers_total: users.len(),
         consumers_restarted: restarted,
@@ -544,36 +645,50 @@ pub fn plan_rotation(
     }
 
     let timeout = Duration::seconds(i64::from(spec.rollout_timeout_seconds));
-    if !in_progress.is_empty() {
-        let overdue = in_progress
-            .iter()
-            .find(|c| c.stamped_at.is_some_and(|t| now - t > timeout));
-        plan.phase = if overdue.is_some() {
-            RotationPhase::Stalled
-        } else {
-            RotationPhase::Restarting
-        };
-        plan.stalled = overdue.map(|c| c.id.clone());
-        plan.next_deadline = in_progress
+    let (overdue, waiting): (Vec<&ConsumerInfo>, Vec<&ConsumerInfo>) = in_progress
+        .iter()
+        .partition(|c| c.stamped_at.is_some_and(|t| now - t > timeout));
+    plan.stalled = overdue.iter().map(|c| c.id.clone()).collect();
+    if !waiting.is_empty() {
+        // The batch under way gates the next one; a rollout that overran no longer does.
+        plan.phase = RotationPhase::Restarting;
+        plan.next_deadline = waiting
             .iter()
             .filter_map(|c| c.stamped_at.map(|t| t + timeout))
             .filter(|d| *d > now)
             .min();
         return plan;
     }
-    let batch: Vec<ConsumerRef> = users
-        .iter()
-        .filter(|c| !stamped(c))
-        .take(spec.max_concurrent_restarts.max(1) as usize)
-        .map(|c| c.id.clone())
-        .collect();
+    let batch = next_batch(&users, &overdue, id, spec.max_concurrent_restarts);
     if !batch.is_empty() {
         plan.phase = RotationPhase::Restarting;
         plan.next_deadline = Some(now + timeout);
-        plan.in_progress = batch.clone();
+        plan.in_progress.extend(batch.iter().cloned());
         plan.restart = batch;
+    } else if !overdue.is_empty() {
+        plan.phase = RotationPhase::Stalled;
     }
     plan
+}
+
+/// The next consumers to restart: those not yet stamped, in order, up to `max`, leaving out
+/// the namespaces of `stalled` rollouts. A rollout that cannot complete (a paused Deployment,
+/// unschedulable pods) holds back only its own namespace, where its Secrets are, so one
+/// tenant cannot stall the others.
+fn next_batch(
+    users: &[&ConsumerInfo],
+    stalled: &[&ConsumerInfo],
+    id: &str,
+    max: i32,
+) -> Vec<ConsumerRef> {
+    let held: BTreeSet<&str> = stalled.iter().map(|c| c.id.namespace.as_str()).collect();
+    users
+        .iter()
+        .filter(|c| c.stamped_id.as_deref() != Some(id))
+        .filter(|c| !held.contains(c.id.namespace.as_str()))
+        .take(max.max(1) as usize)
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -623,6 +738,9 @@ mod tests {
             stamped_at: stamped.map(|_| now() - Duration::seconds(10)),
             rollout_complete: complete,
             created_at: Some(now() - Duration::days(30)),
+            restarts_on_delete: false,
+            ready: true,
+            restarted_unready: false,
         }
     }
 
@@ -824,7 +942,7 @@ mod tests {
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Stalled);
-        assert_eq!(p.stalled.map(|s| s.name), Some("slow".to_string()));
+        assert_eq!(names(&p.stalled), vec!["slow"]);
         assert!(
             p.restart.is_empty(),
             "a stalled rotation does not barrel on"
@@ -951,10 +1069,12 @@ mod tests {
         assert_eq!(first.findings.phase, RotationPhase::Stalled);
         assert_eq!(first.events.len(), 1);
         assert!(first.events[0].warning);
-        o.previous = Some(RotationStatus {
-            phase: RotationPhase::Stalled,
-            ..crate::status::empty_rotation_status()
-        });
+        o.previous = Some(crate::status::rotation_status(
+            &first.findings,
+            crate::api::Mode::Enforce,
+            None,
+            now(),
+        ));
         assert!(plan(&spec(1), &o, now()).events.is_empty());
     }
 
@@ -1120,6 +1240,7 @@ mod tests {
         let known = Past {
             known_ids: BTreeSet::from(["r1".to_string()]),
             secrets_rotated_at: None,
+            unwritable: vec![],
         };
         let mine = plan_rotation(&spec(2), &[legacy("r1")], &[], &known, now());
         assert_eq!(mine.rotate.len(), 1, "its own earlier id rotates");
@@ -1243,6 +1364,7 @@ mod tests {
         let past = Past {
             known_ids: BTreeSet::new(),
             secrets_rotated_at: Some(rotated_at),
+            unwritable: vec![],
         };
         let mut late = consumer("late", "db", None, true);
         late.created_at = Some(rotated_at + Duration::minutes(1));
@@ -1263,6 +1385,207 @@ mod tests {
             Some(rotated_at + Duration::seconds(CREATED_AFTER_MARGIN_SECONDS)),
             "the writer checks the same cutoff on a fresh read"
         );
+    }
+
+    fn in_namespace<T>(ns: &str, mut items: Vec<T>, set: impl Fn(&mut T, &str)) -> Vec<T> {
+        items.iter_mut().for_each(|i| set(i, ns));
+        items
+    }
+
+    fn consumers_in(ns: &str, items: Vec<ConsumerInfo>) -> Vec<ConsumerInfo> {
+        in_namespace(ns, items, |c, ns| c.id.namespace = ns.into())
+    }
+
+    fn secrets_in(ns: &str, items: Vec<SecretInfo>) -> Vec<SecretInfo> {
+        in_namespace(ns, items, |s, ns| s.namespace = ns.into())
+    }
+
+    fn overdue(name: &str, uses: &str) -> ConsumerInfo {
+        let mut c = consumer(name, uses, Some("r2"), false);
+        c.stamped_at = Some(now() - Duration::seconds(61));
+        c
+    }
+
+    #[test]
+    fn a_stalled_rollout_holds_back_only_its_own_namespace() {
+        let secrets = [
+            secrets_in("a", vec![secret("db", Some("r2"))]),
+            secrets_in("b", vec![secret("db", Some("r2"))]),
+        ]
+        .concat();
+        let consumers = [
+            consumers_in(
+                "a",
+                vec![overdue("paused", "db"), consumer("web", "db", None, true)],
+            ),
+            consumers_in(
+                "b",
+                vec![
+                    consumer("api", "db", None, true),
+                    consumer("worker", "db", None, true),
+                ],
+            ),
+        ]
+        .concat();
+        let p = plan_rotation(&spec(2), &secrets, &consumers, &Past::default(), now());
+        assert_eq!(names(&p.stalled), vec!["paused"]);
+        assert_eq!(
+            names(&p.restart),
+            vec!["api", "worker"],
+            "namespace b proceeds; a's consumer waits for a's stalled rollout"
+        );
+        assert_eq!(p.phase, RotationPhase::Restarting);
+        assert!(
+            p.next_deadline.is_some(),
+            "the new batch has its own timeout"
+        );
+    }
+
+    #[test]
+    fn a_stall_waits_for_the_batch_under_way_then_stalls_when_only_its_namespace_is_left() {
+        let secrets = [
+            secrets_in("a", vec![secret("db", Some("r2"))]),
+            secrets_in("b", vec![secret("db", Some("r2"))]),
+        ]
+        .concat();
+        let mut consumers = [
+            consumers_in(
+                "a",
+                vec![overdue("paused", "db"), consumer("web", "db", None, true)],
+            ),
+            consumers_in("b", vec![consumer("api", "db", Some("r2"), false)]),
+        ]
+        .concat();
+        let p = plan_rotation(&spec(2), &secrets, &consumers, &Past::default(), now());
+        assert!(
+            p.restart.is_empty(),
+            "b's rollout under way gates the batch"
+        );
+        assert_eq!(p.phase, RotationPhase::Restarting);
+        assert_eq!(
+            p.next_deadline,
+            Some(now() - Duration::seconds(10) + Duration::seconds(60)),
+            "the next look is at the timeout of the rollout under way, not the overdue one"
+        );
+
+        consumers[2].rollout_complete = true;
+        let p = plan_rotation(&spec(2), &secrets, &consumers, &Past::default(), now());
+        assert!(p.restart.is_empty());
+        assert_eq!(p.phase, RotationPhase::Stalled);
+        assert_eq!(p.consumers_restarted, 1);
+    }
+
+    #[test]
+    fn a_secret_controlled_by_another_controller_is_neither_rotated_nor_adopted() {
+        let owned = |id: Option<&str>| SecretInfo {
+            controller: Some("ExternalSecret/db".into()),
+            ..secret("db", id)
+        };
+        let consumers = [consumer("web", "db", None, true)];
+        for s in [owned(None), owned(Some("r1"))] {
+            let p = plan_rotation(&spec(2), &[s], &consumers, &Past::default(), now());
+            assert!(p.rotate.is_empty() && p.adopt.is_empty() && p.restart.is_empty());
+            assert_eq!(p.foreign.len(), 1);
+            assert_eq!((p.secrets_rotated, p.consumers_total), (0, 0));
+            assert_eq!(p.phase, RotationPhase::Complete);
+        }
+    }
+
+    #[test]
+    fn a_secret_refused_for_this_id_is_skipped_and_the_rest_proceed() {
+        let past = Past {
+            unwritable: vec![UnwritableSecret {
+                namespace: "app".into(),
+                name: "frozen".into(),
+                reason: "immutable".into(),
+            }],
+            ..Past::default()
+        };
+        let secrets = [secret("frozen", Some("r1")), secret("db", Some("r2"))];
+        let consumers = [
+            consumer("old", "frozen", None, true),
+            consumer("web", "db", None, true),
+        ];
+        let p = plan_rotation(&spec(2), &secrets, &consumers, &past, now());
+        assert!(p.rotate.is_empty(), "a refused Secret is not tried again");
+        assert_eq!(
+            names(&p.restart),
+            vec!["web"],
+            "its consumers are left alone"
+        );
+        assert_eq!(p.unwritable, past.unwritable);
+        assert_eq!(p.secrets_rotated, 1);
+
+        // The status keeps the refusal for its id only: a new id tries again.
+        let mut o = observed(secrets.to_vec(), consumers.to_vec());
+        o.previous = Some(RotationStatus {
+            observed_rotation_id: Some("r2".into()),
+            phase: RotationPhase::Restarting,
+            used_rotation_ids: vec!["r1".into(), "r2".into()],
+            unwritable_secrets: vec![crate::api::RotationItem {
+                namespace: "app".into(),
+                kind: "Secret".into(),
+                name: "frozen".into(),
+                reason: "immutable".into(),
+            }],
+            ..crate::status::empty_rotation_status()
+        });
+        assert!(plan(&spec(2), &o, now()).findings.rotate.is_empty());
+        if let Some(p) = o.previous.as_mut() {
+            p.phase = RotationPhase::Complete;
+        }
+        let next = plan(&spec_at("r3", 2), &o, now());
+        assert_eq!(next.findings.rotate.len(), 2, "a new id tries it again");
+    }
+
+    #[test]
+    fn a_consumer_not_ready_before_its_restart_is_restarted_but_gates_no_batch() {
+        let mut broken = consumer("aaa-broken", "db", None, false);
+        broken.ready = false;
+        let consumers = vec![broken, consumer("bbb-web", "db", None, true)];
+        let o = observed(vec![secret("db", Some("r2"))], consumers.clone());
+        let out = plan(&spec(1), &o, now());
+        assert!(matches!(
+            out.writes.as_slice(),
+            [Write::StampWorkload { consumer, gates: false, .. }] if consumer.name == "aaa-broken"
+        ));
+
+        // Stamped, marked, its rollout going nowhere long past the timeout.
+        let mut stamped = consumers;
+        stamped[0].stamped_id = Some("r2".into());
+        stamped[0].stamped_at = Some(now() - Duration::seconds(600));
+        stamped[0].restarted_unready = true;
+        let p = plan_rotation(
+            &spec(1),
+            &[secret("db", Some("r2"))],
+            &stamped,
+            &Past::default(),
+            now(),
+        );
+        assert_eq!(
+            names(&p.restart),
+            vec!["bbb-web"],
+            "it does not gate the batch"
+        );
+        assert!(p.stalled.is_empty(), "nor does it stall");
+        assert_eq!(p.consumers_restarted, 1);
+    }
+
+    #[test]
+    fn an_on_delete_consumer_is_reported_not_stamped() {
+        let mut manual = consumer("db-0", "db", None, true);
+        manual.id.kind = ConsumerKind::StatefulSet;
+        manual.restarts_on_delete = true;
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &[manual, consumer("web", "db", None, true)],
+            &Past::default(),
+            now(),
+        );
+        assert_eq!(names(&p.restart), vec!["web"]);
+        assert_eq!(names(&p.skipped), vec!["db-0"]);
+        assert_eq!(p.consumers_total, 1);
     }
 
     #[test]
