@@ -31,13 +31,14 @@ echo "[e2e] installing the HardeningProfile CRD"
 install_crd
 
 cargo build --workspace --bins --tests --quiet
-# RAMPART_E2E_IDENTITY=serviceaccount: the shared operator, and every operator a test starts
-# with OperatorProcess::start*, act as rampart-system/rampart with exactly the RBAC and
-# admission policy config/ ships, so every suite shows the policy refuses nothing Rampart does.
+# The shared operator, and every operator a test starts with OperatorProcess::start*, act as
+# rampart-system/rampart with exactly the RBAC and admission policy config/ ships, so every
+# suite shows that they allow all Rampart does (RAMPART_E2E_IDENTITY=admin: as the admin).
 operator_kubeconfig="$KUBECONFIG"
-if [ "${RAMPART_E2E_IDENTITY:-}" = serviceaccount ]; then
+if [ "${RAMPART_E2E_IDENTITY:-serviceaccount}" = serviceaccount ]; then
   operator_kubeconfig=$(install_shipped_identity)
   export RAMPART_E2E_OPERATOR_KUBECONFIG="$operator_kubeconfig"
+  export RAMPART_E2E_LEASE_NAMESPACE=rampart-system
   echo "[e2e] operators act as system:serviceaccount:rampart-system:rampart (config/rbac, config/admission)"
 fi
 port=$(free_port)

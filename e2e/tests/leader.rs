@@ -146,10 +146,14 @@ async fn delete_and_await_repair(
 }
 
 fn leader_flags(lease: &str) -> Vec<String> {
+    // The operator's own namespace when the suites run as the shipped ServiceAccount: its
+    // Lease Role (config/rbac/leader_election.yaml) is there and nowhere else.
+    let namespace =
+        std::env::var("RAMPART_E2E_LEASE_NAMESPACE").unwrap_or_else(|_| "default".into());
     [
         "--leader-elect",
         "--leader-elect-namespace",
-        "default",
+        &namespace,
         "--leader-elect-lease",
         lease,
     ]
