@@ -20,12 +20,14 @@ use crate::api::{
     HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER, PROFILE_UID_LABEL,
     ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION,
 };
+use crate::controls::rotation::stamp::{Entry, Stamp};
 use crate::controls::rotation::{ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION};
 use crate::controls::{
     DesiredObject, ManagedKind, ObjectKey, ObservedObject, SecretRef, SecretRotation, Target,
     Write, WriteVerb,
 };
 use crate::metrics::Metrics;
+use crate::observe::to_chrono;
 use crate::ownership::{belongs_to, has_owner_reference, owner_reference};
 use crate::Error;
 
@@ -40,6 +42,9 @@ pub struct Applied {
     pub verb: WriteVerb,
     pub target: Target,
     pub effect: Result<Effect, Error>,
+    /// The uid the API server gave an object this write created: the proof, kept where only
+    /// Rampart writes, that a name-fixed object (the scratch namespace) is the one it made.
+    pub created_uid: Option<String>,
 }
 
 /// What a write that did not fail did.
@@ -104,6 +109,7 @@ impl Writer {
                     verb: w.verb(),
                     target: w.target(),
                     effect: Ok(Effect::Audited),
+                    created_uid: None,
                 })
                 .collect()
                 .await;
@@ -120,8 +126,12 @@ impl Writer {
 
     async fn write(self, w: Write) -> Applied {
         let (verb, target) = (w.verb(), w.target());
+        let mut created_uid = None;
         let effect = match w {
-            Write::Create(d) => self.create(&d).await,
+            Write::Create(d) => self.create(&d).await.map(|(effect, uid)| {
+                created_uid = uid;
+                effect
+            }),
             Write::Repair(d) => self.repair(&d).await,
             Write::Delete(o) => self.delete(&o).await,
             Write::Orphan(o) => self.orphan(&o).await,
@@ -129,12 +139,20 @@ impl Writer {
             Write::AdoptSecret {
                 secret,
                 rotation_id,
-            } => self.adopt_secret(&secret, &rotation_id).await,
+                expected,
+            } => {
+                self.adopt_secret(&secret, &rotation_id, expected.as_deref())
+                    .await
+            }
             Write::StampWorkload {
                 consumer,
                 rotation_id,
                 at,
-            } => self.stamp_workload(&consumer, &rotation_id, at).await,
+                created_before,
+            } => {
+                self.stamp_workload(&consumer, &rotation_id, at, created_before)
+                    .await
+            }
         };
         if effect.as_ref().is_ok_and(|e| *e == Effect::Done) {
             self.metrics.count_done(&self.owner.name, verb, &target);
@@ -143,6 +161,7 @@ impl Writer {
             verb,
             target,
             effect,
+            created_uid,
         }
     }
 
@@ -172,7 +191,8 @@ impl Writer {
                 source,
             })
     }
-    async fn create(&self, desired: &DesiredObject) -> Result<Effect, Error> {
+    /// Creates `desired`; with the new object's uid when this call made it.
+    async fn create(&self, desired: &DesiredObject) -> Result<(Effect, Option<String>), Error> {
         let key = &desired.key;
         let api = api_for(&self.client, key.kind, &key.namespace);
         let obj = with_identity(&desired.manifest, key.kind, &self.owner)?;
@@ -183,18 +203,19 @@ impl Writer {
             ..Default::default()
         };
         match api.create(&pp, &obj).await {
-            Ok(_) => Ok(Effect::Done),
+            Ok(made) => Ok((Effect::Done, made.metadata.uid)),
             Err(e) if status_code(&e) == Some(409) => {
                 let existing = api
                     .get_opt(&key.name)
                     .await
                     .map_err(|e| write_error("get", key, e))?;
-                Ok(match existing {
+                let effect = match existing {
                     Some(o) if belongs_to(&o.metadata, &self.owner.name, &self.owner.uid) => {
                         Effect::Unchanged
                     }
                     _ => Effect::NameTaken,
-                })
+                };
+                Ok((effect, None))
             }
             Err(e) => Err(write_error("create", key, e)),
         }
@@ -279,21 +300,32 @@ impl Writer {
         }
     }
 
-    /// Gives a Secret new values for the `regenerate` keys and stamps it with the rotation id,
-    /// in one write guarded by the resourceVersion it read: either all of it lands or none, so
-    /// a crash cannot leave new values without the stamp (which would regenerate them again).
-    /// Values never reach a log or an error.
+    /// This profile's id in a stamp: its own entry. An id in the old format counts only for a
+    /// pod template (one stamp per template then, whichever profile wrote it); for a Secret
+    /// the plan decided whose it is, and `expected` carries that.
+    fn own_id<'a>(&self, stamp: &'a Stamp) -> Option<&'a str> {
+        stamp.entry(&self.owner.uid).map(|e| e.rotation_id.as_str())
+    }
+
+    /// Gives a Secret new values for the `regenerate` keys and writes this profile's entry at
+    /// the rotation id into its stamp, in one write guarded by the resourceVersion it read:
+    /// either all of it lands or none, so a crash cannot leave new values without the stamp
+    /// (which would regenerate them again). Nothing is written unless this profile's entry
+    /// still holds what the plan saw. Values never reach a log or an error.
     async fn rotate_secret(&self, r: &SecretRotation) -> Result<Effect, Error> {
         use k8s_openapi::api::core::v1::Secret;
         use k8s_openapi::ByteString;
         let SecretRef { namespace, name } = &r.secret;
         let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
-        let mut secret = api
-            .get(name)
-            .await
-            .map_err(|e| secret_error("get", &r.secret, e))?;
+        let mut secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(Effect::Unchanged),
+            Err(e) => return Err(secret_error("get", &r.secret, e)),
+        };
         let id = r.rotation_id.as_str();
-        if annotation(&secret.metadata, ROTATION_ID_ANNOTATION) == Some(id) {
+        let stamp = Stamp::of(annotation(&secret.metadata, ROTATION_ID_ANNOTATION));
+        let own = self.own_id(&stamp);
+        if own == Some(id) || own != r.expected.as_deref() {
             return Ok(Effect::Unchanged);
         }
         let data = secret.data.get_or_insert_with(Default::default);
@@ -312,8 +344,11 @@ impl Writer {
             .metadata
             .annotations
             .get_or_insert_with(Default::default);
-        annotations.insert(ROTATION_ID_ANNOTATION.to_string(), id.to_string());
-        // Its values are Rampart's from now on, no longer the ones it was adopted with.
+        annotations.insert(
+            ROTATION_ID_ANNOTATION.to_string(),
+            stamp.with(Entry::rotated(&self.owner.uid, id)).render(),
+        );
+        // The old-format adoption mark: the values are Rampart's from now on.
         annotations.remove(ROTATION_ADOPTED_ANNOTATION);
         secret.metadata.managed_fields = None;
         self.metrics.write(&self.owner.name, "Secret", "update");
@@ -321,24 +356,34 @@ impl Writer {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        api.replace(name, &pp, &secret)
-            .await
-            .map_err(|e| secret_error("update", &r.secret, e))?;
-        Ok(Effect::Done)
+        match api.replace(name, &pp, &secret).await {
+            Ok(_) => Ok(Effect::Done),
+            // Written by someone since the read: the Secret's event brings a pass that decides
+            // again from what is there.
+            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
+            Err(e) => Err(secret_error("update", &r.secret, e)),
+        }
     }
 
-    /// Adopts a Secret that never carried a rotation id: stamps it with the current id and the
-    /// adoption mark, and nothing else. Its data is neither read nor written.
-    async fn adopt_secret(&self, secret: &SecretRef, id: &str) -> Result<Effect, Error> {
+    /// Adopts a Secret: writes this profile's entry at the current id, marked adopted, into
+    /// its stamp, and nothing else; other profiles' entries stay. Its data is neither read nor
+    /// written.
+    async fn adopt_secret(
+        &self,
+        secret: &SecretRef,
+        id: &str,
+        expected: Option<&str>,
+    ) -> Result<Effect, Error> {
         use k8s_openapi::api::core::v1::Secret;
-        use kube::core::PartialObjectMeta;
-        let api =
-            Api::<PartialObjectMeta<Secret>>::namespaced(self.client.clone(), &secret.namespace);
-        let current = api
-            .get_metadata(&secret.name)
-            .await
-            .map_err(|e| secret_error("get", secret, e))?;
-        if annotation(&current.metadata, ROTATION_ID_ANNOTATION).is_some() {
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        let current = match api.get_metadata_opt(&secret.name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Effect::Unchanged),
+            Err(e) => return Err(secret_error("get", secret, e)),
+        };
+        let stamp = Stamp::of(annotation(&current.metadata, ROTATION_ID_ANNOTATION));
+        let own = self.own_id(&stamp);
+        if own == Some(id) || own != expected {
             return Ok(Effect::Unchanged);
         }
         // The resourceVersion just read makes the patch a compare-and-swap: had a rotation (or
@@ -347,59 +392,136 @@ impl Writer {
         let patch = json!({"metadata": {
             "resourceVersion": current.metadata.resource_version,
             "annotations": {
-                ROTATION_ID_ANNOTATION: id,
-                ROTATION_ADOPTED_ANNOTATION: "true",
+                ROTATION_ID_ANNOTATION: stamp.with(Entry::adopted(&self.owner.uid, id)).render(),
+                // The entry says it now; the old-format mark would only mislead.
+                ROTATION_ADOPTED_ANNOTATION: null,
             },
         }});
         self.metrics.write(&self.owner.name, "Secret", "patch");
-        Api::<Secret>::namespaced(self.client.clone(), &secret.namespace)
+        match api
             .patch_metadata(&secret.name, &field_manager(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| secret_error("patch", secret, e))?;
-        Ok(Effect::Done)
+        {
+            Ok(_) => Ok(Effect::Done),
+            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
+            Err(e) => Err(secret_error("patch", secret, e)),
+        }
     }
 
-    /// Restarts a workload by stamping its pod template with the rotation id and the time, the
-    /// way `kubectl rollout restart` does; only these two annotations are written.
+    /// Restarts a workload by writing this profile's entry at the rotation id into its pod
+    /// template's stamp, with the time, the way `kubectl rollout restart` does; only these two
+    /// annotations are written.
     async fn stamp_workload(
         &self,
         consumer: &ConsumerRef,
         id: &str,
         at: chrono::DateTime<chrono::Utc>,
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Effect, Error> {
         use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
-            ROTATION_ID_ANNOTATION: id,
-            // Milliseconds: every consumer of one batch carries the same instant, so a batch
-            // can be told from the next even within a second.
-            RESTARTED_AT_ANNOTATION: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }}}}});
-        let (ns, name, pp) = (&consumer.namespace, &consumer.name, field_manager());
-        self.metrics
-            .write(&self.owner.name, consumer.kind.as_str(), "patch");
-        let client = self.client.clone();
-        let result = match consumer.kind {
-            ConsumerKind::Deployment => Api::<Deployment>::namespaced(client, ns)
-                .patch(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            ConsumerKind::StatefulSet => Api::<StatefulSet>::namespaced(client, ns)
-                .patch(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            ConsumerKind::DaemonSet => Api::<DaemonSet>::namespaced(client, ns)
-                .patch(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
+        let stamp = Restart {
+            consumer,
+            id,
+            at,
+            created_before,
         };
-        result.map(|_| Effect::Done).map_err(|source| Error::Write {
-            verb: "patch",
-            kind: consumer.kind.as_str(),
-            namespace: consumer.namespace.clone(),
-            name: consumer.name.clone(),
-            source,
-        })
+        match consumer.kind {
+            ConsumerKind::Deployment => {
+                self.restart::<Deployment>(&stamp, |d| d.spec.template.metadata.as_ref())
+                    .await
+            }
+            ConsumerKind::StatefulSet => {
+                self.restart::<StatefulSet>(&stamp, |d| d.spec.template.metadata.as_ref())
+                    .await
+            }
+            ConsumerKind::DaemonSet => {
+                self.restart::<DaemonSet>(&stamp, |d| d.spec.template.metadata.as_ref())
+                    .await
+            }
+        }
     }
+
+    /// Exactly once: reads the workload fresh, leaves it alone when its template already
+    /// carries the id (an earlier pass, or a plan made from a stale cache) or it was created
+    /// after the Secrets held their new values, and writes with the resourceVersion it read as
+    /// a precondition; on a conflict it reads and decides again.
+    async fn restart<K>(
+        &self,
+        r: &Restart<'_>,
+        template: fn(&K) -> Option<&kube::core::ObjectMeta>,
+    ) -> Result<Effect, Error>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let (ns, name) = (&r.consumer.namespace, &r.consumer.name);
+        let api = Api::<K>::namespaced(self.client.clone(), ns);
+        let failed = |verb: &'static str, source: kube::Error| Error::Write {
+            verb,
+            kind: r.consumer.kind.as_str(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            source,
+        };
+        for _ in 0..RESTART_ATTEMPTS {
+            let Some(current) = api.get_opt(name).await.map_err(|e| failed("get", e))? else {
+                return Ok(Effect::Unchanged);
+            };
+            let meta = current.meta();
+            let created = meta.creation_timestamp.as_ref().and_then(to_chrono);
+            if r.created_before
+                .is_some_and(|cut| created.is_some_and(|c| c > cut))
+            {
+                return Ok(Effect::Unchanged);
+            }
+            let stamp = Stamp::of(
+                template(&current)
+                    .and_then(|m| m.annotations.as_ref())
+                    .and_then(|a| a.get(ROTATION_ID_ANNOTATION))
+                    .map(String::as_str),
+            );
+            // A template stamp in the old format was written by the one profile that
+            // restarted it then: it counts for this one.
+            if self.own_id(&stamp).or(stamp.legacy.as_deref()) == Some(r.id) {
+                return Ok(Effect::Unchanged);
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": meta.resource_version},
+                "spec": {"template": {"metadata": {"annotations": {
+                    ROTATION_ID_ANNOTATION: stamp.with(Entry::rotated(&self.owner.uid, r.id)).render(),
+                    // Milliseconds: every consumer of one batch carries the same instant, so a
+                    // batch can be told from the next even within a second.
+                    RESTARTED_AT_ANNOTATION: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                }}}},
+            });
+            self.metrics
+                .write(&self.owner.name, r.consumer.kind.as_str(), "patch");
+            match api
+                .patch(name, &field_manager(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(Effect::Done),
+                Err(e) if status_code(&e) == Some(409) => continue,
+                Err(e) if status_code(&e) == Some(404) => return Ok(Effect::Unchanged),
+                Err(e) => return Err(failed("patch", e)),
+            }
+        }
+        // Written by others each time: its next event brings a pass that decides again.
+        Ok(Effect::Unchanged)
+    }
+}
+
+/// Reads and writes of one restart before leaving the workload to the next pass.
+const RESTART_ATTEMPTS: usize = 3;
+
+/// One restart stamp to write.
+struct Restart<'a> {
+    consumer: &'a ConsumerRef,
+    id: &'a str,
+    at: chrono::DateTime<chrono::Utc>,
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn field_manager() -> PatchParams {

@@ -125,8 +125,10 @@ pub fn rotation_settled(p: &crate::api::HardeningProfile) -> bool {
         .as_ref()
         .and_then(|s| s.rotation.as_ref())
         .is_some_and(|r| {
+            // A revert leaves the rotation at the id applied last, complete.
             r.phase == crate::api::RotationPhase::Complete
-                && r.observed_rotation_id.as_deref() == Some(spec.rotation_id.as_str())
+                && (r.observed_rotation_id.as_deref() == Some(spec.rotation_id.as_str())
+                    || r.reverted_rotation_id.as_deref() == Some(spec.rotation_id.as_str()))
         })
 }
 
@@ -426,8 +428,7 @@ mod tests {
                 workloads_restarted: 1,
                 in_progress: vec![],
                 message: None,
-                started_at: None,
-                completed_at: None,
+                ..crate::status::empty_rotation_status()
             }),
             ..Default::default()
         };
@@ -476,6 +477,10 @@ mod tests {
     fn rotation(next_due: Option<DateTime<Utc>>) -> Kept<RotationPlan> {
         Kept {
             findings: RotationPlan {
+                rotation_id: "r1".into(),
+                queued: None,
+                reverted: None,
+                restart_cutoff: None,
                 phase: crate::api::RotationPhase::Complete,
                 rotate: vec![],
                 adopt: vec![],

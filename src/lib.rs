@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod observe;
 pub mod ownership;
 pub mod pass;
+pub mod quantity;
 pub mod schedule;
 pub mod selection;
 pub mod status;

@@ -101,7 +101,7 @@ pub(crate) async fn apply_profile(
         (Some(rot), None) => {
             let acting = selection.acting_in(ControlName::SecretRotation);
             let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
-            let observed = ctx.caches.rotation_observed(rot, &acting, previous);
+            let observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
             // two batches can start within one second.
             let done = carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
@@ -155,8 +155,12 @@ pub(crate) async fn apply_profile(
                     next_due = earliest(next_due, done.next_due);
                     found.status.last_verified = done.findings.entries.clone();
                     events.extend(done.events);
+                    let mut findings = done.findings;
+                    if let Some(made) = created_namespace_uid(&done.applied) {
+                        findings.namespace_uid = Some(made);
+                    }
                     applied.extend(done.applied);
-                    Some(done.findings)
+                    Some(findings)
                 }
                 None => {
                     // Verification switched off: its last results no longer describe anything.
@@ -174,6 +178,10 @@ pub(crate) async fn apply_profile(
         due.push(kept.next_due);
         findings.backups = Some(kept.findings.0.clone());
         findings.verify = kept.findings.1.clone();
+        findings.scratch_namespace_uid = findings
+            .verify
+            .as_ref()
+            .and_then(|v| v.namespace_uid.clone());
     }
     if spec
         .backups
@@ -181,9 +189,10 @@ pub(crate) async fn apply_profile(
         .and_then(|b| b.verify.as_ref())
         .is_none()
     {
-        let done = remove_verification(&name, &uid, ctx, &writer, now).await?;
+        let done = remove_verification(profile, ctx, &writer, now).await?;
         due.push(done.next_due);
         applied.extend(done.applied);
+        findings.scratch_namespace_uid = done.findings;
     }
     let namespaced = ctx.ledger.finish(
         &name,
@@ -249,26 +258,52 @@ async fn verify_outcome(
     Ok(controls::verify::plan(name, backups, spec, &observed, now))
 }
 
+/// The uid the API server gave a scratch namespace this pass created.
+fn created_namespace_uid(applied: &[Applied]) -> Option<String> {
+    applied
+        .iter()
+        .filter(|a| {
+            a.verb == controls::WriteVerb::Create
+                && a.target.kind == controls::ManagedKind::Namespace.kind()
+        })
+        .find_map(|a| a.created_uid.clone())
+}
+
 /// Restore verification switched off: its scratch objects and namespace go. Costs nothing
-/// (no API call) once the caches show none of them.
+/// (no API call) once the caches show none of them. Its findings are the scratch namespace's
+/// uid while that namespace is still there, so the passes that finish the cleanup know it.
 async fn remove_verification(
-    name: &str,
-    uid: &str,
+    profile: &HardeningProfile,
     ctx: &Context,
     writer: &Writer,
     now: DateTime<Utc>,
-) -> Result<Done<()>, Error> {
-    let mut observed = ctx.caches.scratch_observed(name, uid);
+) -> Result<Done<Option<String>>, Error> {
+    let name = profile.name_any();
+    let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
+    let mut observed = ctx
+        .caches
+        .scratch_observed(&name, &uid, profile.status.as_ref());
+    let namespace_uid = observed
+        .namespace_object
+        .as_ref()
+        .and_then(|n| n.uid.clone());
     if observed.namespace_object.is_none() && observed.scratch.is_empty() {
         return Ok(Done {
             applied: vec![],
-            findings: (),
+            findings: namespace_uid,
             events: vec![],
             next_due: None,
         });
     }
-    crate::observe::verification::read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
-    Ok(carry_out(controls::verify::remove(name, &observed, now), writer).await)
+    crate::observe::verification::read_verify_extras(&ctx.client, &name, &uid, &mut observed)
+        .await?;
+    let done = carry_out(controls::verify::remove(&name, &observed, now), writer).await;
+    Ok(Done {
+        applied: done.applied,
+        findings: namespace_uid,
+        events: done.events,
+        next_due: done.next_due,
+    })
 }
 
 /// Which namespaces the profile holds, per control, among every profile in the cache.
@@ -466,7 +501,7 @@ pub(crate) async fn cleanup_profile(
     Error::if_any_failed(&name, &applied)?;
     // Restore verification's volumes are set to be deleted with their scratch PVCs before the
     // garbage collector deletes those, so a Retain class keeps no copy of the data.
-    let released = remove_verification(&name, &uid, ctx, &writer, Utc::now()).await?;
+    let released = remove_verification(profile, ctx, &writer, Utc::now()).await?;
     Error::if_any_failed(&name, &released.applied)?;
     info!(profile = %name, written = total, "profile deleted; removed what it made");
     ctx.metrics.forget_profile(&name);

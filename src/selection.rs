@@ -115,6 +115,15 @@ pub fn next_exception_expiry(
 }
 
 pub fn selects(spec: &HardeningProfileSpec, ns: &NamespaceInfo) -> bool {
+    // Restore verification's scratch namespaces are Rampart's own jails: no control reaches
+    // into one, even when it is named (its default-deny policy and quota are verification's,
+    // and the network policy control would otherwise delete them as not its own).
+    if ns
+        .name
+        .starts_with(crate::controls::verify::SCRATCH_NAMESPACE_PREFIX)
+    {
+        return false;
+    }
     if spec.namespaces.iter().any(|n| n.as_str() == ns.name) {
         return true;
     }
@@ -233,6 +242,20 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
             .single()
             .expect("valid")
+    }
+
+    #[test]
+    fn scratch_namespaces_are_never_selected_even_when_named() {
+        let mut spec = pdb_spec_selecting(("tier", "prod"));
+        spec.namespaces = vec![NamespaceName("rampart-verify-p".into())];
+        let namespaces = vec![ns("rampart-verify-p", &[("tier", "prod")])];
+        let p = ProfileInfo {
+            name: "p",
+            created: None,
+            spec: &spec,
+        };
+        let sel = select(&p, &[], &namespaces, now());
+        assert!(sel.namespaces.is_empty(), "{:?}", sel.namespaces);
     }
 
     #[test]

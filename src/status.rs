@@ -43,6 +43,9 @@ pub struct Findings {
     pub backups: Option<BackupFindings>,
     /// Restore verification, when `backups.verify` is set.
     pub verify: Option<crate::controls::verify::VerifyFindings>,
+    /// The uid of the scratch namespace Rampart created, while that namespace exists (kept
+    /// after `verify` is removed until the namespace is gone, so its cleanup knows it).
+    pub scratch_namespace_uid: Option<String>,
 }
 
 impl Findings {
@@ -94,19 +97,27 @@ pub fn empty_rotation_status() -> RotationStatus {
         message: None,
         started_at: None,
         completed_at: None,
+        secrets_rotated_at: None,
+        used_rotation_ids: vec![],
+        queued_rotation_id: None,
+        reverted_rotation_id: None,
     }
 }
 
+/// Most rotation ids kept in `usedRotationIds`. An id that falls off the list could rotate
+/// again if set once more; twenty bumps back is further than a revert reaches.
+pub const USED_ROTATION_IDS_LIMIT: usize = 20;
+
 /// The rotation status for a plan, keeping the start time of the same rotation id. In Audit
 /// mode nothing was written: a rotation with work left is Pending, adoption is not counted
-/// until it happens, and nothing is in progress.
+/// and no id is recorded as used.
 pub fn rotation_status(
     plan: &RotationPlan,
-    id: &str,
     mode: Mode,
     previous: Option<&RotationStatus>,
     now: DateTime<Utc>,
 ) -> RotationStatus {
+    let id = plan.rotation_id.as_str();
     let audit = mode == Mode::Audit;
     let phase = match plan.phase {
         RotationPhase::Complete => RotationPhase::Complete,
@@ -117,7 +128,26 @@ pub fn rotation_status(
     let started_at = same.and_then(|p| p.started_at).unwrap_or(now);
     let completed_at = (phase == RotationPhase::Complete)
         .then(|| same.and_then(|p| p.completed_at).unwrap_or(now));
+    let secrets_rotated_at = (!audit && plan.rotate.is_empty())
+        .then(|| same.and_then(|p| p.secrets_rotated_at).unwrap_or(now));
     let adopted_now = if audit { 0 } else { plan.adopt.len() };
+    let message = plan
+        .stalled
+        .as_ref()
+        .map(|c| format!("the rollout of {c} did not complete in time; the rotation waits"))
+        .or_else(|| {
+            plan.queued.as_ref().map(|q| {
+                format!("rotationId {q} is queued: it starts when the rotation to {id} completes")
+            })
+        })
+        .or_else(|| {
+            plan.reverted.as_ref().map(|r| {
+                format!(
+                    "rotationId {r} was applied before by this profile: a revert rotates nothing \
+                     (the Secrets stay at {id}; set a new id to rotate)"
+                )
+            })
+        });
     RotationStatus {
         observed_rotation_id: Some(id.to_string()),
         phase,
@@ -135,13 +165,35 @@ pub fn rotation_status(
                 .map(|c| c.to_string())
                 .collect()
         },
-        message: plan
-            .stalled
-            .as_ref()
-            .map(|c| format!("the rollout of {c} did not complete in time; the rotation waits")),
+        message,
         started_at: Some(started_at),
         completed_at,
+        secrets_rotated_at,
+        used_rotation_ids: used_rotation_ids(previous, id, audit),
+        queued_rotation_id: plan.queued.clone(),
+        reverted_rotation_id: plan.reverted.clone(),
     }
+}
+
+/// The ids this profile applied, oldest first, with `id` once it is applied (Enforce). A status
+/// written before the list existed names its applied id as `observedRotationId` only.
+fn used_rotation_ids(previous: Option<&RotationStatus>, id: &str, audit: bool) -> Vec<String> {
+    let mut used: Vec<String> = previous
+        .map(|p| p.used_rotation_ids.clone())
+        .unwrap_or_default();
+    // Seeded once, on the first Enforce pass after an upgrade; Audit applies nothing.
+    let seed = previous
+        .filter(|p| p.phase != RotationPhase::Pending)
+        .and_then(|p| p.observed_rotation_id.clone());
+    if !audit && used.is_empty() {
+        used.extend(seed);
+    }
+    if !audit && !used.iter().any(|u| u == id) {
+        used.push(id.to_string());
+    }
+    let excess = used.len().saturating_sub(USED_ROTATION_IDS_LIMIT);
+    used.drain(..excess);
+    used
 }
 
 /// `NetworkPoliciesReady` or `DisruptionBudgetsReady`.
@@ -188,6 +240,7 @@ fn control_condition(
 /// `SecretsRotated`.
 fn rotation_condition(status: &RotationStatus) -> Computed {
     let reason = match status.phase {
+        RotationPhase::Complete if status.reverted_rotation_id.is_some() => "RevertIgnored",
         RotationPhase::Complete => "Complete",
         RotationPhase::Pending => "RotationPending",
         RotationPhase::Rotating => "Rotating",
@@ -225,6 +278,17 @@ fn verified_condition(v: &crate::controls::verify::VerifyFindings, audit: bool) 
             false,
             "AuditMode",
             "restore verification is not run in Audit mode",
+        );
+    }
+    if let Some(ns) = &v.namespace_taken {
+        return Computed::new(
+            type_,
+            false,
+            "ScratchNamespaceTaken",
+            format!(
+                "namespace {ns} exists and Rampart did not create it; nothing is restored there \
+                 (delete it and Rampart makes its own)"
+            ),
         );
     }
     let first_failure = v
@@ -559,9 +623,8 @@ pub fn compute(
         }
     }
     let rotation = match (&findings.rotation, &spec.secret_rotation) {
-        (Some(plan), Some(r)) => Some(rotation_status(
+        (Some(plan), Some(_)) => Some(rotation_status(
             plan,
-            &r.rotation_id,
             spec.mode,
             previous.rotation.as_ref(),
             now,
@@ -615,11 +678,22 @@ pub fn compute(
         conflicts: bounded_sorted(&findings.selection.conflicts),
         rotation,
         backups: findings.backups.as_ref().map(|b| b.status.clone()),
-        verification: findings.verify.as_ref().map(|v| VerificationRounds {
-            current: v.round.clone(),
-            previous: v.previous_round.clone(),
-        }),
+        verification: verification_status(findings),
     }
+}
+
+/// `status.verification`: the rounds while `verify` is set, and the scratch namespace's uid
+/// while that namespace exists.
+fn verification_status(findings: &Findings) -> Option<VerificationRounds> {
+    let rounds = VerificationRounds {
+        current: findings.verify.as_ref().and_then(|v| v.round.clone()),
+        previous: findings
+            .verify
+            .as_ref()
+            .and_then(|v| v.previous_round.clone()),
+        scratch_namespace_uid: findings.scratch_namespace_uid.clone(),
+    };
+    (findings.verify.is_some() || rounds.scratch_namespace_uid.is_some()).then_some(rounds)
 }
 
 fn summary(
@@ -830,10 +904,98 @@ mod tests {
         );
     }
 
+    fn rotation_plan(id: &str) -> RotationPlan {
+        crate::controls::rotation::plan_rotation(
+            &crate::api::fixtures::rotation(id, 1),
+            &[],
+            &[],
+            &crate::controls::rotation::Past::default(),
+            at(0),
+        )
+    }
+
+    #[test]
+    fn used_rotation_ids_are_recorded_in_order_bounded_and_not_in_audit() {
+        let mut previous: Option<RotationStatus> = None;
+        for i in 0..(USED_ROTATION_IDS_LIMIT + 3) {
+            let s = rotation_status(
+                &rotation_plan(&format!("r{i}")),
+                Mode::Enforce,
+                previous.as_ref(),
+                at(0),
+            );
+            previous = Some(s);
+        }
+        let used = previous
+            .clone()
+            .map(|p| p.used_rotation_ids)
+            .unwrap_or_default();
+        assert_eq!(used.len(), USED_ROTATION_IDS_LIMIT);
+        assert_eq!(used.first().map(String::as_str), Some("r3"));
+        assert_eq!(used.last().map(String::as_str), Some("r22"));
+        let audit = rotation_status(&rotation_plan("a1"), Mode::Audit, previous.as_ref(), at(0));
+        assert!(!audit.used_rotation_ids.contains(&"a1".to_string()));
+    }
+
+    #[test]
+    fn a_status_from_before_the_used_list_seeds_it_with_its_applied_id() {
+        let upgraded = RotationStatus {
+            observed_rotation_id: Some("r1".into()),
+            phase: RotationPhase::Complete,
+            ..empty_rotation_status()
+        };
+        let s = rotation_status(&rotation_plan("r2"), Mode::Enforce, Some(&upgraded), at(0));
+        assert_eq!(s.used_rotation_ids, vec!["r1", "r2"]);
+        let audited = RotationStatus {
+            phase: RotationPhase::Pending,
+            ..upgraded
+        };
+        let s = rotation_status(&rotation_plan("r2"), Mode::Enforce, Some(&audited), at(0));
+        assert_eq!(
+            s.used_rotation_ids,
+            vec!["r2"],
+            "an id only reported was not applied"
+        );
+    }
+
+    #[test]
+    fn a_revert_is_complete_with_its_own_reason_and_a_queue_is_named() {
+        let mut plan = rotation_plan("r2");
+        plan.reverted = Some("r1".into());
+        let s = rotation_status(&plan, Mode::Enforce, None, at(0));
+        assert_eq!(s.reverted_rotation_id.as_deref(), Some("r1"));
+        let c = rotation_condition(&s);
+        assert!(c.status);
+        assert_eq!(c.reason, "RevertIgnored");
+        assert!(c.message.contains("r1"), "{}", c.message);
+
+        let mut plan = rotation_plan("r2");
+        plan.phase = RotationPhase::Restarting;
+        plan.queued = Some("r3".into());
+        let s = rotation_status(&plan, Mode::Enforce, None, at(0));
+        assert_eq!(s.queued_rotation_id.as_deref(), Some("r3"));
+        assert!(rotation_condition(&s).message.contains("queued"));
+    }
+
+    #[test]
+    fn secrets_rotated_at_is_kept_once_the_secret_stage_is_done() {
+        let done = rotation_plan("r2");
+        let first = rotation_status(&done, Mode::Enforce, None, at(0));
+        assert_eq!(first.secrets_rotated_at, Some(at(0)));
+        let later = rotation_status(&done, Mode::Enforce, Some(&first), at(60));
+        assert_eq!(later.secrets_rotated_at, Some(at(0)));
+    }
+
     #[test]
     fn rotation_in_progress_or_unhealthy_backups_keep_ready_false() {
         let mut f = findings(None);
-        let plan = crate::controls::rotation::plan_rotation(&rotation_spec(), &[], &[], at(0));
+        let plan = crate::controls::rotation::plan_rotation(
+            &rotation_spec(),
+            &[],
+            &[],
+            &crate::controls::rotation::Past::default(),
+            at(0),
+        );
         f.rotation = Some(RotationPlan {
             phase: RotationPhase::Restarting,
             ..plan

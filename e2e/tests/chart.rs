@@ -800,3 +800,79 @@ fn every_alert_has_a_for_and_a_runbook_section() -> Result<()> {
     );
     Ok(())
 }
+
+/// The roles for people are the same in the chart and config/: reading profiles is aggregated
+/// into view, edit and admin; writing them into nothing; neither reaches the status or the
+/// finalizers, and the chart leaves both out with `profileRoles.enabled=false`.
+#[tokio::test]
+async fn profile_roles_are_the_ones_in_config_and_writing_is_granted_by_name_only() -> Result<()> {
+    let chart: Vec<ClusterRole> = render("templates/profile-roles.yaml", &[])?
+        .into_iter()
+        .map(serde_yaml::from_value)
+        .collect::<Result<_, _>>()?;
+    let config: Vec<ClusterRole> = config_docs("config/rbac/profile_roles.yaml")?
+        .into_iter()
+        .map(serde_yaml::from_value)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(chart.len(), 2);
+    assert_eq!(config.len(), 2);
+    let aggregated = |r: &ClusterRole| -> Vec<String> {
+        let mut to: Vec<String> = r
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(k, v)| {
+                k.starts_with("rbac.authorization.k8s.io/aggregate-to-") && v.as_str() == "true"
+            })
+            .map(|(k, _)| {
+                k.trim_start_matches("rbac.authorization.k8s.io/aggregate-to-")
+                    .to_string()
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    for (c, k) in chart.iter().zip(&config) {
+        assert_eq!(
+            c.rules, k.rules,
+            "the chart's and config/'s profile roles differ"
+        );
+        assert_eq!(aggregated(c), aggregated(k));
+    }
+    let writes = |r: &ClusterRole| {
+        r.rules.iter().flatten().any(|rule| {
+            rule.verbs
+                .iter()
+                .any(|v| ["create", "update", "patch", "delete"].contains(&v.as_str()))
+        })
+    };
+    for role in &config {
+        let name = role.metadata.name.clone().unwrap_or_default();
+        let resources: Vec<&String> = role
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resources.iter().flatten())
+            .collect();
+        assert_eq!(
+            resources,
+            vec!["hardeningprofiles"],
+            "{name}: no status, no finalizers"
+        );
+        if writes(role) {
+            assert!(
+                aggregated(role).is_empty(),
+                "{name} writes and is aggregated"
+            );
+        } else {
+            assert_eq!(aggregated(role), vec!["admin", "edit", "view"], "{name}");
+        }
+    }
+    assert!(render(
+        "templates/profile-roles.yaml",
+        &["profileRoles.enabled=false"]
+    )?
+    .is_empty());
+    Ok(())
+}

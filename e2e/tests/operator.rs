@@ -15,8 +15,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
 use rampart_e2e::{
-    client, delete_profile_and_wait, metric_sum, scrape_metrics, unique_id, wait_until,
-    TestNamespace,
+    client, delete_profile_and_wait, kubeconfig_path, metric_sum, repo_root, scrape_metrics,
+    unique_id, wait_until, OperatorLaunch, OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
 
@@ -1178,4 +1178,60 @@ async fn what_only_the_controller_can_check_gives_invalid_spec_naming_the_field(
         "an invalid profile must not act"
     );
     e.delete_profile(&name).await
+}
+
+/// The operator's own namespace is excluded from selection by label, as the control plane's
+/// are: a profile whose selector matches it leaves it alone, and acts there only once it names
+/// it in `namespaces`. The operator learns its namespace from `POD_NAMESPACE`, as the
+/// manifests and the chart set it.
+#[tokio::test]
+async fn the_operators_own_namespace_is_selected_only_by_name() -> Result<()> {
+    let e = Estate::new("ownns", 2).await?;
+    let (own, other) = (e.ns(0).to_string(), e.ns(1).to_string());
+    let tag = format!("ownns-{}", unique_id());
+    let _op = OperatorProcess::launch(&OperatorLaunch {
+        bin: repo_root().join("target/debug/rampart"),
+        selector: format!("{DEDICATED_LABEL}={tag}"),
+        extra: vec![],
+        kubeconfig: kubeconfig_path(),
+        log_name: format!("operator-{tag}"),
+        env: vec![("POD_NAMESPACE".to_string(), own.clone())],
+    })
+    .await?;
+    let name = format!("ownns-{}", unique_id());
+    let mut profile = e.profile_json(&name, "Enforce");
+    profile["metadata"]["labels"] = json!({DEDICATED_LABEL: tag});
+    e.apply_profile(profile.clone()).await?;
+    e.wait_names(
+        "policies in the other namespace",
+        CONVERGE,
+        &NETWORK_POLICY_NAMES,
+        || e.policy_names(&other),
+    )
+    .await?;
+    let p = e.wait_condition(&name, "Ready", "True", CONVERGE).await?;
+    assert_eq!(
+        p.status
+            .as_ref()
+            .and_then(|s| s.summary.as_ref())
+            .map(|s| s.namespaces),
+        Some(1),
+        "only the other namespace is selected: {}",
+        describe_status(&p)
+    );
+    assert!(
+        e.policy_names(&own).await?.is_empty(),
+        "the operator's namespace is left alone"
+    );
+
+    profile["spec"]["namespaces"] = json!([own]);
+    e.apply_profile(profile).await?;
+    e.wait_names(
+        "policies in the operator's namespace, named",
+        CONVERGE,
+        &NETWORK_POLICY_NAMES,
+        || e.policy_names(&own),
+    )
+    .await?;
+    delete_profile_and_wait(&e.client, &name).await
 }

@@ -19,6 +19,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart::controls::rotation::stamp::Stamp;
 use rampart_e2e::identity::{refused_by_policy, refused_by_rbac, Grants, ServiceAccountIdentity};
 use rampart_e2e::{
     client, delete_profile_and_wait, unique_id, wait_until, OperatorProcess, TestNamespace,
@@ -89,7 +90,7 @@ fn restricted_template(container: &str) -> Value {
     }})
 }
 
-fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
+fn profile(name: &str, tag: &str, run: &str, rotation_id: &str) -> serde_json::Value {
     json!({
         "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
@@ -97,7 +98,7 @@ fn profile(name: &str, tag: &str, run: &str) -> serde_json::Value {
             "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}},
             "networkPolicies": {},
             "podDisruptionBudgets": {"minReplicas": 2, "maxUnavailable": 1},
-            "secretRotation": {"rotationId": "r1", "selector": {"matchLabels": {"rampart.dev/rotate": "true"}}, "regenerate": [{"key": "password"}]},
+            "secretRotation": {"rotationId": rotation_id, "selector": {"matchLabels": {"rampart.dev/rotate": "true"}}, "regenerate": [{"key": "password"}]},
             "backups": {"schedule": "*/5 * * * * *", "pvcSelector": {"matchLabels": {"backup": "true"}}, "volumeSnapshotClassName": "csi-snapclass",
                 "verify": {"schedule": "*/5 * * * * *", "timeoutSeconds": 60,
                     "job": {"template": restricted_template("check")}}}
@@ -127,37 +128,60 @@ async fn the_shipped_roles_and_policy_are_enough_for_every_control() -> Result<(
     let tag = format!("rbac-{id}");
     let _op = OperatorProcess::start_as(&tag, &[], &who.kubeconfig).await?;
     let name = format!("rbac-{id}");
-    Api::<HardeningProfile>::all(c.clone())
-        .patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(profile(&name, &tag, &run)),
-        )
-        .await?;
-    wait_until("Ready=True as the ServiceAccount", TIMEOUT, || async {
-        let ready = condition(&c, &name, "Ready").await;
-        (
-            ready.as_ref().is_some_and(|r| r.0 == "True"),
-            format!("{ready:?}"),
-        )
-    })
-    .await?;
+    let profiles = Api::<HardeningProfile>::all(c.clone());
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns.name);
-    let db = secrets.get("db").await?;
-    assert_eq!(
-        db.annotations()
-            .get("rampart.dev/rotation-id")
-            .map(String::as_str),
-        Some("r1"),
-        "the Secret at an older id was rotated"
-    );
-    let legacy = secrets.get("legacy").await?;
-    assert!(
-        legacy
-            .annotations()
-            .contains_key("rampart.dev/rotation-adopted"),
-        "the Secret with no id was adopted"
-    );
+    // The profile's own entry in each Secret's stamp: (id, adopted).
+    let entries = || async {
+        let uid = profiles.get(&name).await?.uid().unwrap_or_default();
+        let mut out = Vec::new();
+        for s in ["db", "legacy"] {
+            let stamp = Stamp::of(
+                secrets
+                    .get(s)
+                    .await?
+                    .annotations()
+                    .get("rampart.dev/rotation-id")
+                    .map(String::as_str),
+            );
+            out.push(
+                stamp
+                    .entry(&uid)
+                    .map(|e| (e.rotation_id.clone(), e.adopted)),
+            );
+        }
+        anyhow::Ok(out)
+    };
+    // One Secret stamped in the old format and one never stamped: the profile adopts both at
+    // r0 (metadata patches), then rotates both at r1 (updates), so both writes run under the
+    // role and the policy.
+    for rotation_id in ["r0", "r1"] {
+        profiles
+            .patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(profile(&name, &tag, &run, rotation_id)),
+            )
+            .await?;
+        wait_until("Ready=True as the ServiceAccount", TIMEOUT, || async {
+            let ready = condition(&c, &name, "Ready").await;
+            let at = profiles
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|p| p.status?.rotation?.observed_rotation_id);
+            (
+                ready.as_ref().is_some_and(|r| r.0 == "True") && at.as_deref() == Some(rotation_id),
+                format!("{ready:?} at {at:?}"),
+            )
+        })
+        .await?;
+        let want = Some((rotation_id.to_string(), rotation_id == "r0"));
+        assert_eq!(
+            entries().await?,
+            vec![want.clone(), want],
+            "adopted at r0 (patch), rotated at r1 (update)"
+        );
+    }
     assert!(!Api::<NetworkPolicy>::namespaced(c.clone(), &ns.name)
         .list(&ListParams::default())
         .await?
@@ -193,10 +217,15 @@ async fn the_shipped_roles_and_policy_are_enough_for_every_control() -> Result<(
     )
     .await?;
     // Both workloads restarted under the policy (only their pod-template annotations).
+    let uid = profiles.get(&name).await?.uid().unwrap_or_default();
     let stamped = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
-        t.and_then(|t| t.metadata.as_ref())
+        let value = t
+            .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get("rampart.dev/rotation-id").cloned())
+            .and_then(|a| a.get("rampart.dev/rotation-id").cloned());
+        Stamp::of(value.as_deref())
+            .entry(&uid)
+            .map(|e| e.rotation_id.clone())
     };
     wait_until("both consumers restarted", TIMEOUT, || async {
         let d = Api::<Deployment>::namespaced(c.clone(), &ns.name)
@@ -254,7 +283,7 @@ async fn one_verb_less_and_the_operator_cannot_converge() -> Result<()> {
         .patch(
             &name,
             &PatchParams::apply("e2e").force(),
-            &Patch::Apply(profile(&name, &tag, &run)),
+            &Patch::Apply(profile(&name, &tag, &run, "r1")),
         )
         .await?;
     wait_until(

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart::controls::rotation::stamp::Stamp;
 use rampart_e2e::apps::{create_all, App, SecretUse};
 use rampart_e2e::{
     client, delete_profile_and_wait, unique_id, wait_until, OperatorProcess, TestNamespace,
@@ -25,12 +26,23 @@ use rampart_e2e::{
 use serde_json::{json, Value};
 
 const ROTATION_ID: &str = "rampart.dev/rotation-id";
-const ADOPTED: &str = "rampart.dev/rotation-adopted";
-/// The id the selected Secrets of most tests carry before the profile arrives: they were
-/// rotated before, so a new id rotates them (a Secret with no id would be adopted).
+/// The id the selected Secrets of most tests carry before the profile arrives, in the stamp
+/// format before stamps named their profile (as an upgrade finds them). The profile adopts
+/// them at this id first ([`Fixture::apply_adopted`]), so a new id rotates them.
 const EARLIER_ID: &str = "r0";
 const RESTARTED_AT: &str = "rampart.dev/restarted-at";
 const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The id a stamp holds for the profile that wrote it last (tests here have one profile per
+/// Secret unless they say otherwise), or an old-format id.
+fn last_id(value: Option<&str>) -> Option<String> {
+    let stamp = Stamp::of(value);
+    stamp
+        .entries
+        .last()
+        .map(|e| e.rotation_id.clone())
+        .or(stamp.legacy)
+}
 
 struct Fixture {
     client: Client,
@@ -147,6 +159,55 @@ impl Fixture {
         rampart_e2e::apply_profile(&self.client, profile).await
     }
 
+    /// Applies an Enforce profile at [`EARLIER_ID`] and waits until it has adopted every
+    /// selected Secret there (values and consumers untouched): the estate as a profile that
+    /// has run for a while leaves it, ready for a new id to rotate.
+    async fn apply_adopted(
+        &self,
+        name: &str,
+        max: i32,
+        timeout: i32,
+        dedicated: Option<&str>,
+    ) -> Result<String> {
+        let name = self
+            .apply(self.profile(name, EARLIER_ID, max, timeout, "Enforce", dedicated))
+            .await?;
+        let api = Api::<HardeningProfile>::all(self.client.clone());
+        wait_until("the earlier id adopted", TIMEOUT, || async {
+            let r = api
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|p| p.status.and_then(|s| s.rotation));
+            let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+                .list(&ListParams::default().labels("rampart.dev/rotate=true"))
+                .await;
+            // An operator from before stamps named their profile (run to show these tests
+            // fail there) leaves the old format at the id it already holds.
+            let before_entries = r.as_ref().is_some_and(|r| r.used_rotation_ids.is_empty());
+            let stamped = secrets.as_ref().is_ok_and(|l| {
+                l.items.iter().all(|s| {
+                    let stamp = Stamp::of(s.annotations().get(ROTATION_ID).map(String::as_str));
+                    stamp
+                        .entries
+                        .iter()
+                        .any(|e| e.rotation_id == EARLIER_ID && e.adopted)
+                        || (before_entries && stamp.legacy.as_deref() == Some(EARLIER_ID))
+                })
+            });
+            (
+                stamped
+                    && r.as_ref().is_some_and(|r| {
+                        r.phase == rampart::api::RotationPhase::Complete
+                            && r.observed_rotation_id.as_deref() == Some(EARLIER_ID)
+                    }),
+                format!("{r:?}"),
+            )
+        })
+        .await?;
+        Ok(name)
+    }
+
     async fn secret_data(&self, name: &str) -> Result<(BTreeMap<String, String>, Option<String>)> {
         let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
             .get(name)
@@ -159,9 +220,13 @@ impl Fixture {
             .collect();
         Ok((
             data,
-            s.metadata
-                .annotations
-                .and_then(|a| a.get(ROTATION_ID).cloned()),
+            last_id(
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ROTATION_ID))
+                    .map(String::as_str),
+            ),
         ))
     }
 
@@ -182,7 +247,7 @@ impl Fixture {
                 .unwrap_or_default();
             out.push((
                 d.name_any(),
-                a.get(ROTATION_ID).cloned(),
+                last_id(a.get(ROTATION_ID).map(String::as_str)),
                 a.get(RESTARTED_AT).cloned(),
             ));
         }
@@ -200,7 +265,7 @@ impl Fixture {
                 .unwrap_or_default();
             out.push((
                 s.name_any(),
-                a.get(ROTATION_ID).cloned(),
+                last_id(a.get(ROTATION_ID).map(String::as_str)),
                 a.get(RESTARTED_AT).cloned(),
             ));
         }
@@ -217,15 +282,16 @@ impl Fixture {
             .items
             .iter()
             .filter(|d| {
-                let stamp = d
-                    .spec
-                    .template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.annotations.as_ref())
-                    .and_then(|a| a.get(ROTATION_ID))
-                    .map(String::as_str);
-                let stamped = id.is_none() || stamp == id;
+                let stamp = last_id(
+                    d.spec
+                        .template
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.annotations.as_ref())
+                        .and_then(|a| a.get(ROTATION_ID))
+                        .map(String::as_str),
+                );
+                let stamped = id.is_none() || stamp.as_deref() == id;
                 let want = d.spec.replicas.unwrap_or(1);
                 let st = d.status.clone().unwrap_or_default();
                 let done = st.observed_generation >= d.metadata.generation
@@ -253,13 +319,19 @@ impl Fixture {
             .collect())
     }
 
-    async fn rotation_phase(&self, profile: &str) -> Result<String> {
+    /// The rotation's id and phase.
+    async fn rotation_phase(&self, profile: &str) -> Result<(String, String)> {
         let p = Api::<HardeningProfile>::all(self.client.clone())
             .get(profile)
             .await?;
         Ok(p.status
             .and_then(|s| s.rotation)
-            .map(|r| r.phase.to_string())
+            .map(|r| {
+                (
+                    r.observed_rotation_id.unwrap_or_default(),
+                    r.phase.to_string(),
+                )
+            })
             .unwrap_or_default())
     }
 
@@ -421,20 +493,15 @@ async fn rotation_changes_values_once_and_restarts_consumers_in_batches() -> Res
     let f = Fixture::new("rot").await?;
     estate(&f).await?;
     let name = f
-        .apply(f.profile(
-            &format!("rot-{}", unique_id()),
-            "r1",
-            2,
-            60,
-            "Enforce",
-            None,
-        ))
+        .apply_adopted(&format!("rot-{}", unique_id()), 2, 60, None)
+        .await?;
+    f.apply(f.profile(&name, "r1", 2, 60, "Enforce", None))
         .await?;
 
     // Sample the rollouts in flight while the rotation runs: never more than the batch size.
     let mut max_rolling = 0;
     let deadline = std::time::Instant::now() + TIMEOUT;
-    while f.rotation_phase(&name).await? != "Complete" {
+    while f.rotation_phase(&name).await? != ("r1".to_string(), "Complete".to_string()) {
         max_rolling = max_rolling.max(f.rolling(Some("r1")).await?);
         assert!(
             std::time::Instant::now() < deadline,
@@ -468,7 +535,7 @@ async fn rotation_changes_values_once_and_restarts_consumers_in_batches() -> Res
     assert!(batches.values().all(|b| b.len() <= 2), "{batches:?}");
     assert_rotated_once(&f).await?;
 
-    let p = f.wait_phase(&name, "Complete").await?;
+    let p = f.wait_rotation(&name, Some("r1"), "Complete").await?;
     let r = p
         .status
         .as_ref()
@@ -500,14 +567,9 @@ async fn rotation_survives_sigkill_at_three_points() -> Result<()> {
     let tag = format!("crash-{}", unique_id());
     let mut op = OperatorProcess::start(&tag).await?;
     let name = f
-        .apply(f.profile(
-            &format!("crash-{}", unique_id()),
-            "r1",
-            2,
-            60,
-            "Enforce",
-            Some(&tag),
-        ))
+        .apply_adopted(&format!("crash-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    f.apply(f.profile(&name, "r1", 2, 60, "Enforce", Some(&tag)))
         .await?;
 
     // 1: as soon as the new rotation id is seen, before or while Secrets rotate.
@@ -549,7 +611,7 @@ async fn rotation_survives_sigkill_at_three_points() -> Result<()> {
     op.kill();
     let _op = OperatorProcess::start(&tag).await?;
 
-    f.wait_phase(&name, "Complete").await?;
+    f.wait_rotation(&name, Some("r1"), "Complete").await?;
     assert_rotated_once(&f).await?;
     let stamped: BTreeSet<String> = f
         .stamps()
@@ -577,14 +639,9 @@ async fn stuck_rollout_stalls_the_rotation_and_the_rest_wait() -> Result<()> {
     .await?;
     f.consumer("bbb-next", "db", "envFrom", json!({})).await?;
     let name = f
-        .apply(f.profile(
-            &format!("stall-{}", unique_id()),
-            "r1",
-            1,
-            10,
-            "Enforce",
-            None,
-        ))
+        .apply_adopted(&format!("stall-{}", unique_id()), 1, 10, None)
+        .await?;
+    f.apply(f.profile(&name, "r1", 1, 10, "Enforce", None))
         .await?;
     let p = f.wait_phase(&name, "Stalled").await?;
     let cond = p
@@ -622,14 +679,9 @@ async fn audit_rotation_reports_and_writes_nothing() -> Result<()> {
     f.secret("db", true, &[("password", "orig")]).await?;
     f.consumer("web", "db", "envFrom", json!({})).await?;
     let name = f
-        .apply(f.profile(
-            &format!("rotaudit-{}", unique_id()),
-            "r1",
-            1,
-            60,
-            "Audit",
-            None,
-        ))
+        .apply_adopted(&format!("rotaudit-{}", unique_id()), 1, 60, None)
+        .await?;
+    f.apply(f.profile(&name, "r1", 1, 60, "Audit", None))
         .await?;
     let p = f.wait_phase(&name, "Pending").await?;
     let r = p.status.and_then(|s| s.rotation).context("rotation")?;
@@ -653,12 +705,17 @@ async fn audit_rotation_reports_and_writes_nothing() -> Result<()> {
     Ok(())
 }
 
-/// Whether a Secret carries the adoption mark.
+/// Whether the profile that stamped a Secret last adopted it (`<uid>/<id>/adopted`).
 async fn adopted_mark(f: &Fixture, name: &str) -> Result<bool> {
     let s = Api::<Secret>::namespaced(f.client.clone(), &f.ns.name)
         .get(name)
         .await?;
-    Ok(s.annotations().contains_key(ADOPTED))
+    Ok(
+        Stamp::of(s.annotations().get(ROTATION_ID).map(String::as_str))
+            .entries
+            .last()
+            .is_some_and(|e| e.adopted),
+    )
 }
 
 #[tokio::test]
@@ -764,6 +821,535 @@ async fn secrets_that_never_carried_an_id_are_adopted_then_rotated_at_the_next_i
     for d in ["web", "worker"] {
         assert_eq!(f.revision(d).await?, "2", "{d} restarts once, at r2");
     }
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+impl Fixture {
+    /// Moves the namespace out of the profiles' selector, or back in.
+    async fn set_in_scope(&self, in_scope: bool) -> Result<()> {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{Patch, PatchParams};
+        let value = if in_scope {
+            self.run.clone()
+        } else {
+            format!("{}-out", self.run)
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                &self.ns.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"e2e.rampart.dev/run": value}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn secret_version(&self, name: &str) -> Result<String> {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+            .get(name)
+            .await?;
+        Ok(s.resource_version().unwrap_or_default())
+    }
+
+    async fn rotation_status(&self, profile: &str) -> Result<rampart::api::RotationStatus> {
+        Api::<HardeningProfile>::all(self.client.clone())
+            .get(profile)
+            .await?
+            .status
+            .and_then(|s| s.rotation)
+            .context("no rotation status")
+    }
+
+    /// Waits until the rotation status satisfies `ok`.
+    async fn wait_status(
+        &self,
+        profile: &str,
+        what: &str,
+        ok: impl Fn(&rampart::api::RotationStatus) -> bool,
+    ) -> Result<rampart::api::RotationStatus> {
+        let ok = &ok;
+        wait_until(what, TIMEOUT, || async move {
+            match self.rotation_status(profile).await {
+                Ok(r) => (ok(&r), format!("{r:?}")),
+                Err(e) => (false, e.to_string()),
+            }
+        })
+        .await?;
+        self.rotation_status(profile).await
+    }
+
+    /// The ids of every entry in a Secret's stamp, by profile uid.
+    async fn secret_entries(&self, name: &str) -> Result<BTreeMap<String, (String, bool)>> {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+            .get(name)
+            .await?;
+        Ok(
+            Stamp::of(s.annotations().get(ROTATION_ID).map(String::as_str))
+                .entries
+                .into_iter()
+                .map(|e| (e.profile_uid, (e.rotation_id, e.adopted)))
+                .collect(),
+        )
+    }
+}
+
+async fn profile_uid(client: &Client, name: &str) -> Result<String> {
+    Api::<HardeningProfile>::all(client.clone())
+        .get(name)
+        .await?
+        .uid()
+        .context("profile uid")
+}
+
+#[tokio::test]
+async fn a_revert_to_an_earlier_id_rotates_nothing() -> Result<()> {
+    let f = Fixture::new("revert").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let name = f
+        .apply_adopted(&format!("revert-{}", unique_id()), 2, 60, None)
+        .await?;
+    f.apply(f.profile(&name, "r1", 2, 60, "Enforce", None))
+        .await?;
+    f.wait_rotation(&name, Some("r1"), "Complete").await?;
+    let (rotated, _) = f.secret_data("db").await?;
+    assert_ne!(rotated.get("password").map(String::as_str), Some("orig"));
+    let version = f.secret_version("db").await?;
+    let revision = f.revision("web").await?;
+
+    // A GitOps revert sets the earlier id again.
+    f.apply(f.profile(&name, EARLIER_ID, 2, 60, "Enforce", None))
+        .await?;
+    // Seen by a pass: reported as a revert, or (an operator without the rule) planned.
+    f.wait_status(&name, "the revert seen", |r| {
+        r.reverted_rotation_id.as_deref() == Some(EARLIER_ID)
+            || r.observed_rotation_id.as_deref() == Some(EARLIER_ID)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        f.secret_version("db").await?,
+        version,
+        "a revert must not write the Secret"
+    );
+    assert!(f.secret_data("db").await?.0 == rotated, "values unchanged");
+    assert_eq!(
+        f.revision("web").await?,
+        revision,
+        "nor restart its consumers"
+    );
+    let r = f.rotation_status(&name).await?;
+    assert_eq!(r.reverted_rotation_id.as_deref(), Some(EARLIER_ID));
+    assert_eq!(r.observed_rotation_id.as_deref(), Some("r1"));
+    assert_eq!(r.phase, rampart::api::RotationPhase::Complete);
+    assert_eq!(r.used_rotation_ids, vec![EARLIER_ID, "r1"]);
+    let p = Api::<HardeningProfile>::all(f.client.clone())
+        .get(&name)
+        .await?;
+    let cond = rampart_e2e::condition_of(&p, "SecretsRotated").context("SecretsRotated")?;
+    assert_eq!(cond.0, "True");
+
+    // A new id after the revert rotates as usual.
+    f.apply(f.profile(&name, "r2", 2, 60, "Enforce", None))
+        .await?;
+    f.wait_rotation(&name, Some("r2"), "Complete").await?;
+    let (data, id) = f.secret_data("db").await?;
+    assert_eq!(id.as_deref(), Some("r2"));
+    assert!(
+        data.get("password.previous") == rotated.get("password"),
+        "r2 rotates from r1's value"
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_operators_with_different_selectors_stop_writing_after_convergence() -> Result<()> {
+    let f = Fixture::new("twoops").await?;
+    f.secret_with_id("db", true, None, &[("password", "orig")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    f.statefulset_consumer("store", "db").await?;
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        let sts = f.unready_statefulsets().await;
+        (
+            matches!(n, Ok(0)) && sts.as_ref().is_ok_and(|s| s.is_empty()),
+            format!("{n:?} rolling; {sts:?}"),
+        )
+    })
+    .await?;
+    let (tag_a, tag_b) = (
+        format!("twoa-{}", unique_id()),
+        format!("twob-{}", unique_id()),
+    );
+    let _op_a = OperatorProcess::start(&tag_a).await?;
+    let _op_b = OperatorProcess::start(&tag_b).await?;
+    let a = f
+        .apply(f.profile(&tag_a, "a1", 2, 60, "Enforce", Some(&tag_a)))
+        .await?;
+    let b = f
+        .apply(f.profile(&tag_b, "b1", 2, 60, "Enforce", Some(&tag_b)))
+        .await?;
+    let (uid_a, uid_b) = (
+        profile_uid(&f.client, &a).await?,
+        profile_uid(&f.client, &b).await?,
+    );
+    // Converged: each profile has planned its id over the namespace, and a few passes more.
+    for (p, id) in [(&a, "a1"), (&b, "b1")] {
+        f.wait_status(p, "a status at its id", |r| {
+            r.observed_rotation_id.as_deref() == Some(id) && r.secrets_selected == 1
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let revisions = (f.revision("web").await?, f.stamps().await?);
+
+    // Count the Secret's resourceVersion changes for 60 s.
+    let mut last = f.secret_version("db").await?;
+    let mut changes = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = f.secret_version("db").await?;
+        if now != last {
+            changes += 1;
+            last = now;
+        }
+    }
+    assert_eq!(
+        changes, 0,
+        "the Secret was written {changes} times after convergence"
+    );
+    for p in [&a, &b] {
+        assert_eq!(
+            f.rotation_status(p).await?.phase,
+            rampart::api::RotationPhase::Complete
+        );
+    }
+    let (data, _) = f.secret_data("db").await?;
+    assert_eq!(
+        data.get("password").map(String::as_str),
+        Some("orig"),
+        "both profiles adopted the Secret: its values are untouched"
+    );
+    assert_eq!(
+        (f.revision("web").await?, f.stamps().await?),
+        revisions,
+        "no consumer was restarted"
+    );
+    assert_eq!(
+        f.secret_entries("db").await?,
+        BTreeMap::from([
+            (uid_a.clone(), ("a1".to_string(), true)),
+            (uid_b.clone(), ("b1".to_string(), true)),
+        ])
+    );
+
+    // A bump by one profile rotates once; the other keeps its entry and writes nothing.
+    f.apply(f.profile(&a, "a2", 2, 60, "Enforce", Some(&tag_a)))
+        .await?;
+    f.wait_rotation(&a, Some("a2"), "Complete").await?;
+    let settled = f.secret_version("db").await?;
+    let (rotated, _) = f.secret_data("db").await?;
+    assert_eq!(
+        rotated.get("password.previous").map(String::as_str),
+        Some("orig")
+    );
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        f.secret_version("db").await?,
+        settled,
+        "no ping-pong after a bump"
+    );
+    assert_eq!(
+        f.secret_entries("db").await?,
+        BTreeMap::from([
+            (uid_a.clone(), ("a2".to_string(), false)),
+            (uid_b.clone(), ("b1".to_string(), true)),
+        ])
+    );
+    assert_eq!(f.revision("web").await?, "2", "web restarted once, for a2");
+    f.delete_profile(&a).await?;
+    f.delete_profile(&b).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_namespace_relabelled_out_and_back_in_is_adopted_not_rotated() -> Result<()> {
+    let f = Fixture::new("rescope").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    f.consumer("web", "db", "env", json!({})).await?;
+    f.statefulset_consumer("store", "db").await?;
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        let sts = f.unready_statefulsets().await;
+        (
+            matches!(n, Ok(0)) && sts.as_ref().is_ok_and(|s| s.is_empty()),
+            format!("{n:?} rolling; {sts:?}"),
+        )
+    })
+    .await?;
+    let name = f
+        .apply_adopted(&format!("rescope-{}", unique_id()), 2, 60, None)
+        .await?;
+    let stamps = f.stamps().await?;
+
+    // Out of scope while the profile moves on to r1, with nothing of it to rotate...
+    f.set_in_scope(false).await?;
+    f.wait_status(&name, "the namespace out of scope", |r| {
+        r.secrets_selected == 0
+    })
+    .await?;
+    f.apply(f.profile(&name, "r1", 2, 60, "Enforce", None))
+        .await?;
+    f.wait_rotation(&name, Some("r1"), "Complete").await?;
+    // ...and back: the Secret and its consumers were never told of a new value.
+    f.set_in_scope(true).await?;
+    f.wait_status(&name, "the namespace back in scope at r1", |r| {
+        r.secrets_selected == 1 && r.observed_rotation_id.as_deref() == Some("r1")
+    })
+    .await?;
+    wait_until("the Secret at r1", TIMEOUT, || async {
+        let id = f.secret_data("db").await.map(|(_, id)| id);
+        (matches!(&id, Ok(Some(i)) if i == "r1"), format!("{id:?}"))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (data, _) = f.secret_data("db").await?;
+    assert_eq!(
+        data.get("password").map(String::as_str),
+        Some("orig"),
+        "the Secret was rotated on re-entering scope"
+    );
+    assert!(
+        !data.contains_key("password.previous"),
+        "nothing regenerated"
+    );
+    assert!(adopted_mark(&f, "db").await?);
+    assert_eq!(f.stamps().await?, stamps, "no consumer restarted");
+    let r = f.rotation_status(&name).await?;
+    assert_eq!(r.phase, rampart::api::RotationPhase::Complete);
+    assert_eq!(
+        (r.secrets_rotated, r.secrets_adopted, r.workloads_total),
+        (0, 1, 0)
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bump_during_restarting_waits_and_previous_keeps_the_running_value() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let f = Fixture::new("queue").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    for c in ["aaa-paused", "bbb", "ccc"] {
+        f.consumer(c, "db", "envFrom", json!({})).await?;
+    }
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        (matches!(n, Ok(0)), format!("{n:?} rolling"))
+    })
+    .await?;
+    // Paused, its restart is stamped but does not roll out: the rotation stays Restarting
+    // with bbb and ccc not yet restarted, running on the original value.
+    let deployments = Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name);
+    let pause = |paused: bool| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "aaa-paused",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"paused": paused}})),
+                )
+                .await
+        }
+    };
+    let name = f
+        .apply_adopted(&format!("queue-{}", unique_id()), 1, 600, None)
+        .await?;
+    let mut revisions = BTreeMap::new();
+    for c in ["aaa-paused", "bbb", "ccc"] {
+        revisions.insert(c, f.revision(c).await?.parse::<u32>()?);
+    }
+    pause(true).await?;
+    f.apply(f.profile(&name, "r1", 1, 600, "Enforce", None))
+        .await?;
+    f.wait_status(&name, "r1 restarting aaa-paused", |r| {
+        r.observed_rotation_id.as_deref() == Some("r1")
+            && r.phase == rampart::api::RotationPhase::Restarting
+            && r.in_progress.iter().any(|c| c.contains("aaa-paused"))
+    })
+    .await?;
+    let (first, _) = f.secret_data("db").await?;
+    let v1 = first.get("password").cloned().context("password")?;
+    assert_eq!(
+        first.get("password.previous").map(String::as_str),
+        Some("orig")
+    );
+
+    // The bump while bbb and ccc still run on "orig".
+    f.apply(f.profile(&name, "r2", 1, 600, "Enforce", None))
+        .await?;
+    // Seen by a pass: queued, or (an operator without the rule) started at once.
+    f.wait_status(&name, "r2 seen", |r| {
+        r.queued_rotation_id.as_deref() == Some("r2")
+            || r.observed_rotation_id.as_deref() == Some("r2")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (held, id) = f.secret_data("db").await?;
+    // Compared, never printed: a failure message must not carry a value.
+    assert!(
+        held.get("password") == Some(&v1),
+        "not regenerated during Restarting"
+    );
+    assert!(
+        held.get("password.previous").map(String::as_str) == Some("orig"),
+        ".previous keeps the value bbb and ccc were started with"
+    );
+    for c in ["bbb", "ccc"] {
+        assert_eq!(
+            f.revision(c).await?.parse::<u32>()?,
+            revisions[c],
+            "{c} not restarted yet"
+        );
+    }
+    assert_eq!(id.as_deref(), Some("r1"), "r2 waits");
+    let r = f.rotation_status(&name).await?;
+    assert_eq!(
+        (
+            r.observed_rotation_id.as_deref(),
+            r.queued_rotation_id.as_deref()
+        ),
+        (Some("r1"), Some("r2"))
+    );
+
+    // Let the first rotation finish: r2 starts only once every consumer runs on r1's value.
+    pause(false).await?;
+    wait_until(
+        "the Secret rotated to r2",
+        Duration::from_secs(180),
+        || async {
+            let now = f.secret_data("db").await;
+            let stamps = f.stamps().await;
+            let rotated = now
+                .as_ref()
+                .is_ok_and(|(d, _)| d.get("password") != Some(&v1));
+            let seen = match &now {
+                Ok((_, id)) => format!("stamp at {id:?}"),
+                Err(e) => e.to_string(),
+            };
+            if rotated {
+                // The first moment r2's value is seen, every consumer already carries r1 (or r2).
+                let stamps = stamps.unwrap_or_default();
+                assert!(
+                    stamps.iter().all(|(n, id, _)| matches!(
+                        id.as_deref(),
+                        Some("r1") | Some("r2")
+                    ) || n.is_empty()),
+                    "r2 rotated before r1's restarts: {stamps:?}"
+                );
+            }
+            (rotated, seen)
+        },
+    )
+    .await?;
+    f.wait_rotation(&name, Some("r2"), "Complete").await?;
+    let (last, id) = f.secret_data("db").await?;
+    assert_eq!(id.as_deref(), Some("r2"));
+    assert!(
+        last.get("password.previous") == Some(&v1),
+        ".previous is r1's value"
+    );
+    for c in ["aaa-paused", "bbb", "ccc"] {
+        assert_eq!(
+            f.revision(c).await?.parse::<u32>()?,
+            revisions[c] + 2,
+            "{c} restarted once for r1 and once for r2"
+        );
+    }
+    let r = f.rotation_status(&name).await?;
+    assert_eq!(r.queued_rotation_id, None);
+    assert_eq!(r.used_rotation_ids, vec![EARLIER_ID, "r1", "r2"]);
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_workload_created_after_the_secrets_rotated_is_not_restarted() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let f = Fixture::new("late").await?;
+    f.secret("db", true, &[("password", "orig")]).await?;
+    for c in ["aaa-paused", "bbb"] {
+        f.consumer(c, "db", "envFrom", json!({})).await?;
+    }
+    wait_until("initial rollouts", TIMEOUT, || async {
+        let n = f.rolling(None).await;
+        (matches!(n, Ok(0)), format!("{n:?} rolling"))
+    })
+    .await?;
+    let name = f
+        .apply_adopted(&format!("late-{}", unique_id()), 1, 600, None)
+        .await?;
+    let deployments = Api::<Deployment>::namespaced(f.client.clone(), &f.ns.name);
+    let pause = |paused: bool| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .patch(
+                    "aaa-paused",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"paused": paused}})),
+                )
+                .await
+        }
+    };
+    // The rotation holds in Restarting on the paused first consumer, bbb waiting its turn.
+    pause(true).await?;
+    f.apply(f.profile(&name, "r1", 1, 600, "Enforce", None))
+        .await?;
+    let r = f
+        .wait_status(&name, "r1 restarting", |r| {
+            r.observed_rotation_id.as_deref() == Some("r1")
+                && r.phase == rampart::api::RotationPhase::Restarting
+                && r.secrets_rotated_at.is_some()
+        })
+        .await?;
+    // Created once every Secret held its new value (past the clock margin): its pods start
+    // with the new value, so it has nothing to restart for.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    f.consumer("zzz-late", "db", "envFrom", json!({})).await?;
+    pause(false).await?;
+    f.wait_rotation(&name, Some("r1"), "Complete").await?;
+    let stamps = f.stamps().await?;
+    let late = stamps
+        .iter()
+        .find(|(n, _, _)| n == "zzz-late")
+        .context("zzz-late")?;
+    assert_eq!(
+        late.1, None,
+        "a workload created after the rotation is not stamped"
+    );
+    assert_eq!(f.revision("zzz-late").await?, "1");
+    for c in ["aaa-paused", "bbb"] {
+        assert!(
+            stamps
+                .iter()
+                .any(|(n, id, _)| n == c && id.as_deref() == Some("r1")),
+            "{c} restarted: {stamps:?}"
+        );
+    }
+    let done = f.rotation_status(&name).await?;
+    assert_eq!((done.workloads_total, done.workloads_restarted), (2, 2));
+    assert_eq!(
+        done.secrets_rotated_at, r.secrets_rotated_at,
+        "kept once set"
+    );
     f.delete_profile(&name).await?;
     Ok(())
 }

@@ -821,6 +821,73 @@ impl Fixture {
         Ok(())
     }
 
+    /// The scratch namespace enforces the `restricted` Pod Security level (the API server
+    /// refuses a privileged pod there), denies all traffic, and bounds PVCs, Jobs, pods and
+    /// storage; its uid is the one the status recorded.
+    async fn scratch_namespace_is_a_jail(&self) -> Result<()> {
+        use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
+        let ns = self.scratch_namespace();
+        let namespace = Api::<Namespace>::all(self.client.clone()).get(&ns).await?;
+        assert_eq!(
+            namespace
+                .labels()
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("restricted")
+        );
+        let recorded = Api::<HardeningProfile>::all(self.client.clone())
+            .get(&self.profile)
+            .await?
+            .status
+            .and_then(|s| s.verification)
+            .and_then(|v| v.scratch_namespace_uid);
+        assert_eq!(
+            recorded,
+            namespace.uid(),
+            "the status records the namespace's uid"
+        );
+        let privileged: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "escalate"},
+            "spec": {"containers": [{
+                "name": "c", "image": "busybox",
+                "securityContext": {"privileged": true}
+            }]}
+        }))?;
+        let refused = Api::<Pod>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &privileged)
+            .await;
+        match refused {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 403, "{}", e.message);
+                assert!(e.message.contains("restricted"), "{}", e.message);
+            }
+            other => panic!("a privileged pod in {ns} was not refused: {other:?}"),
+        }
+        let policy = Api::<NetworkPolicy>::namespaced(self.client.clone(), &ns)
+            .get("rampart-verify-deny-all")
+            .await?;
+        let spec = serde_json::to_value(policy.spec)?;
+        assert_eq!(
+            spec,
+            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            "no ingress or egress rule"
+        );
+        let quota = Api::<ResourceQuota>::namespaced(self.client.clone(), &ns)
+            .get("rampart-verify")
+            .await?;
+        let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
+        for key in [
+            "persistentvolumeclaims",
+            "requests.storage",
+            "pods",
+            "count/jobs.batch",
+        ] {
+            assert!(hard.contains_key(key), "the quota bounds {key}: {hard:?}");
+        }
+        Ok(())
+    }
+
     fn scratch_namespace(&self) -> String {
         rampart::controls::verify::scratch_namespace(&self.profile)
     }
@@ -995,6 +1062,7 @@ async fn a_statefulsets_claims_on_the_default_class_are_each_verified() -> Resul
     }
     let (status, reason) = f.condition("BackupsVerified").await?.unwrap_or_default();
     assert_eq!(status, "True", "BackupsVerified: {reason}");
+    f.scratch_namespace_is_a_jail().await?;
     delete_profile_and_wait(&f.client, &f.profile).await?;
     Ok(())
 }
@@ -1166,5 +1234,125 @@ async fn a_pvc_deselected_mid_verification_leaves_nothing_behind() -> Result<()>
     f.nothing_left().await?;
     f.no_volume_left().await?;
     delete_profile_and_wait(&f.client, &f.profile).await?;
+    Ok(())
+}
+
+/// Someone who may create namespaces makes `rampart-verify-<profile>` first, copying Rampart's
+/// labels and an owner reference to the profile: everything the old ownership check read.
+/// Rampart did not create it (its uid is not the one the status recorded), so it restores
+/// nothing there, reports it, and leaves the namespace alone.
+#[tokio::test]
+async fn a_forged_scratch_namespace_is_refused_and_reported_and_nothing_is_restored_there(
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let f = Fixture::new("verforged").await?;
+    f.pvc_with("data", "the bytes of data").await?;
+    let _op = OperatorProcess::start(&f.tag).await?;
+    rampart_e2e::apply_profile(&f.client, f.profile(None)).await?;
+    f.ready_snapshot("data").await?;
+
+    let profiles = Api::<HardeningProfile>::all(f.client.clone());
+    let uid = profiles.get(&f.profile).await?.uid().unwrap_or_default();
+    let scratch = f.scratch_namespace();
+    let namespaces = Api::<Namespace>::all(f.client.clone());
+    let forged: Namespace = serde_json::from_value(json!({
+        "metadata": {
+            "name": scratch,
+            "labels": {
+                "app.kubernetes.io/managed-by": "rampart",
+                "rampart.dev/profile": f.profile,
+                "rampart.dev/profile-uid": uid,
+                "rampart.dev/control": "verify",
+            },
+            "ownerReferences": [{
+                "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
+                "name": f.profile, "uid": uid, "controller": true,
+            }],
+        }
+    }))?;
+    namespaces.create(&PostParams::default(), &forged).await?;
+    // What the forger copied is everything Rampart's labels say.
+    let copied = namespaces.get(&scratch).await?;
+    let ours = Api::<Namespace>::all(f.client.clone())
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=rampart"))
+        .await?;
+    assert!(ours.items.iter().any(|n| n.name_any() == scratch));
+
+    f.start_verifying(verify_spec(60)).await?;
+    let (status, reason) = wait_for(
+        "BackupsVerified to name the forged namespace",
+        TIMEOUT,
+        || {
+            let f = &f;
+            async move {
+                match f
+                    .condition("BackupsVerified")
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some((s, r)) if s == "False" && r.contains(&f.scratch_namespace()) => {
+                        Ok(Some((s, r)))
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await?;
+    assert_eq!(status, "False");
+    let p = profiles.get(&f.profile).await?;
+    let condition = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "BackupsVerified"))
+        .map(|c| c.reason.clone());
+    assert_eq!(
+        condition.as_deref(),
+        Some("ScratchNamespaceTaken"),
+        "{reason}"
+    );
+    // Give the operator several passes' time (it verifies every 5 s), then nothing of a
+    // restore exists, in the namespace or cluster-wide.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), &scratch)
+        .list(&ListParams::default())
+        .await?;
+    assert!(
+        claims.items.is_empty(),
+        "a restore was made in the forged namespace"
+    );
+    let selector = format!(
+        "rampart.dev/profile={},rampart.dev/control=verify",
+        f.profile
+    );
+    let contents = Api::<DynamicObject>::all_with(f.client.clone(), &snapshot_content_resource())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    assert!(contents.items.is_empty(), "a scratch content was made");
+    let snaps =
+        Api::<DynamicObject>::namespaced_with(f.client.clone(), &scratch, &snapshot_resource())
+            .list(&ListParams::default())
+            .await?;
+    assert!(snaps.items.is_empty(), "a scratch snapshot was made");
+    // Rampart neither took the namespace over nor deleted it.
+    let after = namespaces.get(&scratch).await?;
+    assert_eq!(after.uid(), copied.uid());
+    assert!(after.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        after.labels(),
+        copied.labels(),
+        "the namespace was not relabelled"
+    );
+    let recorded = p
+        .status
+        .as_ref()
+        .and_then(|s| s.verification.as_ref())
+        .and_then(|v| v.scratch_namespace_uid.clone());
+    assert_eq!(
+        recorded, None,
+        "the forged namespace's uid was recorded as Rampart's"
+    );
+    delete_profile_and_wait(&f.client, &f.profile).await?;
+    namespaces.delete(&scratch, &Default::default()).await.ok();
     Ok(())
 }

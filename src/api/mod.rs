@@ -21,11 +21,11 @@ pub const PROFILE_LABEL: &str = "rampart.dev/profile";
 pub const PROFILE_UID_LABEL: &str = "rampart.dev/profile-uid";
 /// Label naming the control that made an object.
 pub const CONTROL_LABEL: &str = "rampart.dev/control";
-/// Annotation on rotated Secrets and restarted pod templates.
+/// Annotation on rotated Secrets and restarted pod templates: one entry
+/// `<profile-uid>/<rotationId>[/adopted]` per profile (see `controls::rotation::stamp`).
 pub const ROTATION_ID_ANNOTATION: &str = "rampart.dev/rotation-id";
-/// Annotation on a Secret that was adopted at its rotation id rather than rotated to it: it had
-/// never carried an id, so its values were left alone and its consumers were not restarted.
-/// The next rotation removes it.
+/// The adoption mark of the old stamp format (the id alone): read beside an old-format id,
+/// removed whenever a profile writes its entry, which now says `/adopted` itself.
 pub const ROTATION_ADOPTED_ANNOTATION: &str = "rampart.dev/rotation-adopted";
 /// Label a user puts on a snapshot that retention must never prune.
 pub const KEEP_LABEL: &str = "rampart.dev/keep";

@@ -269,6 +269,24 @@ pub struct RotationStatus {
     /// When every selected Secret was rotated and every consumer restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// When every selected Secret first held its value for this rotation id: a workload created
+    /// after it started with the new values and is not restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_rotated_at: Option<DateTime<Utc>>,
+    /// The rotation ids this profile has applied, oldest first (at most 20). An id on this list
+    /// never rotates again: setting `rotationId` back to one (a GitOps revert) is reported in
+    /// `revertedRotationId` and rotates nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub used_rotation_ids: Vec<String>,
+    /// A new `rotationId` that waits for the rotation under way (`observedRotationId`) to
+    /// complete: one rotation at a time, so `<key>.previous` always holds the values the
+    /// consumers not yet restarted were started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_rotation_id: Option<String>,
+    /// The spec's `rotationId` when it is one this profile applied before: nothing rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_rotation_id: Option<String>,
 }
 
 /// State of the snapshot schedule.
@@ -318,6 +336,12 @@ pub struct VerificationRounds {
     /// The round before it, as counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<VerificationRound>,
+    /// The uid of the scratch namespace Rampart created (`rampart-verify-<profile>`), recorded
+    /// from the API server's answer to its create. Only Rampart writes the status, so a
+    /// namespace of that name with another uid (made in advance, labels and owner reference
+    /// copied) is not Rampart's: nothing is restored in it and it is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_namespace_uid: Option<String>,
 }
 
 /// One verification slot's results. PVCs are recorded as short digests (the first 12 hex

@@ -164,16 +164,20 @@ pub enum Write {
     /// Give a Secret new random values for `regenerate` and stamp it with the rotation id;
     /// the values are made by the writer, never here.
     RotateSecret(SecretRotation),
-    /// Stamp a Secret that never carried a rotation id with the current one, values untouched.
+    /// Write this profile's entry at the current id into a Secret's stamp, marked adopted,
+    /// values untouched; only if its entry still holds `expected` (what the plan saw).
     AdoptSecret {
         secret: SecretRef,
         rotation_id: String,
+        expected: Option<String>,
     },
-    /// Restart a workload by stamping its pod template.
+    /// Restart a workload by stamping its pod template, unless it already carries the id or
+    /// was created after `created_before` (it started with the new values).
     StampWorkload {
         consumer: ConsumerRef,
         rotation_id: String,
         at: DateTime<Utc>,
+        created_before: Option<DateTime<Utc>>,
     },
 }
 
@@ -189,6 +193,9 @@ pub struct SecretRef {
 pub struct SecretRotation {
     pub secret: SecretRef,
     pub rotation_id: String,
+    /// The id this profile's entry held when the plan was made: the write happens only if it
+    /// still does, so a stale plan never rotates a Secret twice.
+    pub expected: Option<String>,
     pub regenerate: Vec<RegeneratedKey>,
     pub keep_previous: bool,
 }

@@ -48,6 +48,11 @@ pub const SCRATCH_NAMESPACE_PREFIX: &str = "rampart-verify-";
 pub const READER_IMAGE: &str = "registry.k8s.io/pause:3.10";
 /// The ResourceQuota of the scratch namespace.
 pub const QUOTA_NAME: &str = "rampart-verify";
+/// The scratch namespace's default-deny NetworkPolicy: a restore check needs no network.
+pub const DENY_ALL_POLICY: &str = "rampart-verify-deny-all";
+/// Pod Security admission's enforce label, set to `restricted` on the scratch namespace, so a
+/// check Job's pod that would escalate is refused by the API server as well as by Rampart.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 /// How soon a pass looks again after asking for the scratch namespace or its quota.
 const NAMESPACE_WAIT: i64 = 2;
 /// How often a running check Job is looked at: Jobs are not watched (a cluster-wide Job cache
@@ -227,6 +232,8 @@ pub struct VerifyObserved {
     pub volumes: BTreeMap<String, ScratchVolume>,
     /// The scratch namespace's quota's `spec.hard`, when it exists.
     pub quota: Option<BTreeMap<String, String>>,
+    /// The scratch namespace's default-deny NetworkPolicy exists (ours).
+    pub deny_all: bool,
     /// The newest `ProvisioningFailed` (or other warning) message of each pending scratch PVC.
     pub pending_reasons: BTreeMap<String, String>,
     pub previous: Vec<VerificationStatus>,
@@ -255,6 +262,12 @@ pub struct VerifyFindings {
     /// Selected PVCs recorded in the current round, and of those the failed ones.
     pub round_verified: usize,
     pub round_failed: usize,
+    /// The uid of the scratch namespace Rampart created, while it exists (the writer's answer
+    /// to the create replaces it in the pass that makes the namespace).
+    pub namespace_uid: Option<String>,
+    /// The scratch namespace's name, when a namespace of that name exists that Rampart did not
+    /// create.
+    pub namespace_taken: Option<String>,
 }
 
 /// Where one selected PVC's verification stands in the slot being worked on.
@@ -540,8 +553,14 @@ pub fn plan(
             .insert(0, Write::Create(namespace_object(profile, &p.ns)));
     }
     if observed.namespace == ScratchNamespace::Ours {
-        p.keep_quota(&mut out);
+        p.keep_jail(&mut out);
     }
+    out.findings.namespace_uid = observed
+        .namespace_object
+        .as_ref()
+        .and_then(|n| n.uid.clone());
+    out.findings.namespace_taken =
+        (observed.namespace == ScratchNamespace::Taken).then(|| p.ns.clone());
     book.into_findings(&observed.pvcs, &mut out.findings);
     out
 }
@@ -733,16 +752,18 @@ impl Planning<'_> {
             return false;
         };
         match self.observed.namespace {
-            ScratchNamespace::Ours if self.observed.quota.is_some() => {}
+            ScratchNamespace::Ours if self.jail_ready() => {}
             ScratchNamespace::Ours => {
-                // The quota comes before the first restore; [`Planning::keep_quota`] makes it.
+                // The jail comes before the first restore; [`Planning::keep_jail`] makes it.
                 out.findings.in_flight += 1;
                 due(out, self.now + Duration::seconds(NAMESPACE_WAIT));
                 return false;
             }
             ScratchNamespace::Taken => {
                 let message = format!(
-                    "{what}: namespace {} exists and is not Rampart's; nothing is restored there",
+                    "{what}: namespace {} exists and Rampart did not create it (its uid is not \
+                     the one in status.verification.scratchNamespaceUid); nothing is restored \
+                     there. Delete it and Rampart makes its own",
                     self.ns
                 );
                 self.record(work, VerificationResult::Failed, message, book, out);
@@ -880,17 +901,53 @@ impl Planning<'_> {
         out.writes.extend(delete_all(objects, &held));
     }
 
-    /// The quota on the scratch namespace: made with it, repaired when `maxConcurrent` changes.
-    fn keep_quota(&self, out: &mut Outcome<VerifyFindings>) {
-        let desired = quota_object(self.profile, &self.ns, self.spec.max_concurrent);
-        let wanted = self.spec.max_concurrent.to_string();
+    /// The jail around the scratch namespace: its Pod Security labels, its quota and its
+    /// default-deny policy, made with it and repaired when they drift (or `maxConcurrent`
+    /// or the largest restore changes).
+    fn keep_jail(&self, out: &mut Outcome<VerifyFindings>) {
+        if let Some(ns) = &self.observed.namespace_object {
+            if !pod_security_held(ns) {
+                out.writes
+                    .push(Write::Repair(namespace_object(self.profile, &self.ns)));
+            }
+        }
+        let hard = self.quota_wanted();
+        let desired = quota_object(self.profile, &self.ns, &hard);
         match &self.observed.quota {
             None => out.writes.push(Write::Create(desired)),
-            Some(hard) if hard.get("persistentvolumeclaims") != Some(&wanted) => {
-                out.writes.push(Write::Repair(desired))
-            }
+            Some(observed) if *observed != hard => out.writes.push(Write::Repair(desired)),
             Some(_) => {}
         }
+        if !self.observed.deny_all {
+            out.writes
+                .push(Write::Create(deny_all_object(self.profile, &self.ns)));
+        }
+    }
+
+    /// The quota for `maxConcurrent` restores of the largest selected PVC. A size Rampart
+    /// cannot read leaves storage unbounded rather than refusing the restore.
+    fn quota_wanted(&self) -> BTreeMap<String, String> {
+        let largest = self
+            .observed
+            .pvcs
+            .iter()
+            .map(|pvc| {
+                let newest = newest_ready(pvc, &self.observed.snapshots);
+                crate::quantity::bytes(&restore_size(pvc, newest))
+            })
+            .try_fold(0u128, |most, size| size.map(|s| most.max(s)));
+        quota_hard(self.spec.max_concurrent, largest.filter(|b| *b > 0))
+    }
+
+    /// Whether the namespace is a jail yet: no restore starts in it before.
+    fn jail_ready(&self) -> bool {
+        self.observed.quota.is_some()
+            && self.observed.deny_all
+            && self
+                .observed
+                .namespace_object
+                .as_ref()
+                .is_some_and(pod_security_held)
     }
 
     fn names(&self, work: &Work<'_>) -> Names {
@@ -1193,9 +1250,14 @@ fn scratch_object(
     }
 }
 
+/// The scratch namespace: Rampart's labels and the `restricted` Pod Security level (enforced,
+/// and warned and audited at the same level, pinned to `latest`).
 fn namespace_object(profile: &str, ns: &str) -> DesiredObject {
     let mut labels = managed_labels(profile, ControlName::Backups);
     labels.insert(CONTROL_LABEL.to_string(), SCRATCH_CONTROL.to_string());
+    for (key, value) in pod_security_labels() {
+        labels.insert(key.to_string(), value.to_string());
+    }
     scratch_object(
         ManagedKind::Namespace,
         "",
@@ -1208,9 +1270,45 @@ fn namespace_object(profile: &str, ns: &str) -> DesiredObject {
     )
 }
 
-/// The scratch namespace's quota: no more PVCs than `maxConcurrent`, whatever a bug or a
-/// stale cache would have the planner make.
-fn quota_object(profile: &str, ns: &str, max_concurrent: i32) -> DesiredObject {
+fn pod_security_labels() -> [(&'static str, &'static str); 6] {
+    [
+        (POD_SECURITY_ENFORCE, "restricted"),
+        ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ("pod-security.kubernetes.io/warn", "restricted"),
+        ("pod-security.kubernetes.io/warn-version", "latest"),
+        ("pod-security.kubernetes.io/audit", "restricted"),
+        ("pod-security.kubernetes.io/audit-version", "latest"),
+    ]
+}
+
+/// Whether the observed scratch namespace still carries the Pod Security labels.
+fn pod_security_held(namespace: &ObservedObject) -> bool {
+    pod_security_labels()
+        .iter()
+        .all(|(k, v)| namespace.labels.get(*k).map(String::as_str) == Some(*v))
+}
+
+/// The scratch namespace's quota: no more PVCs, check Jobs or storage than `maxConcurrent`
+/// restores need, whatever a bug or a stale cache would have the planner make. Pods are
+/// allowed twice over: a restore's consumer may be replaced (a check Job's retry) while the
+/// old pod is still terminating.
+pub fn quota_hard(max_concurrent: i32, largest_restore: Option<u128>) -> BTreeMap<String, String> {
+    let n = max_concurrent.max(1);
+    let mut hard = BTreeMap::from([
+        ("persistentvolumeclaims".to_string(), n.to_string()),
+        ("count/jobs.batch".to_string(), n.to_string()),
+        ("pods".to_string(), (2 * n).to_string()),
+    ]);
+    if let Some(bytes) = largest_restore {
+        hard.insert(
+            "requests.storage".to_string(),
+            (bytes * u128::from(n.unsigned_abs())).to_string(),
+        );
+    }
+    hard
+}
+
+fn quota_object(profile: &str, ns: &str, hard: &BTreeMap<String, String>) -> DesiredObject {
     let mut labels = managed_labels(profile, ControlName::Backups);
     labels.insert(CONTROL_LABEL.to_string(), SCRATCH_CONTROL.to_string());
     scratch_object(
@@ -1221,7 +1319,26 @@ fn quota_object(profile: &str, ns: &str, max_concurrent: i32) -> DesiredObject {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": QUOTA_NAME, "namespace": ns, "labels": labels},
-            "spec": {"hard": {"persistentvolumeclaims": max_concurrent.to_string()}},
+            "spec": {"hard": hard},
+        }),
+    )
+}
+
+/// Denies all ingress and egress to every pod of the scratch namespace: a reader pod and a
+/// check Job read a mounted volume and need no network, and a check that could reach the
+/// network could send the restored data anywhere.
+fn deny_all_object(profile: &str, ns: &str) -> DesiredObject {
+    let mut labels = managed_labels(profile, ControlName::Backups);
+    labels.insert(CONTROL_LABEL.to_string(), SCRATCH_CONTROL.to_string());
+    scratch_object(
+        ManagedKind::NetworkPolicy,
+        ns,
+        DENY_ALL_POLICY,
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": DENY_ALL_POLICY, "namespace": ns, "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         }),
     )
 }
@@ -1377,17 +1494,31 @@ mod tests {
         }
     }
 
-    fn quota(n: &str) -> Option<BTreeMap<String, String>> {
-        Some(BTreeMap::from([(
-            "persistentvolumeclaims".into(),
-            n.into(),
-        )]))
+    /// The quota `n` restores of the fixtures' 5Gi PVCs ask for.
+    fn quota(n: i32) -> Option<BTreeMap<String, String>> {
+        Some(quota_hard(n, Some(5 << 30)))
+    }
+
+    /// The scratch namespace as Rampart made it, Pod Security labels included.
+    fn namespace_made() -> ObservedObject {
+        let made = namespace_object(PROFILE, &scratch_namespace(PROFILE));
+        ObservedObject {
+            key: made.key.clone(),
+            control: Some(ControlName::Backups),
+            uid: Some("ns-uid".into()),
+            labels: serde_json::from_value(made.manifest["metadata"]["labels"].clone())
+                .unwrap_or_default(),
+            annotations: BTreeMap::new(),
+            fingerprint: None,
+        }
     }
 
     fn observed() -> VerifyObserved {
         VerifyObserved {
             namespace: ScratchNamespace::Ours,
-            quota: quota("2"),
+            namespace_object: Some(namespace_made()),
+            deny_all: true,
+            quota: quota(2),
             pvcs: vec![pvc("data")],
             snapshots: vec![
                 snap("data", "data-old", t(1, 0, 0), true, false),
@@ -2021,21 +2152,100 @@ mod tests {
         assert_eq!(made[0].key.name, scratch_namespace(PROFILE));
         assert_eq!(out.next_due, Some(t(3, 0, 7)));
         o.namespace = ScratchNamespace::Ours;
+        o.namespace_object = Some(namespace_made());
+        o.deny_all = false;
         let out = run(&o, t(3, 0, 7));
         let made = created(&out);
-        assert_eq!(made.len(), 1, "{made:?}");
+        assert_eq!(made.len(), 2, "{made:?}");
         assert_eq!(made[0].key.kind, ManagedKind::ResourceQuota);
         assert_eq!(
             made[0].manifest["spec"]["hard"],
-            json!({"persistentvolumeclaims": "2"})
+            json!({
+                "persistentvolumeclaims": "2",
+                "count/jobs.batch": "2",
+                "pods": "4",
+                // Two restores of the largest selected PVC (5Gi).
+                "requests.storage": (2u64 * 5 * (1 << 30)).to_string(),
+            })
         );
-        o.quota = quota("5");
+        assert_eq!(made[1].key.kind, ManagedKind::NetworkPolicy);
+        assert_eq!(
+            made[1].manifest["spec"],
+            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            "nothing in or out"
+        );
+        assert!(
+            !out.writes
+                .iter()
+                .any(|w| w.verb() == crate::controls::WriteVerb::Create
+                    && w.target().kind == "VolumeSnapshotContent"),
+            "no restore before the jail is complete"
+        );
+        o.quota = quota(5);
+        o.deny_all = true;
         let out = run(&o, t(3, 0, 9));
         assert_eq!(repaired(&out).len(), 1, "maxConcurrent changed");
         o.namespace = ScratchNamespace::Taken;
+        o.namespace_object = None;
         let out = run(&o, t(3, 0, 5));
         assert!(out.writes.is_empty());
-        assert!(out.findings.entries[0].message.contains("not Rampart's"));
+        let message = &out.findings.entries[0].message;
+        assert!(message.contains("Rampart did not create it"), "{message}");
+        assert_eq!(
+            out.findings.namespace_taken,
+            Some(scratch_namespace(PROFILE))
+        );
+    }
+
+    #[test]
+    fn the_scratch_namespace_enforces_restricted_and_a_stripped_label_is_put_back() {
+        let made = namespace_object(PROFILE, &scratch_namespace(PROFILE));
+        let labels = &made.manifest["metadata"]["labels"];
+        assert_eq!(labels[POD_SECURITY_ENFORCE], "restricted");
+        assert_eq!(
+            labels["pod-security.kubernetes.io/enforce-version"],
+            "latest"
+        );
+        let mut o = observed();
+        if let Some(ns) = o.namespace_object.as_mut() {
+            ns.labels.remove(POD_SECURITY_ENFORCE);
+        }
+        let out = run(&o, t(3, 0, 5));
+        let repaired = repaired(&out);
+        assert_eq!(repaired.len(), 1, "{repaired:?}");
+        assert_eq!(repaired[0].key.kind, ManagedKind::Namespace);
+        assert!(
+            !out.writes
+                .iter()
+                .any(|w| w.verb() == crate::controls::WriteVerb::Create
+                    && w.target().kind == "VolumeSnapshotContent"),
+            "no restore while the namespace does not enforce restricted"
+        );
+    }
+
+    #[test]
+    fn the_storage_quota_follows_the_largest_restore_and_an_unreadable_size_leaves_it_open() {
+        let mut o = observed();
+        let mut big = pvc("big");
+        big.request = Some("20Gi".into());
+        o.pvcs.push(big);
+        let out = run(&o, t(3, 0, 5));
+        let quota = repaired(&out)
+            .into_iter()
+            .find(|d| d.key.kind == ManagedKind::ResourceQuota)
+            .map(|d| d.manifest["spec"]["hard"]["requests.storage"].clone());
+        assert_eq!(quota, Some(json!((2u64 * 20 * (1 << 30)).to_string())));
+        o.pvcs[1].request = Some("twenty gigs".into());
+        let out = run(&o, t(3, 0, 5));
+        let quota = repaired(&out)
+            .into_iter()
+            .find(|d| d.key.kind == ManagedKind::ResourceQuota)
+            .map(|d| d.manifest["spec"]["hard"].clone());
+        assert_eq!(
+            quota.map(|h| h.get("requests.storage").is_none()),
+            Some(true),
+            "an unreadable size must not bound the restore below what it needs"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
-use super::summaries::{spec_fingerprint, Policy, Pvc};
+use super::summaries::{spec_fingerprint, Policy, Pvc, SecretMeta};
 use super::verification::{is_scratch_meta, scratch_object};
 use super::workloads::Workload;
 use super::{to_chrono, Caches};
@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::controls::backups::{BackupObserved, PvcInfo, SnapshotInfo, SLOT_ANNOTATION};
 use crate::controls::disruption_budgets::{BudgetHealth, BudgetInfo, WorkloadInfo, WorkloadKind};
+use crate::controls::rotation::stamp::Stamp;
 use crate::controls::rotation::{
     ConsumerInfo, ConsumerKind, ConsumerRef, RotationObserved, SecretInfo,
 };
@@ -59,11 +60,17 @@ impl Caches {
             namespaces.is_none_or(|set| o.namespace.as_ref().is_some_and(|n| set.contains(n)))
         };
         let owned = |o: &kube::core::ObjectMeta| wanted(o) && belongs_to(o, profile, uid);
+        // Restore verification's default-deny policy in its scratch namespace is the profile's
+        // too, but not the network policy control's: that control would delete it as an object
+        // left in a namespace it does not select.
+        let owned_policy = |o: &kube::core::ObjectMeta| {
+            owned(o) && !is_scratch_meta(ManagedKind::NetworkPolicy.kind(), o)
+        };
         NamespaceIndex {
             deployments: ByNamespace::of(&self.deployments, wanted),
             statefulsets: ByNamespace::of(&self.statefulsets, wanted),
             budgets: ByNamespace::of(&self.budgets, wanted),
-            owned_policies: ByNamespace::of(&self.policies, owned),
+            owned_policies: ByNamespace::of(&self.policies, owned_policy),
             owned_budgets: ByNamespace::of(&self.budgets, owned),
         }
     }
@@ -71,6 +78,7 @@ impl Caches {
     /// What rotation observes in `namespaces`.
     pub fn rotation_observed(
         &self,
+        profile_uid: &str,
         spec: &SecretRotationControl,
         namespaces: &BTreeSet<String>,
         previous: Option<&RotationStatus>,
@@ -84,12 +92,7 @@ impl Caches {
                 in_any(&s.metadata, namespaces)
                     && crate::labels::matches(&spec.selector, s.labels())
             })
-            .map(|s| SecretInfo {
-                namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                name: s.name_any(),
-                rotation_id: s.rotation_id.clone(),
-                adopted: s.adopted,
-            })
+            .map(|s| secret_info(s, profile_uid))
             .collect();
         secrets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut consumers: Vec<ConsumerInfo> = Vec::new();
@@ -97,16 +100,19 @@ impl Caches {
             &self.deployments,
             ConsumerKind::Deployment,
             namespaces,
+            profile_uid,
         ));
         consumers.extend(consumers_of(
             &self.statefulsets,
             ConsumerKind::StatefulSet,
             namespaces,
+            profile_uid,
         ));
         consumers.extend(consumers_of(
             &self.daemonsets,
             ConsumerKind::DaemonSet,
             namespaces,
+            profile_uid,
         ));
         consumers.sort_by(|a, b| a.id.cmp(&b.id));
         RotationObserved {
@@ -222,12 +228,18 @@ impl Caches {
                     namespace: s.metadata.namespace.clone().unwrap_or_default(),
                     name: s.name_any(),
                     pvc: s.pvc.clone(),
+                    // The API server's clock, as retention reads it; the slot is a name.
                     taken: s
-                        .annotations()
-                        .get(SLOT_ANNOTATION)
-                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&Utc))
-                        .or_else(|| s.metadata.creation_timestamp.as_ref().and_then(to_chrono)),
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .and_then(to_chrono)
+                        .or_else(|| {
+                            s.annotations()
+                                .get(SLOT_ANNOTATION)
+                                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                                .map(|t| t.with_timezone(&Utc))
+                        }),
                     ready: s.ready,
                     failed: s.failed,
                     content: s.content.clone(),
@@ -247,33 +259,59 @@ impl Caches {
                 .unwrap_or_default(),
             round: rounds.current,
             previous_round: rounds.previous,
-            ..self.scratch_observed(profile, uid)
+            ..self.scratch_observed(profile, uid, previous)
         }
     }
 
     /// The profile's scratch namespace and the scratch snapshots and PVCs in it, from the
     /// caches: what both verifying and removing verification start from.
-    pub fn scratch_observed(&self, profile: &str, uid: &str) -> VerifyObserved {
+    ///
+    /// The namespace is ours only when its uid is the one the status recorded when Rampart
+    /// created it: labels and an owner reference can be copied onto a namespace made in
+    /// advance, a uid cannot. Nothing in a namespace that is not ours is observed, so nothing
+    /// there is ever written or deleted.
+    pub fn scratch_observed(
+        &self,
+        profile: &str,
+        uid: &str,
+        status: Option<&HardeningProfileStatus>,
+    ) -> VerifyObserved {
         let scratch_ns = verify::scratch_namespace(profile);
+        let recorded = status
+            .and_then(|s| s.verification.as_ref())
+            .and_then(|v| v.scratch_namespace_uid.clone());
         let found = self
             .namespaces
             .state()
             .into_iter()
             .find(|n| n.name_any() == scratch_ns);
+        let ours = |m: &kube::core::ObjectMeta| {
+            recorded.is_some() && m.uid == recorded && belongs_to(m, profile, uid)
+        };
         let namespace = match &found {
             None => ScratchNamespace::Missing,
-            Some(n) if !belongs_to(&n.metadata, profile, uid) => ScratchNamespace::Taken,
+            Some(n) if !ours(&n.metadata) => ScratchNamespace::Taken,
             Some(n) if n.metadata.deletion_timestamp.is_some() => ScratchNamespace::Terminating,
             Some(_) => ScratchNamespace::Ours,
         };
-        let namespace_object = found
-            .filter(|n| belongs_to(&n.metadata, profile, uid))
-            .map(|n| observed(ManagedKind::Namespace, &n.metadata, None));
+        // With its labels: the plan checks the Pod Security labels are still there.
+        let namespace_object = found.filter(|n| ours(&n.metadata)).map(|n| ObservedObject {
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+            ..observed(ManagedKind::Namespace, &n.metadata, None)
+        });
         let mut scratch = Vec::new();
         // No namespace, no scratch snapshot or PVC: the common case of a profile that does
-        // not verify costs no walk through the caches.
-        if namespace == ScratchNamespace::Missing {
-            return VerifyObserved::default();
+        // not verify costs no walk through the caches. Someone else's namespace: nothing in it
+        // is ours to touch.
+        match namespace {
+            ScratchNamespace::Missing => return VerifyObserved::default(),
+            ScratchNamespace::Taken => {
+                return VerifyObserved {
+                    namespace,
+                    ..VerifyObserved::default()
+                }
+            }
+            ScratchNamespace::Ours | ScratchNamespace::Terminating => {}
         }
         if let Some(store) = self.snapshots.served() {
             for s in store.state() {
@@ -296,10 +334,16 @@ impl Caches {
             o.volume = p.volume.clone();
             scratch.push(o);
         }
+        let deny_all = self.policies.state().iter().any(|p| {
+            p.metadata.namespace.as_deref() == Some(scratch_ns.as_str())
+                && p.metadata.name.as_deref() == Some(verify::DENY_ALL_POLICY)
+                && belongs_to(&p.metadata, profile, uid)
+        });
         VerifyObserved {
             namespace,
             namespace_object,
             scratch,
+            deny_all,
             ..Default::default()
         }
     }
@@ -453,10 +497,39 @@ fn in_any(meta: &kube::core::ObjectMeta, namespaces: &NamespaceSet<'_>) -> bool 
         .is_some_and(|ns| namespaces.0.contains(ns))
 }
 
+/// A Secret as rotation sees it from `profile_uid`: that profile's entry in the stamp, an id
+/// in the old format (with the old adoption mark) and how many other profiles have entries.
+fn secret_info(s: &SecretMeta, profile_uid: &str) -> SecretInfo {
+    let stamp = Stamp::of(s.rotation_id.as_deref());
+    let own = stamp.entry(profile_uid);
+    SecretInfo {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.name_any(),
+        rotation_id: own.map(|e| e.rotation_id.clone()),
+        adopted: match own {
+            Some(e) => e.adopted,
+            None => s.adopted,
+        },
+        legacy_id: stamp.legacy.clone(),
+        other_profiles: stamp.others(profile_uid),
+    }
+}
+
+/// The id on a pod template's stamp for `profile_uid`: its own entry, else an id in the old
+/// format (one stamp per template then, written by the one profile that restarted it).
+fn template_id(stamp: Option<&str>, profile_uid: &str) -> Option<String> {
+    let stamp = Stamp::of(stamp);
+    stamp
+        .entry(profile_uid)
+        .map(|e| e.rotation_id.clone())
+        .or(stamp.legacy)
+}
+
 fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
     store: &Store<Workload<K>>,
     kind: ConsumerKind,
     namespaces: &NamespaceSet<'_>,
+    profile_uid: &str,
 ) -> Vec<ConsumerInfo> {
     store
         .state()
@@ -469,13 +542,14 @@ fn consumers_of<K: Resource<DynamicType = ()> + Clone + 'static>(
                 name: w.metadata.name.clone().unwrap_or_default(),
             },
             secrets: w.secrets.clone(),
-            stamped_id: w.stamped_id.clone(),
+            stamped_id: template_id(w.stamped_id.as_deref(), profile_uid),
             stamped_at: w
                 .stamped_at
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
             rollout_complete: w.rollout_complete,
+            created_at: w.metadata.creation_timestamp.as_ref().and_then(to_chrono),
         })
         .collect()
 }

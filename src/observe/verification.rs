@@ -119,6 +119,10 @@ pub async fn read_verify_extras(
     uid: &str,
     observed: &mut VerifyObserved,
 ) -> Result<(), Error> {
+    // A namespace that is not Rampart's: nothing is read, so nothing is planned, there.
+    if observed.namespace == verify::ScratchNamespace::Taken {
+        return Ok(());
+    }
     let selector = format!(
         "{PROFILE_LABEL}={profile},{CONTROL_LABEL}={}",
         verify::SCRATCH_CONTROL
@@ -129,7 +133,11 @@ pub async fn read_verify_extras(
         .await
         .map_err(read_error("scratch VolumeSnapshotContents".into()))?;
     for c in contents.items {
-        if belongs_to(&c.metadata, profile, uid) {
+        // Rampart makes its scratch contents with `deletionPolicy: Retain`, so deleting one
+        // never deletes the snapshot it points at. A labelled content that would (Delete) is
+        // not one it made, and is left alone.
+        let retain = c.data["spec"]["deletionPolicy"].as_str() == Some("Retain");
+        if retain && belongs_to(&c.metadata, profile, uid) {
             observed.scratch.push(scratch_object(
                 ManagedKind::VolumeSnapshotContent,
                 &c.metadata,

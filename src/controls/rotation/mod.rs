@@ -1,16 +1,29 @@
 //! Secret rotation: which Secrets to regenerate for the current `rotationId` and which
-//! consumers to restart next, in batches. Pure: observed Secrets (metadata only), consumers and
-//! `now` are arguments; the random values are made by the write layer, never here.
+//! consumers to restart next, in batches. Pure: observed Secrets (metadata only), consumers,
+//! the profile's own rotation status and `now` are arguments; the random values are made by
+//! the write layer, never here.
 //!
-//! The cluster is the record. A Secret carrying the current id in `rampart.dev/rotation-id`
-//! was rotated and is never regenerated again; a pod template carrying it was restarted and is
-//! never stamped again. So a crash at any point resumes where the cluster says, with no value
-//! regenerated twice and no workload skipped or restarted twice.
+//! The cluster is the record. Each profile keeps its own entry `<profile-uid>/<id>` in a
+//! Secret's `rampart.dev/rotation-id` ([`stamp`]): a Secret whose entry carries the current id
+//! was rotated and is never regenerated again; a pod template whose entry carries it was
+//! restarted and is never stamped again. So a crash at any point resumes where the cluster
+//! says, with no value regenerated twice and no workload skipped or restarted twice.
 //!
-//! Adoption: a Secret that has never carried a rotation id predates Rampart (or was just
-//! labelled in). Its values are what the running systems use, a database password among them,
-//! so it is adopted: stamped with the current id and `rampart.dev/rotation-adopted`, values
-//! untouched, consumers not restarted. Only a Secret carrying an older id is rotated.
+//! Ownership: a rotation belongs to its profile. A Secret rotates only when this profile's own
+//! entry holds an older id and the Secret was in scope when the rotation began. Everything
+//! else this profile meets is adopted (its entry written at the current id, values untouched,
+//! consumers not restarted): a Secret that never carried an entry of this profile (a running
+//! estate meeting Rampart, a Secret labelled in, one stamped by another profile or in the old
+//! format), and one found at an older id after the rotation's Secret stage (a namespace that
+//! entered or re-entered scope). Ids this profile applied before
+//! (`status.rotation.usedRotationIds`) never rotate again: a revert is reported and rotates
+//! nothing.
+//!
+//! One rotation at a time: a new id set while a rotation is under way waits
+//! (`queuedRotationId`) until that one completes, so `<key>.previous` always holds the values
+//! the consumers not yet restarted were started with.
+
+pub mod stamp;
 
 use std::collections::BTreeSet;
 
@@ -25,14 +38,23 @@ use crate::events::Event;
 /// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
 pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
 
+/// Margin for the clocks of the operator and the API server: a workload created less than this
+/// after the Secrets held their new values may have been created before, and is restarted.
+pub const CREATED_AFTER_MARGIN_SECONDS: i64 = 5;
+
 /// What rotation needs to know of a selected Secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SecretInfo {
     pub namespace: String,
     pub name: String,
+    /// The id in this profile's own entry of the stamp.
     pub rotation_id: Option<String>,
     /// At its id by adoption (values untouched), not by rotation.
     pub adopted: bool,
+    /// An id in the old stamp format, which names no profile.
+    pub legacy_id: Option<String>,
+    /// Entries of other profiles in the stamp.
+    pub other_profiles: usize,
 }
 
 /// The workload kinds restarted after a rotation.
@@ -78,11 +100,20 @@ pub struct ConsumerInfo {
     pub stamped_at: Option<DateTime<Utc>>,
     /// The controller has rolled out the current template to every replica.
     pub rollout_complete: bool,
+    /// Its `creationTimestamp`: a workload created after the Secrets held their new values
+    /// started with them and is not restarted.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// The decisions for one reconcile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RotationPlan {
+    /// The id this plan rotates to: the spec's, unless it is queued or a revert.
+    pub rotation_id: String,
+    /// The spec's id, waiting for the rotation to `rotation_id` to complete.
+    pub queued: Option<String>,
+    /// The spec's id, already applied by this profile before: nothing rotates for it.
+    pub reverted: Option<String>,
     pub phase: RotationPhase,
     /// Secrets to regenerate now.
     pub rotate: Vec<SecretInfo>,
@@ -104,6 +135,8 @@ pub struct RotationPlan {
     pub consumers_restarted: usize,
     /// When an in-progress rollout times out, so the reconcile can be scheduled for it.
     pub next_deadline: Option<DateTime<Utc>>,
+    /// Workloads created after this are not restarted (they started with the new values).
+    pub restart_cutoff: Option<DateTime<Utc>>,
 }
 
 /// The names of the Secrets a pod spec uses: env, envFrom, volumes and projected volumes, in
@@ -170,38 +203,104 @@ pub struct RotationObserved {
     pub previous: Option<RotationStatus>,
 }
 
-/// The rotation control: rotate, adopt and restart as [`plan_rotation`] decides, a warning
-/// when a rollout first overruns its timeout, and a look again at the next rollout deadline.
+/// Which id a pass rotates to, given the spec's and what the status says this profile did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationChoice {
+    pub current: String,
+    /// The spec's id, when it waits for the rotation to `current` to complete.
+    pub queued: Option<String>,
+    /// The spec's id, when this profile applied it before.
+    pub reverted: Option<String>,
+}
+
+/// The ids this profile applied, by its status: the list, or the observed id of a status
+/// written before the list existed, unless that was only reported (Audit).
+fn used_ids(previous: &RotationStatus) -> BTreeSet<&str> {
+    let mut used: BTreeSet<&str> = previous
+        .used_rotation_ids
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if used.is_empty() && previous.phase != RotationPhase::Pending {
+        used.extend(previous.observed_rotation_id.as_deref());
+    }
+    used
+}
+
+/// One rotation at a time, and never one to an id already applied: the spec's id unless the
+/// status shows it applied before (a revert: the last id stays) or another rotation under way
+/// (the spec's waits).
+pub fn choose_rotation_id(spec_id: &str, previous: Option<&RotationStatus>) -> RotationChoice {
+    let fresh = RotationChoice {
+        current: spec_id.to_string(),
+        queued: None,
+        reverted: None,
+    };
+    let Some((p, last)) = previous.and_then(|p| p.observed_rotation_id.as_deref().map(|l| (p, l)))
+    else {
+        return fresh;
+    };
+    if last == spec_id {
+        return fresh;
+    }
+    if used_ids(p).contains(spec_id) {
+        return RotationChoice {
+            current: last.to_string(),
+            queued: None,
+            reverted: Some(spec_id.to_string()),
+        };
+    }
+    let under_way = matches!(
+        p.phase,
+        RotationPhase::Rotating | RotationPhase::Restarting | RotationPhase::Stalled
+    );
+    if under_way {
+        return RotationChoice {
+            current: last.to_string(),
+            queued: Some(spec_id.to_string()),
+            reverted: None,
+        };
+    }
+    fresh
+}
+
+/// What the profile's own status says of the rotation being planned.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Past {
+    /// Ids this profile applied: an old-format stamp carrying one of them is this profile's.
+    pub known_ids: BTreeSet<String>,
+    /// When a pass first saw every Secret at this id. A Secret found at an older id after it
+    /// was not in scope when the rotation began, and is adopted; a workload created after it
+    /// started with the new values and is not restarted.
+    pub secrets_rotated_at: Option<DateTime<Utc>>,
+}
+
+/// The rotation control: rotate, adopt and restart as [`plan_rotation`] decides for the id
+/// [`choose_rotation_id`] picks (and for a queued id in the same pass, once the rotation
+/// before it completes), a warning when a rollout first overruns its timeout, and a look again
+/// at the next rollout deadline.
 pub fn plan(
     spec: &SecretRotationControl,
     observed: &RotationObserved,
     now: DateTime<Utc>,
 ) -> Outcome<RotationPlan> {
-    let id = &spec.rotation_id;
-    // A rotation the status already records as complete stays complete: a consumer that
-    // scales, or whose pods fail, long after its restart is not rolling out this rotation,
-    // and must not turn it back to Restarting (nor to Stalled once the timeout passes).
-    let settled = observed.previous.as_ref().is_some_and(|p| {
-        p.phase == RotationPhase::Complete && p.observed_rotation_id.as_deref() == Some(id)
-    });
-    let plan = if settled {
-        let consumers: Vec<ConsumerInfo> = observed
-            .consumers
-            .iter()
-            .map(|c| ConsumerInfo {
-                rollout_complete: c.rollout_complete || c.stamped_id.as_deref() == Some(id),
-                ..c.clone()
-            })
-            .collect();
-        plan_rotation(spec, &observed.secrets, &consumers, now)
-    } else {
-        plan_rotation(spec, &observed.secrets, &observed.consumers, now)
-    };
+    let choice = choose_rotation_id(&spec.rotation_id, observed.previous.as_ref());
+    let mut plan = plan_for(spec, &choice.current, observed, now);
+    if let Some(next) = choice.queued {
+        if plan.phase == RotationPhase::Complete {
+            plan = plan_for(spec, &next, observed, now);
+        } else {
+            plan.queued = Some(next);
+        }
+    }
+    plan.reverted = choice.reverted;
+    let id = &plan.rotation_id;
     let mut writes: Vec<Write> = Vec::new();
     writes.extend(plan.rotate.iter().map(|s| {
         Write::RotateSecret(SecretRotation {
             secret: s.secret_ref(),
             rotation_id: id.clone(),
+            expected: s.rotation_id.clone(),
             regenerate: spec.regenerate.clone(),
             keep_previous: spec.keep_previous,
         })
@@ -209,17 +308,20 @@ pub fn plan(
     writes.extend(plan.adopt.iter().map(|s| Write::AdoptSecret {
         secret: s.secret_ref(),
         rotation_id: id.clone(),
+        expected: s.rotation_id.clone(),
     }));
+    let created_before = plan.restart_cutoff;
     writes.extend(plan.restart.iter().map(|c| Write::StampWorkload {
         consumer: c.clone(),
         rotation_id: id.clone(),
         at: now,
+        created_before,
     }));
     let was_stalled = observed
         .previous
         .as_ref()
         .is_some_and(|p| p.phase == RotationPhase::Stalled);
-    let events = match (&plan.stalled, was_stalled) {
+    let mut events = match (&plan.stalled, was_stalled) {
         (Some(c), false) => vec![Event::warning(
             "RotationStalled",
             "Restart",
@@ -230,12 +332,77 @@ pub fn plan(
         )],
         _ => vec![],
     };
+    events.extend(news_of_the_spec_id(&plan, observed.previous.as_ref()));
     Outcome {
         writes,
         drift: vec![],
         events,
         next_due: plan.next_deadline,
         findings: plan,
+    }
+}
+
+/// An event the first time a pass leaves the spec's id aside: queued behind the rotation under
+/// way, or a revert to an id applied before.
+fn news_of_the_spec_id(plan: &RotationPlan, previous: Option<&RotationStatus>) -> Vec<Event> {
+    let id = &plan.rotation_id;
+    let mut events = Vec::new();
+    if let Some(q) = &plan.queued {
+        if previous.and_then(|p| p.queued_rotation_id.as_ref()) != Some(q) {
+            events.push(Event::normal(
+                "RotationQueued",
+                "Rotate",
+                format!("rotationId {q} waits until the rotation to {id} completes"),
+            ));
+        }
+    }
+    if let Some(r) = &plan.reverted {
+        if previous.and_then(|p| p.reverted_rotation_id.as_ref()) != Some(r) {
+            events.push(Event::normal(
+                "RotationRevertIgnored",
+                "Rotate",
+                format!("rotationId {r} was applied before by this profile; nothing rotates"),
+            ));
+        }
+    }
+    events
+}
+
+/// The plan for the rotation to `id`, with what the status recorded of it.
+fn plan_for(
+    spec: &SecretRotationControl,
+    id: &str,
+    observed: &RotationObserved,
+    now: DateTime<Utc>,
+) -> RotationPlan {
+    let spec = SecretRotationControl {
+        rotation_id: id.to_string(),
+        ..spec.clone()
+    };
+    let previous = observed.previous.as_ref();
+    let same = previous.filter(|p| p.observed_rotation_id.as_deref() == Some(id));
+    let past = Past {
+        known_ids: previous
+            .map(|p| used_ids(p).into_iter().map(String::from).collect())
+            .unwrap_or_default(),
+        secrets_rotated_at: same.and_then(|p| p.secrets_rotated_at),
+    };
+    // A rotation the status already records as complete stays complete: a consumer that
+    // scales, or whose pods fail, long after its restart is not rolling out this rotation,
+    // and must not turn it back to Restarting (nor to Stalled once the timeout passes).
+    let settled = same.is_some_and(|p| p.phase == RotationPhase::Complete);
+    if settled {
+        let consumers: Vec<ConsumerInfo> = observed
+            .consumers
+            .iter()
+            .map(|c| ConsumerInfo {
+                rollout_complete: c.rollout_complete || c.stamped_id.as_deref() == Some(id),
+                ..c.clone()
+            })
+            .collect();
+        plan_rotation(&spec, &observed.secrets, &consumers, &past, now)
+    } else {
+        plan_rotation(&spec, &observed.secrets, &observed.consumers, &past, now)
     }
 }
 
@@ -246,6 +413,45 @@ impl SecretInfo {
             name: self.name.clone(),
         }
     }
+
+    /// The id this profile's stamp holds: its own entry, or an old-format id it applied.
+    fn own_id<'a>(&'a self, past: &Past) -> Option<&'a str> {
+        self.rotation_id.as_deref().or(self
+            .legacy_id
+            .as_deref()
+            .filter(|id| past.known_ids.contains(*id)))
+    }
+}
+
+/// What becomes of one selected Secret in the rotation to `id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SecretStage {
+    /// New to this profile, or found at an older id after the Secret stage: stamp, no change.
+    Adopt,
+    /// This profile's, at an older id, in scope since before the rotation began.
+    Rotate,
+    /// At the id by adoption: values unchanged, consumers left alone.
+    AdoptedAtId,
+    /// At the id by rotation: its consumers restart.
+    RotatedAtId,
+}
+
+fn secret_stage(s: &SecretInfo, id: &str, past: &Past) -> SecretStage {
+    match s.own_id(past) {
+        None => SecretStage::Adopt,
+        Some(own) if own == id => {
+            if s.adopted {
+                SecretStage::AdoptedAtId
+            } else {
+                SecretStage::RotatedAtId
+            }
+        }
+        // Every Secret in scope was at this id when a pass last looked: this one entered
+        // scope since (a namespace relabelled in, a Secret labelled in). Its consumers were
+        // never told of a new value and run on the one it holds; adopt it.
+        Some(_) if past.secrets_rotated_at.is_some() => SecretStage::Adopt,
+        Some(_) => SecretStage::Rotate,
+    }
 }
 
 /// Decides the rotation to `spec.rotationId` over the selected Secrets and every consumer in
@@ -254,34 +460,38 @@ pub fn plan_rotation(
     spec: &SecretRotationControl,
     secrets: &[SecretInfo],
     consumers: &[ConsumerInfo],
+    past: &Past,
     now: DateTime<Utc>,
 ) -> RotationPlan {
     let id = spec.rotation_id.as_str();
-    let adopt: Vec<SecretInfo> = secrets
+    let staged: Vec<(&SecretInfo, SecretStage)> = secrets
         .iter()
-        .filter(|s| s.rotation_id.is_none())
-        .cloned()
+        .map(|s| (s, secret_stage(s, id, past)))
         .collect();
-    let rotate: Vec<SecretInfo> = secrets
-        .iter()
-        .filter(|s| s.rotation_id.as_deref().is_some_and(|r| r != id))
-        .cloned()
-        .collect();
-    let adopted_at_id = secrets
-        .iter()
-        .filter(|s| s.adopted && s.rotation_id.as_deref() == Some(id))
-        .count();
+    let of_stage = |want: SecretStage| -> Vec<SecretInfo> {
+        staged
+            .iter()
+            .filter(|(_, st)| *st == want)
+            .map(|(s, _)| (*s).clone())
+            .collect()
+    };
+    let adopt = of_stage(SecretStage::Adopt);
+    let rotate = of_stage(SecretStage::Rotate);
+    let adopted_at_id = of_stage(SecretStage::AdoptedAtId).len();
     // Consumers restart only for Secrets whose values change (or changed) for this id;
     // an adopted Secret kept its values, so its consumers have nothing new to read.
-    let changing: BTreeSet<(&str, &str)> = secrets
+    let changing: BTreeSet<(&str, &str)> = staged
         .iter()
-        .filter(|s| match s.rotation_id.as_deref() {
-            None => false,
-            Some(r) if r == id => !s.adopted,
-            Some(_) => true,
-        })
-        .map(|s| (s.namespace.as_str(), s.name.as_str()))
+        .filter(|(_, st)| matches!(st, SecretStage::Rotate | SecretStage::RotatedAtId))
+        .map(|(s, _)| (s.namespace.as_str(), s.name.as_str()))
         .collect();
+    // A workload created after every Secret held its new value started with it.
+    let restart_cutoff = past
+        .secrets_rotated_at
+        .map(|t| t + Duration::seconds(CREATED_AFTER_MARGIN_SECONDS));
+    let created_since = |c: &ConsumerInfo| {
+        restart_cutoff.is_some_and(|cut| c.created_at.is_some_and(|made| made > cut))
+    };
 
     let mut users: Vec<&ConsumerInfo> = consumers
         .iter()
@@ -290,6 +500,7 @@ pub fn plan_rotation(
                 .iter()
                 .any(|s| changing.contains(&(c.id.namespace.as_str(), s.as_str())))
         })
+        .filter(|c| !created_since(c))
         .collect();
     users.sort_by(|a, b| a.id.cmp(&b.id));
     let stamped = |c: &&ConsumerInfo| c.stamped_id.as_deref() == Some(id);
@@ -304,6 +515,9 @@ pub fn plan_rotation(
         .collect();
 
     let mut plan = RotationPlan {
+        rotation_id: id.to_string(),
+        queued: None,
+        reverted: None,
         phase: RotationPhase::Complete,
         rotate: vec![],
         adopt: vec![],
@@ -316,6 +530,7 @@ pub fn plan_rotation(
         consumers_total: users.len(),
         consumers_restarted: restarted,
         next_deadline: None,
+        restart_cutoff,
     };
 
     // Adoption is a stamp, not a change: it goes out whatever phase the rotation is in.
@@ -385,7 +600,7 @@ mod tests {
             namespace: "app".into(),
             name: name.into(),
             rotation_id: id.map(String::from),
-            adopted: false,
+            ..Default::default()
         }
     }
 
@@ -407,6 +622,7 @@ mod tests {
             stamped_id: stamped.map(String::from),
             stamped_at: stamped.map(|_| now() - Duration::seconds(10)),
             rollout_complete: complete,
+            created_at: Some(now() - Duration::days(30)),
         }
     }
 
@@ -420,6 +636,7 @@ mod tests {
             &spec(2),
             &[secret("db", Some("r1")), secret("api", Some("r2"))],
             &[consumer("web", "db", None, true)],
+            &Past::default(),
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Rotating);
@@ -440,6 +657,7 @@ mod tests {
             &spec(2),
             &[secret("db", None)],
             &[consumer("web", "db", None, true)],
+            &Past::default(),
             now(),
         );
         assert_eq!(
@@ -458,7 +676,13 @@ mod tests {
     #[test]
     fn adopted_secret_stays_put_until_the_id_changes_then_rotates() {
         let consumers = [consumer("web", "db", None, true)];
-        let settled = plan_rotation(&spec(2), &[adopted("db", "r2")], &consumers, now());
+        let settled = plan_rotation(
+            &spec(2),
+            &[adopted("db", "r2")],
+            &consumers,
+            &Past::default(),
+            now(),
+        );
         assert!(settled.adopt.is_empty() && settled.rotate.is_empty());
         assert!(settled.restart.is_empty());
         assert_eq!(settled.phase, RotationPhase::Complete);
@@ -466,7 +690,13 @@ mod tests {
 
         let mut bumped = spec(2);
         bumped.rotation_id = "r3".into();
-        let p = plan_rotation(&bumped, &[adopted("db", "r2")], &consumers, now());
+        let p = plan_rotation(
+            &bumped,
+            &[adopted("db", "r2")],
+            &consumers,
+            &Past::default(),
+            now(),
+        );
         assert_eq!(p.rotate.len(), 1, "an older id rotates, adopted or not");
         assert_eq!(p.phase, RotationPhase::Rotating);
         assert_eq!(p.consumers_total, 1, "and then its consumers restart");
@@ -481,6 +711,7 @@ mod tests {
                 consumer("uses-legacy", "legacy", None, true),
                 consumer("uses-api", "api", None, true),
             ],
+            &Past::default(),
             now(),
         );
         assert_eq!(names(&p.restart), vec!["uses-api"]);
@@ -493,18 +724,18 @@ mod tests {
             &spec(2),
             &[secret("db", None)],
             &[consumer("web", "db", None, true)],
+            &Past::default(),
             now(),
         );
         assert_eq!(p.adopt.len(), 1, "reported as what would be adopted");
-        let audit = crate::status::rotation_status(&p, "r2", crate::api::Mode::Audit, None, now());
+        let audit = crate::status::rotation_status(&p, crate::api::Mode::Audit, None, now());
         assert_eq!(audit.secrets_adopted, 0, "nothing was stamped");
         assert_eq!(
             audit.phase,
             RotationPhase::Complete,
             "adoption changes no value"
         );
-        let enforce =
-            crate::status::rotation_status(&p, "r2", crate::api::Mode::Enforce, None, now());
+        let enforce = crate::status::rotation_status(&p, crate::api::Mode::Enforce, None, now());
         assert_eq!(enforce.secrets_adopted, 1);
         assert!(p.restart.is_empty());
     }
@@ -518,10 +749,11 @@ mod tests {
                 consumer("a", "db", None, true),
                 consumer("b", "db", None, true),
             ],
+            &Past::default(),
             now(),
         );
         assert_eq!(p.rotate.len(), 1);
-        let audit = crate::status::rotation_status(&p, "r2", crate::api::Mode::Audit, None, now());
+        let audit = crate::status::rotation_status(&p, crate::api::Mode::Audit, None, now());
         assert_eq!(audit.phase, RotationPhase::Pending);
         assert!(audit.in_progress.is_empty());
     }
@@ -532,7 +764,13 @@ mod tests {
             .iter()
             .map(|n| consumer(n, "db", None, true))
             .collect();
-        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &consumers, now());
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &consumers,
+            &Past::default(),
+            now(),
+        );
         assert_eq!(p.phase, RotationPhase::Restarting);
         assert_eq!(names(&p.restart), vec!["a", "b"]);
     }
@@ -544,7 +782,13 @@ mod tests {
             consumer("b", "db", Some("r2"), false),
             consumer("c", "db", None, true),
         ];
-        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &consumers, now());
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &consumers,
+            &Past::default(),
+            now(),
+        );
         assert!(p.restart.is_empty());
         assert_eq!(names(&p.in_progress), vec!["b"]);
         assert_eq!(p.next_deadline, Some(now() + Duration::seconds(50)));
@@ -554,7 +798,13 @@ mod tests {
             consumer("b", "db", Some("r2"), true),
             consumer("c", "db", None, true),
         ];
-        let p = plan_rotation(&spec(2), &[secret("db", Some("r2"))], &done, now());
+        let p = plan_rotation(
+            &spec(2),
+            &[secret("db", Some("r2"))],
+            &done,
+            &Past::default(),
+            now(),
+        );
         assert_eq!(
             names(&p.restart),
             vec!["c"],
@@ -570,6 +820,7 @@ mod tests {
             &spec(2),
             &[secret("db", Some("r2"))],
             &[slow, consumer("next", "db", None, true)],
+            &Past::default(),
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Stalled);
@@ -589,6 +840,7 @@ mod tests {
                 consumer("a", "db", Some("r2"), true),
                 consumer("other", "unrelated", None, true),
             ],
+            &Past::default(),
             now(),
         );
         assert_eq!(p.phase, RotationPhase::Complete);
@@ -736,6 +988,280 @@ mod tests {
         assert_eq!(
             plan(&spec(1), &o, now()).findings.phase,
             RotationPhase::Stalled
+        );
+    }
+
+    fn status_at(id: &str, phase: RotationPhase, used: &[&str]) -> RotationStatus {
+        RotationStatus {
+            observed_rotation_id: Some(id.into()),
+            phase,
+            used_rotation_ids: used.iter().map(|u| u.to_string()).collect(),
+            secrets_rotated_at: (phase != RotationPhase::Rotating)
+                .then(|| now() - Duration::minutes(10)),
+            ..crate::status::empty_rotation_status()
+        }
+    }
+
+    fn with_previous(
+        secrets: Vec<SecretInfo>,
+        consumers: Vec<ConsumerInfo>,
+        previous: RotationStatus,
+    ) -> RotationObserved {
+        RotationObserved {
+            secrets,
+            consumers,
+            previous: Some(previous),
+        }
+    }
+
+    fn spec_at(id: &str, max: i32) -> SecretRotationControl {
+        crate::api::fixtures::rotation(id, max)
+    }
+
+    #[test]
+    fn a_revert_to_an_id_applied_before_rotates_nothing_and_is_reported() {
+        let out = plan(
+            &spec_at("r1", 2),
+            &with_previous(
+                vec![secret("db", Some("r2"))],
+                vec![consumer("web", "db", Some("r2"), true)],
+                status_at("r2", RotationPhase::Complete, &["r1", "r2"]),
+            ),
+            now(),
+        );
+        assert!(out.writes.is_empty(), "{:?}", out.writes);
+        assert_eq!(out.findings.rotation_id, "r2", "the Secrets stay at r2");
+        assert_eq!(out.findings.reverted.as_deref(), Some("r1"));
+        assert_eq!(out.findings.phase, RotationPhase::Complete);
+        assert_eq!(
+            out.events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            vec!["RotationRevertIgnored"]
+        );
+        let mut told = status_at("r2", RotationPhase::Complete, &["r1", "r2"]);
+        told.reverted_rotation_id = Some("r1".into());
+        let again = plan(
+            &spec_at("r1", 2),
+            &with_previous(vec![secret("db", Some("r2"))], vec![], told),
+            now(),
+        );
+        assert!(again.events.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_status_from_before_the_used_list_still_stops_a_revert_to_its_id() {
+        // r2 was applied (and recorded only as observedRotationId); going back to r2 after a
+        // bump to r3 is a revert too.
+        let mut previous = status_at("r3", RotationPhase::Complete, &[]);
+        previous.used_rotation_ids = vec!["r2".into()];
+        let choice = choose_rotation_id("r2", Some(&previous));
+        assert_eq!(choice.reverted.as_deref(), Some("r2"));
+        assert_eq!(choice.current, "r3");
+        let upgraded = status_at("r3", RotationPhase::Complete, &[]);
+        assert_eq!(choose_rotation_id("r3", Some(&upgraded)).reverted, None);
+        assert_eq!(
+            choose_rotation_id("r4", Some(&upgraded)).current,
+            "r4",
+            "a new id after a completed rotation starts at once"
+        );
+    }
+
+    #[test]
+    fn audit_records_no_id_so_a_later_enforce_may_use_it() {
+        let audit = status_at("r1", RotationPhase::Pending, &[]);
+        let choice = choose_rotation_id("r2", Some(&audit));
+        assert_eq!((choice.current.as_str(), choice.queued), ("r2", None));
+        let back = choose_rotation_id("r0", Some(&audit));
+        assert_eq!((back.current.as_str(), back.reverted), ("r0", None));
+    }
+
+    #[test]
+    fn a_secret_stamped_only_by_another_profile_is_adopted_not_rotated() {
+        let foreign = SecretInfo {
+            other_profiles: 1,
+            ..secret("db", None)
+        };
+        let out = plan(
+            &spec(2),
+            &observed(vec![foreign], vec![consumer("web", "db", None, true)]),
+            now(),
+        );
+        use super::super::WriteVerb::*;
+        assert_eq!(verbs(&out), vec![(Adopt, "db".into())]);
+        // Once both entries are there, neither profile has anything to write.
+        let both = SecretInfo {
+            other_profiles: 1,
+            ..adopted("db", "r2")
+        };
+        let settled = plan(
+            &spec(2),
+            &observed(vec![both], vec![consumer("web", "db", None, true)]),
+            now(),
+        );
+        assert!(settled.writes.is_empty());
+        assert_eq!(settled.findings.phase, RotationPhase::Complete);
+    }
+
+    #[test]
+    fn an_old_format_stamp_is_this_profiles_only_when_it_applied_that_id() {
+        let legacy = |id: &str| SecretInfo {
+            legacy_id: Some(id.into()),
+            ..secret("db", None)
+        };
+        let unknown = plan_rotation(&spec(2), &[legacy("r0")], &[], &Past::default(), now());
+        assert_eq!(
+            unknown.adopt.len(),
+            1,
+            "an upgrade adopts, it does not rotate"
+        );
+        assert!(unknown.rotate.is_empty());
+        let known = Past {
+            known_ids: BTreeSet::from(["r1".to_string()]),
+            secrets_rotated_at: None,
+        };
+        let mine = plan_rotation(&spec(2), &[legacy("r1")], &[], &known, now());
+        assert_eq!(mine.rotate.len(), 1, "its own earlier id rotates");
+        let current = plan_rotation(&spec_at("r1", 2), &[legacy("r1")], &[], &known, now());
+        assert!(current.rotate.is_empty() && current.adopt.is_empty());
+        assert_eq!(
+            current.secrets_rotated, 1,
+            "at the current id: nothing to write"
+        );
+    }
+
+    #[test]
+    fn a_secret_met_at_an_older_id_after_the_secret_stage_is_adopted() {
+        // The namespace left scope at r1 and came back once the rotation to r2 had every
+        // Secret in scope rotated: its consumers still run on the value it holds.
+        let out = plan(
+            &spec(2),
+            &with_previous(
+                vec![secret("db", Some("r2")), secret("returned", Some("r1"))],
+                vec![
+                    consumer("a", "db", Some("r2"), true),
+                    consumer("b", "returned", Some("r1"), true),
+                ],
+                status_at("r2", RotationPhase::Complete, &["r1", "r2"]),
+            ),
+            now(),
+        );
+        use super::super::WriteVerb::*;
+        assert_eq!(verbs(&out), vec![(Adopt, "returned".into())]);
+        assert_eq!(out.findings.consumers_total, 1, "b is not restarted");
+        // While the Secret stage is under way, an older id in scope is part of the rotation.
+        let rotating = plan(
+            &spec(2),
+            &with_previous(
+                vec![secret("db", Some("r1"))],
+                vec![],
+                status_at("r2", RotationPhase::Rotating, &["r1", "r2"]),
+            ),
+            now(),
+        );
+        assert_eq!(verbs(&rotating), vec![(Rotate, "db".into())]);
+    }
+
+    #[test]
+    fn a_bump_during_restarting_waits_for_the_rotation_to_complete() {
+        use super::super::WriteVerb::*;
+        let previous = status_at("r1", RotationPhase::Restarting, &["r0", "r1"]);
+        let restarting = vec![
+            consumer("a", "db", Some("r1"), true),
+            consumer("b", "db", None, true),
+        ];
+        let out = plan(
+            &spec_at("r2", 1),
+            &with_previous(vec![secret("db", Some("r1"))], restarting, previous.clone()),
+            now(),
+        );
+        assert_eq!(
+            verbs(&out),
+            vec![(Restart, "b".into())],
+            "no Secret is regenerated while b still runs on the value before r1"
+        );
+        assert_eq!(out.findings.rotation_id, "r1");
+        assert_eq!(out.findings.queued.as_deref(), Some("r2"));
+        assert_eq!(
+            out.events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            vec!["RotationQueued"]
+        );
+        assert!(out.writes.iter().all(|w| match w {
+            Write::StampWorkload { rotation_id, .. } => rotation_id == "r1",
+            _ => false,
+        }));
+        // b rolled out: r1 is complete, and r2 starts in the same pass.
+        let done = plan(
+            &spec_at("r2", 1),
+            &with_previous(
+                vec![secret("db", Some("r1"))],
+                vec![
+                    consumer("a", "db", Some("r1"), true),
+                    consumer("b", "db", Some("r1"), true),
+                ],
+                previous,
+            ),
+            now(),
+        );
+        assert_eq!(verbs(&done), vec![(Rotate, "db".into())]);
+        assert_eq!(done.findings.rotation_id, "r2");
+        assert_eq!(done.findings.queued, None);
+        match &done.writes[0] {
+            Write::RotateSecret(r) => {
+                assert_eq!(r.rotation_id, "r2");
+                assert_eq!(r.expected.as_deref(), Some("r1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stalled_rotation_holds_the_queue() {
+        let mut stuck = consumer("a", "db", Some("r1"), false);
+        stuck.stamped_at = Some(now() - Duration::seconds(600));
+        let out = plan(
+            &spec_at("r2", 1),
+            &with_previous(
+                vec![secret("db", Some("r1"))],
+                vec![stuck],
+                status_at("r1", RotationPhase::Stalled, &["r1"]),
+            ),
+            now(),
+        );
+        assert!(out.writes.is_empty());
+        assert_eq!(out.findings.phase, RotationPhase::Stalled);
+        assert_eq!(out.findings.queued.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn a_workload_created_after_the_secrets_held_their_values_is_not_restarted() {
+        let rotated_at = now() - Duration::minutes(10);
+        let past = Past {
+            known_ids: BTreeSet::new(),
+            secrets_rotated_at: Some(rotated_at),
+        };
+        let mut late = consumer("late", "db", None, true);
+        late.created_at = Some(rotated_at + Duration::minutes(1));
+        let mut racing = consumer("racing", "db", None, true);
+        // Within the clock margin: it may have started before; restarted to be sure.
+        racing.created_at = Some(rotated_at + Duration::seconds(2));
+        let p = plan_rotation(
+            &spec(5),
+            &[secret("db", Some("r2"))],
+            &[consumer("early", "db", None, true), late, racing],
+            &past,
+            now(),
+        );
+        assert_eq!(names(&p.restart), vec!["early", "racing"]);
+        assert_eq!(p.consumers_total, 2);
+        assert_eq!(
+            p.restart_cutoff,
+            Some(rotated_at + Duration::seconds(CREATED_AFTER_MARGIN_SECONDS)),
+            "the writer checks the same cutoff on a fresh read"
         );
     }
 
