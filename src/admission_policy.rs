@@ -1,7 +1,7 @@
 //! The ValidatingAdmissionPolicy that holds Rampart's own ServiceAccount to what Rampart does,
 //! built from the same names the controls write with (labels, annotations, the scratch
 //! namespace prefix). Pure: calls nothing. `rampart admission-policy` prints it; `make crds`
-//! writes it to `config/admission/` and to the chart, and `tests/crds_fresh.rs` fails when
+//! writes it to `config/admission/` and to the chart, and `tests/admission_policy_fresh.rs` fails when
 //! either copy is stale.
 //!
 //! RBAC says which verbs the account has on which kinds; it cannot say *which* objects. A

@@ -110,11 +110,6 @@ impl ServiceAccountIdentity {
         Ok(this)
     }
 
-    /// The name of the policy (and binding) installed for the account, if one was.
-    pub fn policy_name(&self) -> Option<&str> {
-        self.policy.as_deref()
-    }
-
     /// A client that acts as the account.
     pub async fn client(&self) -> Result<Client> {
         client_from(&self.kubeconfig).await

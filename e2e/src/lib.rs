@@ -403,8 +403,8 @@ impl OperatorProcess {
     }
 
     /// Like [`OperatorProcess::start`], with extra `rampart run` flags. As the admin, or,
-    /// when `RAMPART_E2E_OPERATOR_KUBECONFIG` names one (`RAMPART_E2E_IDENTITY=serviceaccount`
-    /// in run-tests.sh), as the account that kubeconfig acts as.
+    /// when `RAMPART_E2E_OPERATOR_KUBECONFIG` names one (run-tests.sh sets it to
+    /// the shipped ServiceAccount's), as the account that kubeconfig acts as.
     pub async fn start_with(tag: &str, extra: &[&str]) -> Result<Self> {
         let kubeconfig = std::env::var_os("RAMPART_E2E_OPERATOR_KUBECONFIG")
             .map(PathBuf::from)
