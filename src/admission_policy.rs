@@ -85,9 +85,15 @@ pub struct Validation {
 /// ([`crate::api::restricted::pod_spec_cel_rules`], which also makes the CRD's rules on a check
 /// Job's template and the controller's check); the policy applies them to check Jobs'
 /// templates and to the reader pod.
+///
+/// The table lets an unset field pass because Rampart fills it when it builds the pod; what it
+/// fills is required here as well ([`crate::api::restricted::filled_pod_spec_cel_rules`]), so a
+/// Job that leaves, say, `allowPrivilegeEscalation` unset was not built by Rampart and is
+/// refused even though the table alone would let it through.
 fn pod_spec_rules(path: &str) -> Vec<Validation> {
     crate::api::restricted::pod_spec_cel_rules(path)
         .into_iter()
+        .chain(crate::api::restricted::filled_pod_spec_cel_rules(path))
         .map(|r| Validation {
             expression: allow_the_restored_claim(&r.rule),
             message: r.message,
@@ -505,6 +511,29 @@ mod tests {
                     all.iter().any(
                         |v| v.expression.starts_with(guard) && v.expression.contains(&expected)
                     ),
+                    "{guard}: {}",
+                    r.message
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn what_rampart_fills_is_required_of_jobs_and_pods_its_account_creates() {
+        let all = validations();
+        for (path, guard) in [
+            (
+                "object.spec.template.spec",
+                "variables.resource != 'batch/jobs'",
+            ),
+            ("object.spec", "variables.resource != '/pods'"),
+        ] {
+            let filled = crate::api::restricted::filled_pod_spec_cel_rules(path);
+            assert_eq!(filled.len(), 5);
+            for r in filled {
+                assert!(
+                    all.iter()
+                        .any(|v| v.expression.starts_with(guard) && v.expression.contains(&r.rule)),
                     "{guard}: {}",
                     r.message
                 );

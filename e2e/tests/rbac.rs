@@ -80,6 +80,7 @@ async fn estate(c: &Client, run: &str) -> Result<TestNamespace> {
 /// every capability dropped, the runtime's seccomp profile.
 fn restricted_template(container: &str) -> Value {
     json!({"spec": {
+        "automountServiceAccountToken": false,
         "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
             "name": container,
@@ -439,6 +440,15 @@ async fn the_policy_refuses_what_rampart_never_does() -> Result<()> {
         )
         .await,
         "a Job's pod template",
+    )?;
+    // A template the restricted rules allow only because Rampart would fill it: labelled, but
+    // not built by Rampart (no token setting, no security context), so refused.
+    let unfilled = json!({"spec": {"containers": [{"name": "c", "image": "example.com/x:1"}]}});
+    assert_refused(
+        "a labelled Job whose template leaves what Rampart fills unset",
+        jobs.create(&dry_post(), &job("unfilled", rampart_labels(), unfilled)?)
+            .await,
+        "as Rampart sets it",
     )?;
     let mut host = restricted_template("c");
     host["spec"]["hostNetwork"] = json!(true);

@@ -510,6 +510,46 @@ fn check_rule(rule: &Rule, object: &Value, at: &str) -> Vec<Violation> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What every pod Rampart builds carries.
+
+/// What [`fill_restricted_defaults`] makes true of every pod spec Rampart builds, as CEL over
+/// the pod spec at `spec_path` (with the optional-field syntax an admission policy has). The
+/// rules above let an unset field pass, because Rampart fills it; a Job or pod that reaches the
+/// API server from Rampart's account without the filled values was not built by Rampart (a
+/// stolen token), so the admission policy requires them too.
+pub fn filled_pod_spec_cel_rules(spec_path: &str) -> Vec<CelRule> {
+    let container = "c.?securityContext.?allowPrivilegeEscalation.orValue(true) == false && \
+                     c.?securityContext.?capabilities.?drop.orValue([]).exists(d, d == 'ALL')";
+    let rule = |rule: String, message: &str| CelRule {
+        rule,
+        message: message.to_string(),
+        field_path: None,
+    };
+    vec![
+        rule(
+            format!("{spec_path}.?automountServiceAccountToken.orValue(true) == false"),
+            "automountServiceAccountToken must be false, as Rampart sets it",
+        ),
+        rule(
+            format!("{spec_path}.?securityContext.?runAsNonRoot.orValue(false) == true"),
+            "securityContext.runAsNonRoot must be true, as Rampart sets it",
+        ),
+        rule(
+            format!("{spec_path}.?securityContext.?seccompProfile.hasValue()"),
+            "securityContext.seccompProfile must be set, as Rampart sets it",
+        ),
+        rule(
+            format!("{spec_path}.containers.all(c, {container})"),
+            "every container must set allowPrivilegeEscalation false and drop ALL capabilities, as Rampart sets them",
+        ),
+        rule(
+            format!("{spec_path}.?initContainers.orValue([]).all(c, {container})"),
+            "every init container must set allowPrivilegeEscalation false and drop ALL capabilities, as Rampart sets them",
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
 // The same rules as CEL.
 
 /// The rules as CEL expressions over the pod spec at `spec_path`: `self` for a CRD rule placed
