@@ -332,6 +332,9 @@ struct Observed {
     pods: BTreeMap<String, bool>,
     max_unavailable: usize,
     evicted: usize,
+    /// Each pod name taken down, with how often: a StatefulSet's replacement keeps the name,
+    /// and one placed back on the node before the scheduler saw the cordon is evicted again.
+    evicted_names: BTreeMap<String, usize>,
 }
 
 /// Watches `app`'s pods from the current state on, recording after every event how many of
@@ -373,12 +376,16 @@ async fn watch_unavailability(
                     let was = o.pods.insert(p.name_any(), available(&p));
                     if was == Some(true) && p.metadata.deletion_timestamp.is_some() {
                         o.evicted += 1;
+                        *o.evicted_names.entry(p.name_any()).or_default() += 1;
                     }
                 }
                 // Gone without being seen terminating: still one eviction.
                 WatchEvent::Deleted(p) => {
                     let was = o.pods.remove(&p.name_any());
-                    o.evicted += usize::from(was == Some(true));
+                    if was == Some(true) {
+                        o.evicted += 1;
+                        *o.evicted_names.entry(p.name_any()).or_default() += 1;
+                    }
                 }
                 _ => {}
             }
@@ -425,7 +432,7 @@ async fn drain_with_rampart_budget_completes_one_pod_at_a_time() -> Result<()> {
             let o = o.lock().map_err(|_| "poisoned".to_string())?;
             let up = o.pods.values().filter(|a| **a).count();
             if up == REPLICAS && o.pods.len() == REPLICAS {
-                Ok(Some((o.max_unavailable, o.evicted)))
+                Ok(Some((o.max_unavailable, o.evicted_names.clone())))
             } else {
                 Err(format!("{o:?}"))
             }
@@ -434,9 +441,13 @@ async fn drain_with_rampart_budget_completes_one_pod_at_a_time() -> Result<()> {
     .await;
     watch.abort();
     let (max_unavailable, evicted) = o?;
+    // Every pod that was on the node was taken down. (Seen on fresh planes: one name taken
+    // down twice, its replacement having landed on the node before the cordon reached the
+    // scheduler; the budget's promise below is what this test is about.)
     assert_eq!(
-        evicted, REPLICAS,
-        "every pod on {a} was evicted once; drain said:\n{out}"
+        evicted.len(),
+        REPLICAS,
+        "every pod on {a} was evicted: {evicted:?}; drain said:\n{out}"
     );
     assert_eq!(
         max_unavailable, 1,
