@@ -20,7 +20,8 @@ use crate::api::{
     HardeningProfile, HardeningProfileStatus, Mode, FIELD_MANAGER, PROFILE_UID_LABEL,
     ROTATION_ADOPTED_ANNOTATION, ROTATION_ID_ANNOTATION,
 };
-use crate::controls::rotation::stamp::{Entry, Stamp};
+use crate::controls::rotation::hooks::HookEnd;
+use crate::controls::rotation::stamp::{Entry, Mark, Stamp};
 use crate::controls::rotation::{
     ConsumerKind, ConsumerRef, RESTARTED_AT_ANNOTATION, RESTARTED_UNREADY_ANNOTATION,
 };
@@ -170,6 +171,17 @@ impl Writer {
                 self.stamp_workload(&consumer, &rotation_id, at, created_before, gates)
                     .await
             }
+            Write::StartHook {
+                job,
+                secret,
+                rotation_id,
+            } => self.start_hook(&job, &secret, &rotation_id).await,
+            Write::EndHook {
+                secret,
+                rotation_id,
+                end,
+                regenerate,
+            } => self.end_hook(&secret, &rotation_id, end, &regenerate).await,
         };
         if effect.as_ref().is_ok_and(|e| *e == Effect::Done) {
             self.metrics.count_done(&self.owner.name, verb, &target);
@@ -366,7 +378,9 @@ impl Writer {
             .get_or_insert_with(Default::default);
         annotations.insert(
             ROTATION_ID_ANNOTATION.to_string(),
-            stamp.with(Entry::rotated(&self.owner.uid, id)).render(),
+            stamp
+                .with(Entry::marked(&self.owner.uid, id, r.mark))
+                .render(),
         );
         // The old-format adoption mark: the values are Rampart's from now on.
         annotations.remove(ROTATION_ADOPTED_ANNOTATION);
@@ -421,6 +435,139 @@ impl Writer {
                 ROTATION_ID_ANNOTATION: stamp.with(Entry::adopted(&self.owner.uid, id)).render(),
                 // The entry says it now; the old-format mark would only mislead.
                 ROTATION_ADOPTED_ANNOTATION: null,
+            },
+        }});
+        self.metrics.write(&self.owner.name, "Secret", "patch");
+        match api
+            .patch_metadata(&secret.name, &field_manager(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(Effect::Done),
+            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
+            Err(e) => Err(secret_error("patch", secret, e)),
+        }
+    }
+
+    /// Starts a Secret's hook: creates its Job (a Job of ours already under that name, made by
+    /// a pass that crashed before the next step, counts as made), then moves the Secret's mark
+    /// from `hook-due` to `hook-started`, guarded by the resourceVersion it read. From then on a
+    /// missing Job is never made again. A name held by someone else's Job is left to the next
+    /// pass, which reads it and fails the hook.
+    async fn start_hook(
+        &self,
+        job: &DesiredObject,
+        secret: &SecretRef,
+        id: &str,
+    ) -> Result<Effect, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        let current = match api.get_metadata_opt(&secret.name).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Effect::Unchanged),
+            Err(e) => return Err(secret_error("get", secret, e)),
+        };
+        let stamp = Stamp::of(annotation(&current.metadata, ROTATION_ID_ANNOTATION));
+        let due = stamp
+            .entry(&self.owner.uid)
+            .is_some_and(|e| e.rotation_id == id && e.mark == Mark::HookDue);
+        if !due {
+            return Ok(Effect::Unchanged);
+        }
+        let (made, _) = self.create(job).await?;
+        if made == Effect::NameTaken {
+            return Ok(Effect::NameTaken);
+        }
+        self.mark_secret(secret, &current, stamp, id, Mark::HookStarted)
+            .await
+    }
+
+    /// Records how a Secret's hook ended, if its entry still says the hook has not ended at
+    /// this id. A failure gives each regenerated key back its `<key>.previous` value (what the
+    /// consumers, not restarted, run with) in the same write as the mark, guarded by the
+    /// resourceVersion read; values never reach a log or an error.
+    async fn end_hook(
+        &self,
+        secret_ref: &SecretRef,
+        id: &str,
+        end: HookEnd,
+        regenerate: &[String],
+    ) -> Result<Effect, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret_ref.namespace);
+        let mark = match end {
+            HookEnd::Succeeded => Mark::Rotated,
+            HookEnd::Failed => Mark::HookFailed,
+            HookEnd::Lost => Mark::HookLost,
+        };
+        if end != HookEnd::Failed {
+            let current = match api.get_metadata_opt(&secret_ref.name).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(Effect::Unchanged),
+                Err(e) => return Err(secret_error("get", secret_ref, e)),
+            };
+            let stamp = Stamp::of(annotation(&current.metadata, ROTATION_ID_ANNOTATION));
+            if !hook_pending_at(&stamp, &self.owner.uid, id) {
+                return Ok(Effect::Unchanged);
+            }
+            return self
+                .mark_secret(secret_ref, &current, stamp, id, mark)
+                .await;
+        }
+        let mut secret = match api.get_opt(&secret_ref.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(Effect::Unchanged),
+            Err(e) => return Err(secret_error("get", secret_ref, e)),
+        };
+        let stamp = Stamp::of(annotation(&secret.metadata, ROTATION_ID_ANNOTATION));
+        if !hook_pending_at(&stamp, &self.owner.uid, id) {
+            return Ok(Effect::Unchanged);
+        }
+        let data = secret.data.get_or_insert_with(Default::default);
+        for key in regenerate {
+            if let Some(previous) = data.get(&format!("{key}.previous")).cloned() {
+                data.insert(key.clone(), previous);
+            }
+        }
+        secret.string_data = None;
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                ROTATION_ID_ANNOTATION.to_string(),
+                stamp
+                    .with(Entry::marked(&self.owner.uid, id, mark))
+                    .render(),
+            );
+        secret.metadata.managed_fields = None;
+        self.metrics.write(&self.owner.name, "Secret", "update");
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace(&secret_ref.name, &pp, &secret).await {
+            Ok(_) => Ok(Effect::Done),
+            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
+            Err(e) => Err(secret_error("update", secret_ref, e)),
+        }
+    }
+
+    /// Writes this profile's entry at `id` with `mark` into a Secret's stamp, as a metadata
+    /// patch guarded by the resourceVersion `current` was read at.
+    async fn mark_secret(
+        &self,
+        secret: &SecretRef,
+        current: &kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>,
+        stamp: Stamp,
+        id: &str,
+        mark: Mark,
+    ) -> Result<Effect, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        let patch = json!({"metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "annotations": {
+                ROTATION_ID_ANNOTATION: stamp.with(Entry::marked(&self.owner.uid, id, mark)).render(),
             },
         }});
         self.metrics.write(&self.owner.name, "Secret", "patch");
@@ -676,4 +823,11 @@ mod tests {
         assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(v, random_value(crate::api::Alphabet::Hex, 40));
     }
+}
+
+/// This profile's entry in `stamp` is at `id` with its hook not ended.
+fn hook_pending_at(stamp: &Stamp, profile_uid: &str, id: &str) -> bool {
+    stamp
+        .entry(profile_uid)
+        .is_some_and(|e| e.rotation_id == id && e.mark.hook_pending())
 }

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub secrets_adopted: IntCounterVec,
     pub workloads_restarted: IntCounterVec,
     pub rotation_stalled: IntGaugeVec,
+    pub rotation_hooks: IntCounterVec,
+    pub rotation_phase: IntGaugeVec,
+    pub rotation_last_completed: prometheus::GaugeVec,
     pub snapshots_created: IntCounterVec,
     pub snapshots_pruned: IntCounterVec,
     pub snapshots_failed: IntGaugeVec,
@@ -230,6 +233,30 @@ impl Metrics {
         registry.register(Box::new(secrets_adopted.clone()))?;
         registry.register(Box::new(workloads_restarted.clone()))?;
         registry.register(Box::new(rotation_stalled.clone()))?;
+        let rotation_hooks = IntCounterVec::new(
+            Opts::new(
+                "rampart_rotation_hooks_total",
+                "beforeRestart hook Jobs of rotated Secrets, by what became of them: started, succeeded, failed (previous values put back) or lost (the Job went away unseen).",
+            ),
+            &["profile", "outcome"],
+        )?;
+        let rotation_phase = IntGaugeVec::new(
+            Opts::new(
+                "rampart_rotation_phase",
+                "1 for the phase the profile's rotation is in (Pending, Rotating, RunningHooks, Restarting, Complete, Stalled), 0 for the others.",
+            ),
+            &["profile", "phase"],
+        )?;
+        let rotation_last_completed = prometheus::GaugeVec::new(
+            Opts::new(
+                "rampart_rotation_last_completed_timestamp_seconds",
+                "When the profile's latest rotation completed (Unix time).",
+            ),
+            &["profile"],
+        )?;
+        registry.register(Box::new(rotation_hooks.clone()))?;
+        registry.register(Box::new(rotation_phase.clone()))?;
+        registry.register(Box::new(rotation_last_completed.clone()))?;
         registry.register(Box::new(snapshots_created.clone()))?;
         registry.register(Box::new(snapshots_pruned.clone()))?;
         registry.register(Box::new(snapshots_failed.clone()))?;
@@ -266,6 +293,9 @@ impl Metrics {
             secrets_adopted,
             workloads_restarted,
             rotation_stalled,
+            rotation_hooks,
+            rotation_phase,
+            rotation_last_completed,
             snapshots_created,
             snapshots_pruned,
             snapshots_failed,
@@ -316,6 +346,23 @@ impl Metrics {
                 return;
             }
             (WriteVerb::Orphan, _) => return,
+            (WriteVerb::StartHook, _) => {
+                self.rotation_hooks
+                    .with_label_values(&[profile, "started"])
+                    .inc();
+                return;
+            }
+            (WriteVerb::EndHook(end), _) => {
+                let outcome = match end {
+                    crate::controls::rotation::hooks::HookEnd::Succeeded => "succeeded",
+                    crate::controls::rotation::hooks::HookEnd::Failed => "failed",
+                    crate::controls::rotation::hooks::HookEnd::Lost => "lost",
+                };
+                self.rotation_hooks
+                    .with_label_values(&[profile, outcome])
+                    .inc();
+                return;
+            }
         };
         counter.with_label_values(&[profile]).inc();
     }
@@ -355,6 +402,7 @@ impl Metrics {
                 .with_label_values(&[profile])
                 .set(i64::from(!r.stalled.is_empty()));
         }
+
         if let Some(b) = &findings.backups {
             self.snapshots_failed
                 .with_label_values(&[profile])
@@ -375,6 +423,20 @@ impl Metrics {
                     .with_label_values(&[profile, ns.as_str(), pvc.as_str()])
                     .set(t.timestamp() as f64);
             }
+        }
+    }
+
+    /// The rotation's phase and its last completion, from the status a pass computed.
+    pub fn report_rotation(&self, profile: &str, status: &crate::api::RotationStatus) {
+        for phase in crate::api::RotationPhase::ALL {
+            self.rotation_phase
+                .with_label_values(&[profile, phase.as_str()])
+                .set(i64::from(status.phase == phase));
+        }
+        if let Some(done) = status.completed_at {
+            self.rotation_last_completed
+                .with_label_values(&[profile])
+                .set(done.timestamp() as f64);
         }
     }
 
@@ -415,6 +477,15 @@ impl Metrics {
         // Write counters stay: they are what a reader compares across the deletion.
         let _ = self.profile_ready.remove_label_values(&[profile]);
         let _ = self.rotation_stalled.remove_label_values(&[profile]);
+        for phase in crate::api::RotationPhase::ALL {
+            let _ = self
+                .rotation_phase
+                .remove_label_values(&[profile, phase.as_str()]);
+        }
+        let _ = self.rotation_last_completed.remove_label_values(&[profile]);
+        for outcome in ["started", "succeeded", "failed", "lost"] {
+            let _ = self.rotation_hooks.remove_label_values(&[profile, outcome]);
+        }
         let _ = self.snapshots_failed.remove_label_values(&[profile]);
         let _ = self.snapshots_orphaned.remove_label_values(&[profile]);
         for m in [

@@ -101,7 +101,9 @@ pub(crate) async fn apply_profile(
         (Some(rot), None) => {
             let acting = selection.acting_in(ControlName::SecretRotation);
             let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
-            let observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
+            let mut observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
+            observed.hooks =
+                crate::observe::hooks::hook_jobs(&ctx.client, &name, &uid, &observed.secrets).await;
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
             // two batches can start within one second.
             let mut done =
@@ -455,6 +457,9 @@ async fn report(
         profile.status.as_ref(),
         now,
     );
+    if let Some(rotation) = &next.rotation {
+        ctx.metrics.report_rotation(&name, rotation);
+    }
     let ready = crate::api::conditions::is_true(&next.conditions, crate::api::conditions::READY);
     ctx.metrics
         .profile_ready

@@ -11,8 +11,8 @@ use crate::api::conditions::{self, Computed};
 use crate::api::validate::InvalidField;
 use crate::api::{
     BackupStatus, ControlName, DriftEntry, HardeningProfileSpec, HardeningProfileStatus, Mode,
-    RotationItem, RotationPhase, RotationStatus, Summary, VerificationRounds, DRIFT_LIST_LIMIT,
-    STATUS_LIST_LIMIT,
+    RotationItem, RotationPhase, RotationRecord, RotationStatus, Summary, VerificationRounds,
+    DRIFT_LIST_LIMIT, STATUS_LIST_LIMIT,
 };
 use crate::apply::{Applied, Effect};
 use crate::controls::backups::BackupFindings;
@@ -105,7 +105,32 @@ pub fn empty_rotation_status() -> RotationStatus {
         unwritable_secrets: vec![],
         foreign_secrets: vec![],
         skipped_consumers: vec![],
+        hooks_pending: 0,
+        hooks_succeeded: 0,
+        hook_failures: vec![],
+        history: vec![],
     }
+}
+
+/// Most rotations kept in `status.rotation.history`.
+pub const ROTATION_HISTORY_LIMIT: usize = 10;
+
+/// The history with this pass's record of the rotation to its id first: an earlier record of
+/// the same id is replaced, the others kept, newest first. Audit mode rotates nothing and
+/// records nothing.
+fn rotation_history(
+    previous: Option<&RotationStatus>,
+    record: RotationRecord,
+    audit: bool,
+) -> Vec<RotationRecord> {
+    let mut history: Vec<RotationRecord> = previous.map(|p| p.history.clone()).unwrap_or_default();
+    if audit {
+        return history;
+    }
+    history.retain(|r| r.rotation_id != record.rotation_id);
+    history.insert(0, record);
+    history.truncate(ROTATION_HISTORY_LIMIT);
+    history
 }
 
 /// Most rotation ids kept in `usedRotationIds`. An id that falls off the list could rotate
@@ -149,7 +174,27 @@ pub fn rotation_status(
                 )
             })
         });
+    let record = RotationRecord {
+        rotation_id: id.to_string(),
+        phase,
+        started_at,
+        completed_at,
+        secrets_rotated: plan.secrets_rotated as i64,
+        secrets_adopted: (plan.secrets_adopted_before + adopted_now) as i64,
+        workloads_restarted: plan.consumers_restarted as i64,
+        hooks_succeeded: plan.hooks_succeeded as i64,
+        hooks_failed: plan.hook_failures.len() as i64,
+    };
     RotationStatus {
+        history: rotation_history(previous, record, audit),
+        hooks_pending: if audit { 0 } else { plan.hooks_pending as i64 },
+        hooks_succeeded: plan.hooks_succeeded as i64,
+        hook_failures: bounded(plan.hook_failures.iter().map(|u| RotationItem {
+            namespace: u.namespace.clone(),
+            kind: "Secret".into(),
+            name: u.name.clone(),
+            reason: u.reason.clone(),
+        })),
         observed_rotation_id: Some(id.to_string()),
         phase,
         secrets_selected: plan.secrets_selected as i64,
@@ -325,6 +370,7 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
         RotationPhase::Pending => "RotationPending",
         RotationPhase::Rotating => "Rotating",
         RotationPhase::Restarting => "Restarting",
+        RotationPhase::RunningHooks => "RunningHooks",
         RotationPhase::Stalled => "RotationStalled",
     };
     let message = status.message.clone().unwrap_or_else(|| {
@@ -1049,6 +1095,7 @@ mod tests {
                 expected: None,
                 regenerate: vec![],
                 keep_previous: false,
+                mark: crate::controls::rotation::stamp::Mark::Rotated,
             })
         };
         let applied = |name: &str, effect| Applied {

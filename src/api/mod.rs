@@ -75,6 +75,7 @@ pub mod fixtures {
             keep_previous: false,
             max_concurrent_restarts: max,
             rollout_timeout_seconds: 60,
+            hooks: None,
         }
     }
 }

@@ -326,6 +326,10 @@ pub enum MaxUnavailable {
 /// Rotation of selected Secrets on a new `rotationId`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.hooks) || !has(self.hooks.beforeRestart) || (has(self.keepPrevious) && self.keepPrevious)")
+        .message("hooks.beforeRestart: needs keepPrevious: true, so the hook can read the value the service still holds")
+)]
 pub struct SecretRotationControl {
     /// Change this value to rotate. Secrets already stamped with it are never rotated again.
     #[schemars(
@@ -358,6 +362,52 @@ pub struct SecretRotationControl {
     #[serde(default = "default_rollout_timeout_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub rollout_timeout_seconds: i32,
+
+    /// Jobs run at points of the rotation, such as the one that sets a database's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<RotationHooks>,
+}
+
+/// Jobs a rotation runs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationHooks {
+    /// Run once for each rotated Secret, in its namespace, after the Secret holds its new values
+    /// and before any of its consumers restarts: the place to set the new password where it is
+    /// checked (`ALTER USER`, a Redis `ACL SETUSER`, an API call) while the old one still works.
+    /// The Secret is mounted read-only with both the new values and `<key>.previous`. Its
+    /// consumers restart only once the Job completes. If the Job fails or does not finish within
+    /// `timeoutSeconds`, the Secret's keys are given back the values its consumers run with, the
+    /// consumers are not restarted, and the status names the Secret and the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_restart: Option<RotationHook>,
+}
+
+/// One hook: a Job made from a pod template.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationHook {
+    /// A pod template (`metadata` and `spec`, as in a Job's `spec.template`) held to the same
+    /// rules as restore verification's check Job: what the `restricted` Pod Security Standard
+    /// refuses is refused, as are `nodeName`, a ServiceAccount other than `default`, a service
+    /// account token, host ports and volumes other than configMap, emptyDir, downwardAPI and
+    /// projected (configMap and downwardAPI sources). Security context fields left empty are
+    /// filled with the restricted values and the token is never mounted. Rampart adds the
+    /// rotated Secret as the read-only volume `volumeName` (mount it where the hook reads it),
+    /// and to every container the variables `RAMPART_SECRET_NAMESPACE`, `RAMPART_SECRET_NAME`,
+    /// `RAMPART_ROTATION_ID` and `RAMPART_ROTATED_KEYS` (comma-separated). `restartPolicy`
+    /// defaults to Never.
+    #[schemars(schema_with = "pod_template")]
+    pub template: serde_json::Value,
+    /// Name of the volume the rotated Secret is added as.
+    #[serde(default = "default_hook_volume_name")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("volumeName: must be a DNS label"))]
+    pub volume_name: String,
+    /// How long the Job may run before it fails (its `activeDeadlineSeconds`), in seconds.
+    #[serde(default = "default_hook_timeout_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub timeout_seconds: i64,
 }
 
 /// One key given a new random value on rotation.
@@ -634,6 +684,12 @@ fn default_verify_timeout_seconds() -> i64 {
 }
 fn default_verify_max_concurrent() -> i32 {
     2
+}
+fn default_hook_volume_name() -> String {
+    "rotated-secret".to_string()
+}
+fn default_hook_timeout_seconds() -> i64 {
+    300
 }
 fn default_verify_volume_name() -> String {
     "restored".to_string()

@@ -309,6 +309,51 @@ pub struct RotationStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub skipped_consumers: Vec<RotationItem>,
+    /// Rotated Secrets whose `beforeRestart` hook has not finished; their consumers wait.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hooks_pending: i64,
+    /// Rotated Secrets whose `beforeRestart` hook completed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hooks_succeeded: i64,
+    /// Secrets whose `beforeRestart` hook failed (their previous values were put back and their
+    /// consumers not restarted) or whose hook Job went away unseen, naming the Job and why
+    /// (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub hook_failures: Vec<RotationItem>,
+    /// The rotations this profile carried out, newest first (at most 10): the evidence of what
+    /// rotated when, and what was restarted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub history: Vec<RotationRecord>,
+}
+
+/// One rotation, as the history keeps it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationRecord {
+    pub rotation_id: String,
+    /// Where it stands (Complete once done).
+    pub phase: RotationPhase,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Secrets given new values.
+    pub secrets_rotated: i64,
+    /// Secrets taken at this id with the values they had.
+    pub secrets_adopted: i64,
+    /// Workloads restarted.
+    pub workloads_restarted: i64,
+    /// `beforeRestart` hooks that completed.
+    #[serde(default)]
+    pub hooks_succeeded: i64,
+    /// `beforeRestart` hooks that failed or went away.
+    #[serde(default)]
+    pub hooks_failed: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One object the rotation left aside, and why.
@@ -437,17 +482,29 @@ pub enum RotationPhase {
     Rotating,
     /// Consumers are being restarted, batch by batch.
     Restarting,
+    /// The `beforeRestart` hook Jobs of rotated Secrets are running; their consumers wait.
+    RunningHooks,
     Complete,
     /// A rollout overran its timeout; the rotation waits.
     Stalled,
 }
 
 impl RotationPhase {
+    pub const ALL: [RotationPhase; 6] = [
+        RotationPhase::Pending,
+        RotationPhase::Rotating,
+        RotationPhase::RunningHooks,
+        RotationPhase::Restarting,
+        RotationPhase::Complete,
+        RotationPhase::Stalled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RotationPhase::Pending => "Pending",
             RotationPhase::Rotating => "Rotating",
             RotationPhase::Restarting => "Restarting",
+            RotationPhase::RunningHooks => "RunningHooks",
             RotationPhase::Complete => "Complete",
             RotationPhase::Stalled => "Stalled",
         }

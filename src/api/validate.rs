@@ -27,47 +27,48 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
     }
 }
 
-/// The verification Job's template must read as a pod template with a container, must keep to
-/// the restricted rules (the CRD's CEL refuses the same, this catches what CEL cannot see and
-/// profiles stored before the rules), and must not already use the name the restored volume is
-/// added as.
-fn check_verify_job(job: &super::VerifyJob, out: &mut Vec<InvalidField>) {
-    const FIELD: &str = "spec.backups.verify.job.template";
+/// A Job template Rampart runs (restore verification's check, a rotation hook) must read as a
+/// pod template with a container, must keep to the restricted rules (the CRD's CEL refuses the
+/// same, this catches what CEL cannot see and profiles stored before the rules), and must not
+/// already use the name Rampart adds its volume under. `at` is the field holding the template
+/// and its volume name (`spec.backups.verify.job`); `added` says what that volume is.
+fn check_job_template(
+    template_value: &serde_json::Value,
+    volume_name: &str,
+    at: &str,
+    added: &str,
+    out: &mut Vec<InvalidField>,
+) {
+    let field = format!("{at}.template");
     let template: k8s_openapi::api::core::v1::PodTemplateSpec =
-        match serde_json::from_value(job.template.clone()) {
+        match serde_json::from_value(template_value.clone()) {
             Ok(t) => t,
             Err(e) => {
-                out.push(invalid(FIELD, format!("not a pod template: {e}")));
+                out.push(invalid(&field, format!("not a pod template: {e}")));
                 return;
             }
         };
-    if let Err(violations) = super::restricted::check_pod_template(&job.template, FIELD) {
+    if let Err(violations) = super::restricted::check_pod_template(template_value, &field) {
         out.extend(violations.into_iter().map(|v| invalid(v.field, v.message)));
     }
     let Some(pod) = template.spec else {
-        out.push(invalid(FIELD, "spec: a pod template needs a spec"));
+        out.push(invalid(&field, "spec: a pod template needs a spec"));
         return;
     };
     if pod.containers.is_empty() {
-        out.push(invalid(FIELD, "spec.containers: at least one container"));
+        out.push(invalid(&field, "spec.containers: at least one container"));
     }
-    if pod
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.name == job.volume_name)
-    {
+    if pod.volumes.iter().flatten().any(|v| v.name == volume_name) {
         out.push(invalid(
-            "spec.backups.verify.job.volumeName",
+            format!("{at}.volumeName"),
             format!(
-                "the template already has a volume named {:?}; the restored PVC is added under this name",
-                job.volume_name
+                "the template already has a volume named {volume_name:?}; {added} is added under this name"
             ),
         ));
     }
     if pod.restart_policy.as_deref() == Some("Always") {
         out.push(invalid(
-            FIELD,
+            &field,
             "spec.restartPolicy: a Job's pods restart Never or OnFailure",
         ));
     }
@@ -130,6 +131,21 @@ pub fn invalid_fields_within(spec: &HardeningProfileSpec, limits: Limits) -> Vec
             "Secret",
             &mut out,
         );
+        if let Some(hook) = rot.hooks.as_ref().and_then(|h| h.before_restart.as_ref()) {
+            check_job_template(
+                &hook.template,
+                &hook.volume_name,
+                "spec.secretRotation.hooks.beforeRestart",
+                "the rotated Secret",
+                &mut out,
+            );
+            if !rot.keep_previous {
+                out.push(invalid(
+                    "spec.secretRotation.keepPrevious",
+                    "hooks.beforeRestart needs keepPrevious: true, so the hook can read the value the service still holds",
+                ));
+            }
+        }
     }
     if let Some(b) = &spec.backups {
         check_selector("spec.backups.pvcSelector", &b.pvc_selector, &mut out);
@@ -154,7 +170,13 @@ pub fn invalid_fields_within(spec: &HardeningProfileSpec, limits: Limits) -> Vec
                 out.push(invalid("spec.backups.verify.schedule", e.to_string()));
             }
             if let Some(job) = &v.job {
-                check_verify_job(job, &mut out);
+                check_job_template(
+                    &job.template,
+                    &job.volume_name,
+                    "spec.backups.verify.job",
+                    "the restored PVC",
+                    &mut out,
+                );
             }
         }
         if let Some(age) = &b.retention.max_age {

@@ -182,6 +182,22 @@ pub enum Write {
         /// its restart, whose rollout may never complete for reasons of its own.
         gates: bool,
     },
+    /// Create a Secret's hook Job (a plain create; one of ours under its name counts as made)
+    /// and then mark the Secret's hook started, only if its entry is still `hook-due` at the id.
+    StartHook {
+        job: DesiredObject,
+        secret: SecretRef,
+        rotation_id: String,
+    },
+    /// Record how a Secret's hook ended, only if its entry still says the hook has not ended at
+    /// the id: a failure first gives each of `regenerate` back its `<key>.previous` value, in the
+    /// same guarded write.
+    EndHook {
+        secret: SecretRef,
+        rotation_id: String,
+        end: rotation::hooks::HookEnd,
+        regenerate: Vec<String>,
+    },
 }
 
 /// A Secret by namespace and name.
@@ -201,6 +217,8 @@ pub struct SecretRotation {
     pub expected: Option<String>,
     pub regenerate: Vec<RegeneratedKey>,
     pub keep_previous: bool,
+    /// The mark written with the id: `HookDue` when a hook runs before the consumers restart.
+    pub mark: rotation::stamp::Mark,
 }
 
 /// The object a write is about, for drift outcomes, events and errors.
@@ -237,7 +255,9 @@ impl Write {
                 namespace: r.secret.namespace.clone(),
                 name: r.secret.name.clone(),
             },
-            Write::AdoptSecret { secret, .. } => Target {
+            Write::AdoptSecret { secret, .. }
+            | Write::StartHook { secret, .. }
+            | Write::EndHook { secret, .. } => Target {
                 kind: "Secret",
                 namespace: secret.namespace.clone(),
                 name: secret.name.clone(),
@@ -259,6 +279,8 @@ impl Write {
             Write::RotateSecret(_) => WriteVerb::Rotate,
             Write::AdoptSecret { .. } => WriteVerb::Adopt,
             Write::StampWorkload { .. } => WriteVerb::Restart,
+            Write::StartHook { .. } => WriteVerb::StartHook,
+            Write::EndHook { end, .. } => WriteVerb::EndHook(*end),
         }
     }
 }
@@ -273,6 +295,8 @@ pub enum WriteVerb {
     Rotate,
     Adopt,
     Restart,
+    StartHook,
+    EndHook(rotation::hooks::HookEnd),
 }
 
 /// One control's decisions for one pass.

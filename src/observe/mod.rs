@@ -7,6 +7,7 @@
 //! they carry Rampart's label. Every object is summarised before caching ([`summaries`]).
 
 pub mod clock;
+pub mod hooks;
 pub mod queries;
 pub mod summaries;
 pub mod verification;

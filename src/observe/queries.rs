@@ -119,6 +119,8 @@ impl Caches {
             secrets,
             consumers,
             previous: previous.cloned(),
+            hooks: Default::default(),
+            profile_uid: profile_uid.to_string(),
         }
     }
 
@@ -507,9 +509,10 @@ fn secret_info(s: &SecretMeta, profile_uid: &str) -> SecretInfo {
         name: s.name_any(),
         rotation_id: own.map(|e| e.rotation_id.clone()),
         adopted: match own {
-            Some(e) => e.adopted,
+            Some(e) => e.is_adopted(),
             None => s.adopted,
         },
+        mark: own.map(|e| e.mark).unwrap_or_default(),
         legacy_id: stamp.legacy.clone(),
         other_profiles: stamp.others(profile_uid),
         controller: s

@@ -30,10 +30,17 @@
 //! server refused for this id (the pass reads the refusal from the writer's effects; the status
 //! carries it to the next pass), and an `OnDelete` consumer, which a template stamp would not
 //! restart.
+//!
+//! Hooks: with `hooks.beforeRestart`, each rotated Secret's consumers wait for a Job that puts
+//! the new values where they are checked (a database's password); a Secret whose hook fails
+//! gets back the values its consumers run with, and they are not restarted ([`hooks`]). A
+//! consumer waits until every Secret it reads has its hook done, so it restarts once, on values
+//! that all work.
 
+pub mod hooks;
 pub mod stamp;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::core::v1::PodSpec;
@@ -42,6 +49,8 @@ use super::{Outcome, SecretRef, SecretRotation, Write};
 pub use crate::api::RotationPhase;
 use crate::api::{RotationStatus, SecretRotationControl};
 use crate::events::Event;
+use hooks::{HookEnd, HookJobState, HookStep};
+use stamp::Mark;
 
 /// Annotation on a restarted pod template: when it was stamped, for the rollout timeout.
 pub const RESTARTED_AT_ANNOTATION: &str = "rampart.dev/restarted-at";
@@ -63,6 +72,8 @@ pub struct SecretInfo {
     pub rotation_id: Option<String>,
     /// At its id by adoption (values untouched), not by rotation.
     pub adopted: bool,
+    /// What this profile's entry says beyond the id: where the rotation's hook is.
+    pub mark: Mark,
     /// An id in the old stamp format, which names no profile.
     pub legacy_id: Option<String>,
     /// Entries of other profiles in the stamp.
@@ -164,6 +175,20 @@ pub struct RotationPlan {
     pub unwritable: Vec<UnwritableSecret>,
     /// Consumers of a changed Secret that a template stamp would not restart (`OnDelete`).
     pub skipped: Vec<ConsumerRef>,
+    /// Secrets whose hook Job is to be created (or found) and marked started.
+    pub hook_starts: Vec<SecretInfo>,
+    /// Secrets whose hook ended, with how, to record on the Secret.
+    pub hook_ends: Vec<(SecretInfo, HookEnd)>,
+    /// Rotated Secrets whose hook has not ended: their consumers wait.
+    pub hooks_pending: usize,
+    /// Rotated Secrets whose hook completed.
+    pub hooks_succeeded: usize,
+    /// Secrets whose hook failed (values put back) or was lost, with why: their consumers are
+    /// not restarted.
+    pub hook_failures: Vec<UnwritableSecret>,
+    /// Each Secret rotated to this id (namespace, name), with the consumers restarted for it so
+    /// far: the evidence the completion event gives.
+    pub restarted_for: Vec<(String, String, Vec<ConsumerRef>)>,
     pub secrets_selected: usize,
     /// Selected Secrets rotated to the current id.
     pub secrets_rotated: usize,
@@ -239,6 +264,10 @@ pub struct RotationObserved {
     pub secrets: Vec<SecretInfo>,
     pub consumers: Vec<ConsumerInfo>,
     pub previous: Option<RotationStatus>,
+    /// The hook Jobs of Secrets whose hook has not ended, by namespace and Secret name.
+    pub hooks: BTreeMap<(String, String), HookJobState>,
+    /// This profile's uid, which hook Jobs are named from.
+    pub profile_uid: String,
 }
 
 /// Which id a pass rotates to, given the spec's and what the status says this profile did.
@@ -313,6 +342,12 @@ pub struct Past {
     pub secrets_rotated_at: Option<DateTime<Utc>>,
     /// Secrets refused by the API server for this id, with why: skipped, not tried again.
     pub unwritable: Vec<UnwritableSecret>,
+    /// Why the hooks that failed for this id failed, as the status recorded it.
+    pub hook_failures: Vec<UnwritableSecret>,
+    /// The hook Jobs of Secrets whose hook has not ended.
+    pub hooks: BTreeMap<(String, String), HookJobState>,
+    /// This profile's uid, which hook Jobs are named from.
+    pub profile_uid: String,
 }
 
 /// The rotation control: rotate, adopt and restart as [`plan_rotation`] decides for the id
@@ -336,6 +371,7 @@ pub fn plan(
     plan.reverted = choice.reverted;
     let id = &plan.rotation_id;
     let mut writes: Vec<Write> = Vec::new();
+    let hook = spec.hooks.as_ref().and_then(|h| h.before_restart.as_ref());
     writes.extend(plan.rotate.iter().map(|s| {
         Write::RotateSecret(SecretRotation {
             secret: s.secret_ref(),
@@ -343,7 +379,26 @@ pub fn plan(
             expected: s.rotation_id.clone(),
             regenerate: spec.regenerate.clone(),
             keep_previous: spec.keep_previous,
+            mark: if hook.is_some() {
+                Mark::HookDue
+            } else {
+                Mark::Rotated
+            },
         })
+    }));
+    if let Some(hook) = hook {
+        let keys: Vec<String> = spec.regenerate.iter().map(|k| k.key.clone()).collect();
+        writes.extend(plan.hook_starts.iter().map(|s| Write::StartHook {
+            job: hooks::job_object(hook, &observed.profile_uid, s, id, &keys),
+            secret: s.secret_ref(),
+            rotation_id: id.clone(),
+        }));
+    }
+    writes.extend(plan.hook_ends.iter().map(|(s, end)| Write::EndHook {
+        secret: s.secret_ref(),
+        rotation_id: id.clone(),
+        end: *end,
+        regenerate: spec.regenerate.iter().map(|k| k.key.clone()).collect(),
     }));
     writes.extend(plan.adopt.iter().map(|s| Write::AdoptSecret {
         secret: s.secret_ref(),
@@ -360,6 +415,8 @@ pub fn plan(
         gates: ready(c),
     }));
     let mut events = news_of_stalls(&plan, spec, observed.previous.as_ref());
+    events.extend(news_of_completion(&plan, observed.previous.as_ref()));
+    events.extend(news_of_hook_failures(&plan, observed.previous.as_ref()));
     events.extend(news_of_the_spec_id(&plan, observed.previous.as_ref()));
     Outcome {
         writes,
@@ -395,6 +452,88 @@ fn news_of_stalls(
                     "The rollout of {c} did not complete within {}s; consumers in namespace {} \
                      not yet restarted wait for it, the others proceed",
                     spec.rollout_timeout_seconds, c.namespace
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Most Secrets a completion names in events of their own; the rest are counted in one more.
+pub const COMPLETION_EVENTS_LIMIT: usize = 50;
+/// Most consumers one Secret's event names.
+const CONSUMERS_NAMED: usize = 10;
+
+/// When a rotation first completes: an event per rotated Secret naming the consumers restarted
+/// for it (never a value), the evidence an auditor asks for.
+fn news_of_completion(plan: &RotationPlan, previous: Option<&RotationStatus>) -> Vec<Event> {
+    let id = &plan.rotation_id;
+    let was_complete = previous.is_some_and(|p| {
+        p.observed_rotation_id.as_deref() == Some(id) && p.phase == RotationPhase::Complete
+    });
+    if plan.phase != RotationPhase::Complete || was_complete || plan.reverted.is_some() {
+        return vec![];
+    }
+    let mut events: Vec<Event> = plan
+        .restarted_for
+        .iter()
+        .take(COMPLETION_EVENTS_LIMIT)
+        .map(|(ns, name, consumers)| {
+            let named: Vec<String> = consumers
+                .iter()
+                .take(CONSUMERS_NAMED)
+                .map(|c| c.to_string())
+                .collect();
+            let restarted = match consumers.len() {
+                0 => "no consumer to restart".to_string(),
+                n if n > CONSUMERS_NAMED => format!(
+                    "restarted {} and {} more",
+                    named.join(", "),
+                    n - CONSUMERS_NAMED
+                ),
+                _ => format!("restarted {}", named.join(", ")),
+            };
+            Event::normal(
+                "SecretRotated",
+                "Rotate",
+                format!("Secret {ns}/{name} rotated to {id}: {restarted}"),
+            )
+        })
+        .collect();
+    let more = plan
+        .restarted_for
+        .len()
+        .saturating_sub(COMPLETION_EVENTS_LIMIT);
+    if more > 0 {
+        events.push(Event::normal(
+            "SecretRotated",
+            "Rotate",
+            format!("{more} more Secrets rotated to {id} (see status.rotation)"),
+        ));
+    }
+    events
+}
+
+/// A warning the first time a hook is seen failed or lost, naming the Secret and the Job.
+fn news_of_hook_failures(plan: &RotationPlan, previous: Option<&RotationStatus>) -> Vec<Event> {
+    let id = &plan.rotation_id;
+    let known = |u: &UnwritableSecret| {
+        previous.is_some_and(|p| {
+            p.observed_rotation_id.as_deref() == Some(id)
+                && p.hook_failures
+                    .iter()
+                    .any(|f| f.namespace == u.namespace && f.name == u.name)
+        })
+    };
+    plan.hook_failures
+        .iter()
+        .filter(|u| !known(u))
+        .map(|u| {
+            Event::warning(
+                "RotationHookFailed",
+                "Rotate",
+                format!(
+                    "Secret {}/{}: {}; its consumers were not restarted",
+                    u.namespace, u.name, u.reason
                 ),
             )
         })
@@ -440,23 +579,28 @@ fn plan_for(
     };
     let previous = observed.previous.as_ref();
     let same = previous.filter(|p| p.observed_rotation_id.as_deref() == Some(id));
+    let items = |list: fn(&RotationStatus) -> &Vec<crate::api::RotationItem>| {
+        same.map(|p| {
+            list(p)
+                .iter()
+                .map(|u| UnwritableSecret {
+                    namespace: u.namespace.clone(),
+                    name: u.name.clone(),
+                    reason: u.reason.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
     let past = Past {
         known_ids: previous
             .map(|p| used_ids(p).into_iter().map(String::from).collect())
             .unwrap_or_default(),
         secrets_rotated_at: same.and_then(|p| p.secrets_rotated_at),
-        unwritable: same
-            .map(|p| {
-                p.unwritable_secrets
-                    .iter()
-                    .map(|u| UnwritableSecret {
-                        namespace: u.namespace.clone(),
-                        name: u.name.clone(),
-                        reason: u.reason.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        unwritable: items(|p| &p.unwritable_secrets),
+        hook_failures: items(|p| &p.hook_failures),
+        hooks: observed.hooks.clone(),
+        profile_uid: observed.profile_uid.clone(),
     };
     // A rotation the status already records as complete stays complete: a consumer that
     // scales, or whose pods fail, long after its restart is not rolling out this rotation,
@@ -503,8 +647,12 @@ enum SecretStage {
     Rotate,
     /// At the id by adoption: values unchanged, consumers left alone.
     AdoptedAtId,
-    /// At the id by rotation: its consumers restart.
+    /// At the id by rotation (its hook, if any, done): its consumers restart.
     RotatedAtId,
+    /// At the id by rotation, its hook not ended: its consumers wait for it.
+    HookPending,
+    /// At the id, its hook failed (values put back) or lost: consumers left alone.
+    HookEnded,
     /// Controlled by another controller, which would write its values back: left alone.
     Foreign,
     /// Refused by the API server earlier in this rotation: skipped, consumers left alone.
@@ -522,13 +670,12 @@ fn secret_stage(s: &SecretInfo, id: &str, past: &Past) -> SecretStage {
     match s.own_id(past) {
         Some(own) if refused && own != id => SecretStage::Unwritable,
         None => SecretStage::Adopt,
-        Some(own) if own == id => {
-            if s.adopted {
-                SecretStage::AdoptedAtId
-            } else {
-                SecretStage::RotatedAtId
-            }
-        }
+        Some(own) if own == id => match s.mark {
+            _ if s.adopted => SecretStage::AdoptedAtId,
+            Mark::HookDue | Mark::HookStarted => SecretStage::HookPending,
+            Mark::HookFailed | Mark::HookLost => SecretStage::HookEnded,
+            Mark::Rotated | Mark::Adopted => SecretStage::RotatedAtId,
+        },
         // Every Secret in scope was at this id when a pass last looked: this one entered
         // scope since (a namespace relabelled in, a Secret labelled in). Its consumers were
         // never told of a new value and run on the one it holds; adopt it.
@@ -574,12 +721,43 @@ pub fn plan_rotation(
         .cloned()
         .collect();
     // Consumers restart only for Secrets whose values change (or changed) for this id;
-    // an adopted Secret kept its values, so its consumers have nothing new to read.
+    // an adopted Secret kept its values, so its consumers have nothing new to read, and one
+    // whose hook failed has its old values back.
     let changing: BTreeSet<(&str, &str)> = staged
         .iter()
-        .filter(|(_, st)| matches!(st, SecretStage::Rotate | SecretStage::RotatedAtId))
+        .filter(|(_, st)| {
+            matches!(
+                st,
+                SecretStage::Rotate | SecretStage::RotatedAtId | SecretStage::HookPending
+            )
+        })
         .map(|(s, _)| (s.namespace.as_str(), s.name.as_str()))
         .collect();
+    let (hook_starts, hook_ends, hook_failures) = hook_steps(&staged, id, past);
+    let ended_well = |s: &SecretInfo| {
+        hook_ends.iter().any(|(e, end)| {
+            e.namespace == s.namespace && e.name == s.name && *end == HookEnd::Succeeded
+        })
+    };
+    // A consumer restarts once per rotation, so it waits until every Secret it reads has its
+    // hook done: restarted earlier, it would keep a value its service no longer accepts.
+    let awaiting_hook: BTreeSet<(&str, &str)> = staged
+        .iter()
+        .filter(|(s, st)| *st == SecretStage::HookPending && !ended_well(s))
+        .map(|(s, _)| (s.namespace.as_str(), s.name.as_str()))
+        .collect();
+    let has_hook = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| h.before_restart.is_some());
+    let hooks_succeeded = if has_hook {
+        staged
+            .iter()
+            .filter(|(s, st)| *st == SecretStage::RotatedAtId || ended_well(s))
+            .count()
+    } else {
+        0
+    };
     // A workload created after every Secret held its new value started with it.
     let restart_cutoff = past
         .secrets_rotated_at
@@ -625,6 +803,12 @@ pub fn plan_rotation(
         foreign,
         unwritable,
         skipped: skipped.iter().map(|c| c.id.clone()).collect(),
+        hook_starts,
+        hook_ends,
+        hooks_pending: awaiting_hook.len(),
+        hooks_succeeded,
+        hook_failures,
+        restarted_for: restarted_for(&staged, &users, id),
         secrets_selected: secrets.len(),
         secrets_rotated: rotated_at_id,
         secrets_adopted_before: adopted_at_id,
@@ -659,16 +843,126 @@ pub fn plan_rotation(
             .min();
         return plan;
     }
-    let batch = next_batch(&users, &overdue, id, spec.max_concurrent_restarts);
+    let waits_for_hook = |c: &ConsumerInfo| {
+        c.secrets
+            .iter()
+            .any(|s| awaiting_hook.contains(&(c.id.namespace.as_str(), s.as_str())))
+    };
+    let ready_to_restart: Vec<&ConsumerInfo> = users
+        .iter()
+        .copied()
+        .filter(|c| !waits_for_hook(c))
+        .collect();
+    let batch = next_batch(
+        &ready_to_restart,
+        &overdue,
+        id,
+        spec.max_concurrent_restarts,
+    );
     if !batch.is_empty() {
         plan.phase = RotationPhase::Restarting;
         plan.next_deadline = Some(now + timeout);
         plan.in_progress.extend(batch.iter().cloned());
         plan.restart = batch;
+    } else if plan.hooks_pending > 0 {
+        plan.phase = RotationPhase::RunningHooks;
+        // A Job's end brings no event here (hook Jobs are read by name, not watched).
+        plan.next_deadline = Some(now + Duration::seconds(HOOK_POLL_SECONDS));
     } else if !overdue.is_empty() {
         plan.phase = RotationPhase::Stalled;
     }
     plan
+}
+
+/// Each Secret rotated to `id`, with its consumers already restarted for it (one pass over the
+/// consumers, not one per Secret).
+fn restarted_for(
+    staged: &[(&SecretInfo, SecretStage)],
+    users: &[&ConsumerInfo],
+    id: &str,
+) -> Vec<(String, String, Vec<ConsumerRef>)> {
+    let mut by_secret: BTreeMap<(&str, &str), Vec<ConsumerRef>> = staged
+        .iter()
+        .filter(|(_, st)| *st == SecretStage::RotatedAtId)
+        .map(|(s, _)| ((s.namespace.as_str(), s.name.as_str()), Vec::new()))
+        .collect();
+    for c in users.iter().filter(|c| c.stamped_id.as_deref() == Some(id)) {
+        for s in &c.secrets {
+            if let Some(list) = by_secret.get_mut(&(c.id.namespace.as_str(), s.as_str())) {
+                list.push(c.id.clone());
+            }
+        }
+    }
+    by_secret
+        .into_iter()
+        .map(|((ns, name), consumers)| (ns.to_string(), name.to_string(), consumers))
+        .collect()
+}
+
+/// How often a pass looks again at hook Jobs that have not ended.
+pub const HOOK_POLL_SECONDS: i64 = 3;
+
+/// The hook steps of the Secrets whose hook has not ended: Jobs to start, ends to record, and
+/// the failures to report (those recorded before, with their reasons, and those ending now).
+#[allow(clippy::type_complexity)]
+fn hook_steps(
+    staged: &[(&SecretInfo, SecretStage)],
+    id: &str,
+    past: &Past,
+) -> (
+    Vec<SecretInfo>,
+    Vec<(SecretInfo, HookEnd)>,
+    Vec<UnwritableSecret>,
+) {
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut failures = Vec::new();
+    for (s, stage) in staged {
+        let name = hooks::job_name(&past.profile_uid, &s.namespace, &s.name, id);
+        match stage {
+            SecretStage::HookEnded => {
+                let recorded = past
+                    .hook_failures
+                    .iter()
+                    .find(|f| f.namespace == s.namespace && f.name == s.name)
+                    .map(|f| f.reason.clone());
+                failures.push(UnwritableSecret {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    reason: recorded.unwrap_or_else(|| match s.mark {
+                        Mark::HookLost => format!(
+                            "hook Job {name} went away before Rampart saw it finish; check the \
+                             service, then restart the Secret's consumers"
+                        ),
+                        _ => format!("hook Job {name} failed; the previous values were put back"),
+                    }),
+                });
+            }
+            SecretStage::HookPending => {
+                let job = past
+                    .hooks
+                    .get(&(s.namespace.clone(), s.name.clone()))
+                    .cloned()
+                    .unwrap_or(HookJobState::Unknown);
+                match hooks::next_step(s.mark == Mark::HookStarted, &job, &name) {
+                    HookStep::Start => starts.push((*s).clone()),
+                    HookStep::Wait => {}
+                    HookStep::End(end, why) => {
+                        if end != HookEnd::Succeeded {
+                            failures.push(UnwritableSecret {
+                                namespace: s.namespace.clone(),
+                                name: s.name.clone(),
+                                reason: why.unwrap_or_default(),
+                            });
+                        }
+                        ends.push(((*s).clone(), end));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (starts, ends, failures)
 }
 
 /// The next consumers to restart: those not yet stamped, in order, up to `max`, leaving out
@@ -746,6 +1040,284 @@ mod tests {
 
     fn names(refs: &[ConsumerRef]) -> Vec<&str> {
         refs.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn with_hook() -> SecretRotationControl {
+        SecretRotationControl {
+            keep_previous: true,
+            regenerate: vec![crate::api::RegeneratedKey {
+                key: "password".into(),
+                length: 24,
+                alphabet: Default::default(),
+            }],
+            hooks: Some(crate::api::RotationHooks {
+                before_restart: Some(crate::api::RotationHook {
+                    template: serde_json::json!({"spec": {"containers": [
+                        {"name": "alter-user", "image": "registry.example/psql:16"}]}}),
+                    volume_name: "rotated-secret".into(),
+                    timeout_seconds: 60,
+                }),
+            }),
+            ..spec(2)
+        }
+    }
+
+    fn marked(name: &str, ns: &str, mark: Mark) -> SecretInfo {
+        SecretInfo {
+            namespace: ns.into(),
+            mark,
+            ..secret(name, Some("r2"))
+        }
+    }
+
+    fn in_ns(mut c: ConsumerInfo, ns: &str) -> ConsumerInfo {
+        c.id.namespace = ns.into();
+        c
+    }
+
+    fn with_jobs(
+        observed: RotationObserved,
+        jobs: &[(&str, &str, HookJobState)],
+    ) -> RotationObserved {
+        RotationObserved {
+            hooks: jobs
+                .iter()
+                .map(|(ns, s, st)| ((ns.to_string(), s.to_string()), st.clone()))
+                .collect(),
+            profile_uid: "uid-1".into(),
+            ..observed
+        }
+    }
+
+    #[test]
+    fn with_a_hook_the_secret_is_marked_hook_due_and_its_job_started_next() {
+        let out = plan(
+            &with_hook(),
+            &observed(
+                vec![secret("db", Some("r1"))],
+                vec![consumer("web", "db", None, true)],
+            ),
+            now(),
+        );
+        assert!(matches!(
+            out.writes.as_slice(),
+            [Write::RotateSecret(SecretRotation {
+                mark: Mark::HookDue,
+                ..
+            })]
+        ));
+        let due = with_jobs(
+            observed(
+                vec![marked("db", "app", Mark::HookDue)],
+                vec![consumer("web", "db", None, true)],
+            ),
+            &[("app", "db", HookJobState::Missing)],
+        );
+        let out = plan(&with_hook(), &due, now());
+        assert_eq!(out.findings.phase, RotationPhase::RunningHooks);
+        match out.writes.as_slice() {
+            [Write::StartHook { job, secret, .. }] => {
+                assert_eq!(secret.name, "db");
+                assert_eq!(job.key.name, hooks::job_name("uid-1", "app", "db", "r2"));
+                assert_eq!(
+                    job.manifest["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+                    "db"
+                );
+            }
+            other => panic!("one hook to start, no restart: {other:?}"),
+        }
+        assert!(out.next_due.is_some(), "the Job is looked at again");
+    }
+
+    #[test]
+    fn consumers_wait_for_the_hook_and_restart_once_it_completes() {
+        let users = vec![consumer("web", "db", None, true)];
+        let running = with_jobs(
+            observed(vec![marked("db", "app", Mark::HookStarted)], users.clone()),
+            &[("app", "db", HookJobState::Running)],
+        );
+        let out = plan(&with_hook(), &running, now());
+        assert!(out.writes.is_empty(), "{:?}", out.writes);
+        assert_eq!(out.findings.phase, RotationPhase::RunningHooks);
+        assert_eq!(out.findings.hooks_pending, 1);
+
+        let done = with_jobs(
+            observed(vec![marked("db", "app", Mark::HookStarted)], users),
+            &[("app", "db", HookJobState::Succeeded)],
+        );
+        let out = plan(&with_hook(), &done, now());
+        let kinds: Vec<_> = out.writes.iter().map(|w| w.verb()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                super::super::WriteVerb::EndHook(HookEnd::Succeeded),
+                super::super::WriteVerb::Restart
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_hook_puts_values_back_restarts_nothing_and_names_secret_and_job() {
+        let out = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(
+                    vec![marked("db", "app", Mark::HookStarted)],
+                    vec![consumer("web", "db", None, true)],
+                ),
+                &[(
+                    "app",
+                    "db",
+                    HookJobState::Failed("BackoffLimitExceeded".into()),
+                )],
+            ),
+            now(),
+        );
+        match out.writes.as_slice() {
+            [Write::EndHook {
+                end: HookEnd::Failed,
+                regenerate,
+                ..
+            }] => {
+                assert_eq!(regenerate, &vec!["password".to_string()]);
+            }
+            other => panic!("the values go back and nothing restarts: {other:?}"),
+        }
+        let failure = &out.findings.hook_failures[0];
+        assert_eq!(failure.name, "db");
+        assert!(failure
+            .reason
+            .contains(&hooks::job_name("uid-1", "app", "db", "r2")));
+        assert!(out.events.iter().any(|e| e.reason == "RotationHookFailed"));
+
+        // Once recorded, the Secret is left alone and the rotation completes without it.
+        let after = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(
+                    vec![marked("db", "app", Mark::HookFailed)],
+                    vec![consumer("web", "db", None, true)],
+                ),
+                &[],
+            ),
+            now(),
+        );
+        assert!(after.writes.is_empty(), "{:?}", after.writes);
+        assert_eq!(after.findings.phase, RotationPhase::Complete);
+        assert_eq!(after.findings.consumers_total, 0);
+        assert_eq!(after.findings.hook_failures.len(), 1);
+    }
+
+    #[test]
+    fn a_started_hook_whose_job_vanished_is_never_run_again() {
+        let out = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(vec![marked("db", "app", Mark::HookStarted)], vec![]),
+                &[("app", "db", HookJobState::Missing)],
+            ),
+            now(),
+        );
+        assert!(matches!(
+            out.writes.as_slice(),
+            [Write::EndHook {
+                end: HookEnd::Lost,
+                ..
+            }]
+        ));
+        // A Job that could not be read is waited for, not taken for gone.
+        let out = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(vec![marked("db", "app", Mark::HookStarted)], vec![]),
+                &[],
+            ),
+            now(),
+        );
+        assert!(out.writes.is_empty());
+    }
+
+    #[test]
+    fn a_hook_pending_in_one_namespace_holds_back_only_its_own_consumers() {
+        let out = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(
+                    vec![
+                        marked("db", "a", Mark::HookStarted),
+                        marked("db", "b", Mark::Rotated),
+                    ],
+                    vec![
+                        in_ns(consumer("web", "db", None, true), "a"),
+                        in_ns(consumer("web", "db", None, true), "b"),
+                    ],
+                ),
+                &[("a", "db", HookJobState::Running)],
+            ),
+            now(),
+        );
+        assert_eq!(
+            out.findings.restart,
+            vec![ConsumerRef {
+                namespace: "b".into(),
+                kind: ConsumerKind::Deployment,
+                name: "web".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_consumer_of_two_secrets_waits_for_both_hooks() {
+        let mut both = consumer("web", "db", None, true);
+        both.secrets.insert("cache".into());
+        let out = plan(
+            &with_hook(),
+            &with_jobs(
+                observed(
+                    vec![
+                        marked("db", "app", Mark::Rotated),
+                        marked("cache", "app", Mark::HookStarted),
+                    ],
+                    vec![both],
+                ),
+                &[("app", "cache", HookJobState::Running)],
+            ),
+            now(),
+        );
+        assert!(out.findings.restart.is_empty());
+        assert_eq!(out.findings.phase, RotationPhase::RunningHooks);
+    }
+
+    #[test]
+    fn completion_names_each_rotated_secret_and_its_restarted_consumers_once() {
+        let done = observed(
+            vec![secret("db", Some("r2"))],
+            vec![consumer("web", "db", Some("r2"), true)],
+        );
+        let out = plan(&spec(2), &done, now());
+        assert_eq!(out.findings.phase, RotationPhase::Complete);
+        let notes: Vec<&str> = out
+            .events
+            .iter()
+            .filter(|e| e.reason == "SecretRotated")
+            .map(|e| e.note.as_str())
+            .collect();
+        assert_eq!(
+            notes,
+            vec!["Secret app/db rotated to r2: restarted Deployment app/web"]
+        );
+        let again = RotationObserved {
+            previous: Some(RotationStatus {
+                observed_rotation_id: Some("r2".into()),
+                phase: RotationPhase::Complete,
+                ..crate::status::empty_rotation_status()
+            }),
+            ..done
+        };
+        assert!(plan(&spec(2), &again, now())
+            .events
+            .iter()
+            .all(|e| e.reason != "SecretRotated"));
     }
 
     #[test]
@@ -973,7 +1545,7 @@ mod tests {
         RotationObserved {
             secrets,
             consumers,
-            previous: None,
+            ..Default::default()
         }
     }
 
@@ -1131,6 +1703,7 @@ mod tests {
             secrets,
             consumers,
             previous: Some(previous),
+            ..Default::default()
         }
     }
 
@@ -1241,6 +1814,7 @@ mod tests {
             known_ids: BTreeSet::from(["r1".to_string()]),
             secrets_rotated_at: None,
             unwritable: vec![],
+            ..Default::default()
         };
         let mine = plan_rotation(&spec(2), &[legacy("r1")], &[], &known, now());
         assert_eq!(mine.rotate.len(), 1, "its own earlier id rotates");
@@ -1365,6 +1939,7 @@ mod tests {
             known_ids: BTreeSet::new(),
             secrets_rotated_at: Some(rotated_at),
             unwritable: vec![],
+            ..Default::default()
         };
         let mut late = consumer("late", "db", None, true);
         late.created_at = Some(rotated_at + Duration::minutes(1));

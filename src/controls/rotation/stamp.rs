@@ -1,9 +1,11 @@
 //! The rotation stamp: the value of `rampart.dev/rotation-id` on a Secret or a pod template,
 //! read and written. Pure.
 //!
-//! The value is a comma-separated list of entries `<profile-uid>/<rotation-id>`, with
-//! `/adopted` appended when that profile took the Secret's values as they were instead of
-//! giving it new ones. Each profile reads and writes only its own entry. One entry per profile
+//! The value is a comma-separated list of entries `<profile-uid>/<rotation-id>`, with a mark
+//! appended when the entry says more than "rotated to this id": `/adopted` when that profile
+//! took the Secret's values as they were instead of giving it new ones, and, for a rotation with
+//! a `beforeRestart` hook, where the hook is ([`Mark`]). The mark lives in the same write as the
+//! values, so a crash between any two steps leaves a stamp that says which step comes next. Each profile reads and writes only its own entry. One entry per profile
 //! is what keeps two profiles over the same Secret (two operators with different
 //! `--profile-selector`, say) from undoing each other: the second adopts by adding its entry,
 //! the first still finds its own where it left it, and neither has anything left to write.
@@ -15,15 +17,70 @@
 /// entries of profiles that no longer exist would pile up without a bound; the oldest goes.
 pub const MAX_ENTRIES: usize = 8;
 
-const ADOPTED_SUFFIX: &str = "adopted";
+/// What an entry says of the Secret at its id, beyond the id itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mark {
+    /// Rotated to the id, and its hook (if any) completed: consumers restart.
+    #[default]
+    Rotated,
+    /// The values were taken as they were: consumers have nothing new to read.
+    Adopted,
+    /// New values written; the hook Job is yet to be created.
+    HookDue,
+    /// The hook Job was created (so it is never created again for this id); consumers wait for
+    /// it.
+    HookStarted,
+    /// The hook failed and the values the consumers run with were put back.
+    HookFailed,
+    /// The hook Job went away before Rampart saw it finish: whether it changed the credential
+    /// is unknown, so nothing more is done and a person is asked to look.
+    HookLost,
+}
+
+impl Mark {
+    fn suffix(self) -> Option<&'static str> {
+        match self {
+            Mark::Rotated => None,
+            Mark::Adopted => Some("adopted"),
+            Mark::HookDue => Some("hook-due"),
+            Mark::HookStarted => Some("hook-started"),
+            Mark::HookFailed => Some("hook-failed"),
+            Mark::HookLost => Some("hook-lost"),
+        }
+    }
+
+    fn parse(suffix: Option<&str>) -> Option<Mark> {
+        [
+            Mark::Rotated,
+            Mark::Adopted,
+            Mark::HookDue,
+            Mark::HookStarted,
+            Mark::HookFailed,
+            Mark::HookLost,
+        ]
+        .into_iter()
+        .find(|m| m.suffix() == suffix)
+    }
+
+    /// The hook has not reached an end for this id.
+    pub fn hook_pending(self) -> bool {
+        matches!(self, Mark::HookDue | Mark::HookStarted)
+    }
+}
 
 /// One profile's entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub profile_uid: String,
     pub rotation_id: String,
+    pub mark: Mark,
+}
+
+impl Entry {
     /// The profile adopted the values at this id rather than rotating them.
-    pub adopted: bool,
+    pub fn is_adopted(&self) -> bool {
+        self.mark == Mark::Adopted
+    }
 }
 
 /// A parsed `rampart.dev/rotation-id` value.
@@ -44,16 +101,15 @@ impl Stamp {
             let mut fields = part.split('/');
             match (fields.next(), fields.next(), fields.next(), fields.next()) {
                 (Some(id), None, _, _) => stamp.legacy = Some(id.to_string()),
-                (Some(uid), Some(id), suffix, None)
-                    if !uid.is_empty()
-                        && !id.is_empty()
-                        && suffix.is_none_or(|s| s == ADOPTED_SUFFIX) =>
-                {
+                (Some(uid), Some(id), suffix, None) if !uid.is_empty() && !id.is_empty() => {
+                    let Some(mark) = Mark::parse(suffix) else {
+                        continue;
+                    };
                     stamp.entries.retain(|e| e.profile_uid != uid);
                     stamp.entries.push(Entry {
                         profile_uid: uid.to_string(),
                         rotation_id: id.to_string(),
-                        adopted: suffix.is_some(),
+                        mark,
                     });
                 }
                 _ => {}
@@ -94,12 +150,9 @@ impl Stamp {
     /// The annotation value.
     pub fn render(&self) -> String {
         let mut parts: Vec<String> = self.legacy.iter().cloned().collect();
-        parts.extend(self.entries.iter().map(|e| {
-            if e.adopted {
-                format!("{}/{}/{ADOPTED_SUFFIX}", e.profile_uid, e.rotation_id)
-            } else {
-                format!("{}/{}", e.profile_uid, e.rotation_id)
-            }
+        parts.extend(self.entries.iter().map(|e| match e.mark.suffix() {
+            Some(suffix) => format!("{}/{}/{suffix}", e.profile_uid, e.rotation_id),
+            None => format!("{}/{}", e.profile_uid, e.rotation_id),
         }));
         parts.join(",")
     }
@@ -107,17 +160,18 @@ impl Stamp {
 
 impl Entry {
     pub fn rotated(profile_uid: &str, rotation_id: &str) -> Entry {
-        Entry {
-            profile_uid: profile_uid.to_string(),
-            rotation_id: rotation_id.to_string(),
-            adopted: false,
-        }
+        Entry::marked(profile_uid, rotation_id, Mark::Rotated)
     }
 
     pub fn adopted(profile_uid: &str, rotation_id: &str) -> Entry {
+        Entry::marked(profile_uid, rotation_id, Mark::Adopted)
+    }
+
+    pub fn marked(profile_uid: &str, rotation_id: &str, mark: Mark) -> Entry {
         Entry {
-            adopted: true,
-            ..Entry::rotated(profile_uid, rotation_id)
+            profile_uid: profile_uid.to_string(),
+            rotation_id: rotation_id.to_string(),
+            mark,
         }
     }
 }
@@ -160,6 +214,29 @@ mod tests {
         }
         assert_eq!(s.entries.len(), MAX_ENTRIES);
         assert_eq!(s.entries[0].profile_uid, "uid-2");
+    }
+
+    #[test]
+    fn hook_marks_round_trip() {
+        for mark in [
+            Mark::HookDue,
+            Mark::HookStarted,
+            Mark::HookFailed,
+            Mark::HookLost,
+        ] {
+            let s = Stamp::default().with(Entry::marked("uid-a", "r1", mark));
+            let read = Stamp::parse(&s.render());
+            assert_eq!(
+                read.entry("uid-a").map(|e| e.mark),
+                Some(mark),
+                "{}",
+                s.render()
+            );
+        }
+        assert_eq!(
+            Stamp::parse("uid-a/r1/hook-started").render(),
+            "uid-a/r1/hook-started"
+        );
     }
 
     #[test]
