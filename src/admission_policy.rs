@@ -95,7 +95,7 @@ fn pod_spec_rules(path: &str) -> Vec<Validation> {
         .into_iter()
         .chain(crate::api::restricted::filled_pod_spec_cel_rules(path))
         .map(|r| Validation {
-            expression: allow_the_restored_claim(&r.rule),
+            expression: allow_the_hooked_secret(&allow_the_restored_claim(&r.rule)),
             message: r.message,
             message_expression: None,
         })
@@ -115,6 +115,32 @@ fn allow_the_restored_claim(rule: &str) -> String {
         &format!(
             "({REFUSED_CLAIM} || (i0.persistentVolumeClaim.?readOnly.orValue(false) && request.namespace.startsWith({})))",
             lit(SCRATCH_NAMESPACE_PREFIX)
+        ),
+    )
+}
+
+/// What the rules refuse in a volume: a Secret among them. A rotation hook's Job has one volume
+/// more than its template, the rotated Secret, which it must read (new values and previous).
+/// Admission sees the built Job, so there, and only there, a Secret volume passes: in a Job
+/// labelled as a hook, naming the very Secret its annotation says it runs for, outside scratch
+/// namespaces. A stolen token can then mount a Secret only into a restricted, token-less Job in
+/// that Secret's own namespace, and could read it with its `get` on Secrets anyway.
+const REFUSED_SECRET: &str = "!has(i0.secret)";
+
+fn allow_the_hooked_secret(rule: &str) -> String {
+    use crate::controls::rotation::hooks::{BEFORE_RESTART, HOOK_LABEL, HOOK_SECRET_ANNOTATION};
+    rule.replace(
+        REFUSED_SECRET,
+        &format!(
+            "({REFUSED_SECRET} || (variables.resource == 'batch/jobs' && \
+             object.metadata.?labels[?{label}].orValue('') == {hook} && \
+             i0.secret.?secretName.orValue('') != '' && \
+             i0.secret.?secretName.orValue('') == object.metadata.?annotations[?{secret}].orValue('') && \
+             !request.namespace.startsWith({scratch})))",
+            label = lit(HOOK_LABEL),
+            hook = lit(BEFORE_RESTART),
+            secret = lit(HOOK_SECRET_ANNOTATION),
+            scratch = lit(SCRATCH_NAMESPACE_PREFIX),
         ),
     )
 }

@@ -27,6 +27,9 @@ pub struct Grants<'a> {
     /// Bind `config/rbac/verification_cluster_role.yaml` too (the chart's
     /// `verification.enabled`).
     pub verification: bool,
+    /// Bind `config/rbac/rotation_hooks_cluster_role.yaml` too (the chart's
+    /// `rotationHooks.enabled`).
+    pub rotation_hooks: bool,
     /// Install `config/admission/admission_policy.yaml` for this account (the chart's
     /// `admissionPolicy.enabled`).
     pub policy: bool,
@@ -60,6 +63,12 @@ impl ServiceAccountIdentity {
             files.push((
                 "config/rbac/verification_cluster_role.yaml",
                 format!("{id}-verification"),
+            ));
+        }
+        if grants.rotation_hooks {
+            files.push((
+                "config/rbac/rotation_hooks_cluster_role.yaml",
+                format!("{id}-rotation-hooks"),
             ));
         }
         let mut this = Self {

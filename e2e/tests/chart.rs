@@ -286,23 +286,25 @@ async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
     Ok(())
 }
 
-/// Restore verification's verbs are a role of their own, the same in the chart and config/,
-/// bound to the operator's account, and absent from the chart with `verification.enabled=false`.
-#[tokio::test]
-async fn chart_verification_role_is_the_one_in_config_and_optional() -> Result<()> {
-    let docs = render("templates/verification-rbac.yaml", &[])?;
+/// An optional role of the chart (`template`, switched by `<value>.enabled`) is config/'s
+/// (`config_role` and its binding), least privilege, bound to the release's account, and gone
+/// with `<value>.enabled=false`.
+fn optional_role_is_the_one_in_config(
+    template: &str,
+    config_role: &str,
+    config_binding: &str,
+    value: &str,
+) -> Result<ClusterRole> {
+    let docs = render(template, &[])?;
     assert_eq!(docs.len(), 2, "a ClusterRole and its binding: {docs:?}");
     let chart: ClusterRole = serde_yaml::from_value(docs[0].clone())?;
     let chart_binding: ClusterRoleBinding = serde_yaml::from_value(docs[1].clone())?;
-    let config: ClusterRole = serde_yaml::from_value(
-        config_docs("config/rbac/verification_cluster_role.yaml")?.remove(0),
-    )?;
-    let config_binding: ClusterRoleBinding = serde_yaml::from_value(
-        config_docs("config/rbac/verification_cluster_role_binding.yaml")?.remove(0),
-    )?;
+    let config: ClusterRole = serde_yaml::from_value(config_docs(config_role)?.remove(0))?;
+    let config_binding: ClusterRoleBinding =
+        serde_yaml::from_value(config_docs(config_binding)?.remove(0))?;
     assert_eq!(
         chart.rules, config.rules,
-        "charts/rampart/templates/verification-rbac.yaml and config/rbac/verification_cluster_role.yaml differ"
+        "{template} and {config_role} differ"
     );
     assert_least_privilege(&config);
     assert_eq!(
@@ -336,6 +338,42 @@ async fn chart_verification_role_is_the_one_in_config_and_optional() -> Result<(
             Some("rampart-system".to_string())
         )]
     );
+    assert!(
+        render(template, &[&format!("{value}.enabled=false")])?.is_empty(),
+        "{value}.enabled=false still renders {template}"
+    );
+    Ok(config)
+}
+
+/// Rotation hooks' verbs (a Job per rotated Secret, read back by name) are a role of their own,
+/// the same in the chart and config/, and optional.
+#[tokio::test]
+async fn chart_rotation_hooks_role_is_the_one_in_config_and_optional() -> Result<()> {
+    let role = optional_role_is_the_one_in_config(
+        "templates/rotation-hooks-rbac.yaml",
+        "config/rbac/rotation_hooks_cluster_role.yaml",
+        "config/rbac/rotation_hooks_cluster_role_binding.yaml",
+        "rotationHooks",
+    )?;
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0].verbs,
+        vec!["get".to_string(), "create".to_string()]
+    );
+    Ok(())
+}
+
+/// Restore verification's verbs are a role of their own, the same in the chart and config/,
+/// bound to the operator's account, and absent from the chart with `verification.enabled=false`.
+#[tokio::test]
+async fn chart_verification_role_is_the_one_in_config_and_optional() -> Result<()> {
+    optional_role_is_the_one_in_config(
+        "templates/verification-rbac.yaml",
+        "config/rbac/verification_cluster_role.yaml",
+        "config/rbac/verification_cluster_role_binding.yaml",
+        "verification",
+    )?;
     // The verbs only verification needs are in no other role.
     let core: ClusterRole =
         serde_yaml::from_value(config_docs("config/rbac/cluster_role.yaml")?.remove(0))?;
@@ -366,14 +404,6 @@ async fn chart_verification_role_is_the_one_in_config_and_optional() -> Result<(
             }
         }
     }
-    assert!(
-        render(
-            "templates/verification-rbac.yaml",
-            &["verification.enabled=false"]
-        )?
-        .is_empty(),
-        "verification.enabled=false still renders the verification role"
-    );
     Ok(())
 }
 

@@ -114,6 +114,7 @@ async fn condition(c: &Client, name: &str, type_: &str) -> Option<(String, Strin
 /// What the operator gets in a default install: both roles and the policy.
 const SHIPPED: Grants<'static> = Grants {
     verification: true,
+    rotation_hooks: true,
     policy: true,
     drop: None,
 };
@@ -147,7 +148,7 @@ async fn the_shipped_roles_and_policy_are_enough_for_every_control() -> Result<(
             out.push(
                 stamp
                     .entry(&uid)
-                    .map(|e| (e.rotation_id.clone(), e.adopted)),
+                    .map(|e| (e.rotation_id.clone(), e.is_adopted())),
             );
         }
         anyhow::Ok(out)
@@ -467,6 +468,46 @@ async fn the_policy_refuses_what_rampart_never_does() -> Result<()> {
         .await,
     )?;
 
+    // A rotation hook's Job mounts the Secret it runs for, named by its annotation, and no other;
+    // a Job that is not a hook mounts no Secret at all.
+    let hook_job = |name: &str, annotated: &str, mounted: &str| -> Result<Job> {
+        let mut j = job(name, rampart_labels(), restricted_template("c"))?;
+        let mut labels = j.metadata.labels.clone().unwrap_or_default();
+        labels.insert("rampart.dev/rotation-hook".into(), "before-restart".into());
+        j.metadata.labels = Some(labels);
+        j.metadata.annotations = Some(
+            [("rampart.dev/hook-secret".to_string(), annotated.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        if let Some(spec) = j.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            spec.volumes = Some(vec![serde_json::from_value(
+                json!({"name": "rotated-secret", "secret": {"secretName": mounted}}),
+            )?]);
+        }
+        Ok(j)
+    };
+    assert_allowed(
+        "a hook Job mounting the Secret it runs for",
+        jobs.create(&dry_post(), &hook_job("hook-own", "app", "app")?)
+            .await,
+    )?;
+    assert_refused(
+        "a hook Job mounting another Secret than the one it runs for",
+        jobs.create(&dry_post(), &hook_job("hook-other", "app", "payments")?)
+            .await,
+        "a Job's pod template",
+    )?;
+    let mut not_a_hook = hook_job("not-a-hook", "app", "app")?;
+    if let Some(labels) = not_a_hook.metadata.labels.as_mut() {
+        labels.remove("rampart.dev/rotation-hook");
+    }
+    assert_refused(
+        "a Job that is not a hook mounting a Secret",
+        jobs.create(&dry_post(), &not_a_hook).await,
+        "a Job's pod template",
+    )?;
+
     // Workloads: Rampart's restart stamp may change, nothing else.
     let stamp = json!({"spec": {"template": {"metadata": {"annotations": {
         "rampart.dev/rotation-id": "r9", "rampart.dev/restarted-at": "2026-12-06T20:00:00.000Z"}}}}});
@@ -631,6 +672,7 @@ async fn without_verification_the_account_cannot_create_a_job_anywhere() -> Resu
         &sa_ns.name,
         Grants {
             verification: false,
+            rotation_hooks: false,
             ..SHIPPED
         },
     )

@@ -193,7 +193,7 @@ impl Fixture {
                     stamp
                         .entries
                         .iter()
-                        .any(|e| e.rotation_id == EARLIER_ID && e.adopted)
+                        .any(|e| e.rotation_id == EARLIER_ID && e.is_adopted())
                         || (before_entries && stamp.legacy.as_deref() == Some(EARLIER_ID))
                 })
             });
@@ -754,7 +754,7 @@ async fn adopted_mark(f: &Fixture, name: &str) -> Result<bool> {
         Stamp::of(s.annotations().get(ROTATION_ID).map(String::as_str))
             .entries
             .last()
-            .is_some_and(|e| e.adopted),
+            .is_some_and(|e| e.is_adopted()),
     )
 }
 
@@ -928,7 +928,10 @@ impl Fixture {
             Stamp::of(s.annotations().get(ROTATION_ID).map(String::as_str))
                 .entries
                 .into_iter()
-                .map(|e| (e.profile_uid, (e.rotation_id, e.adopted)))
+                .map(|e| {
+                    let adopted = e.is_adopted();
+                    (e.profile_uid, (e.rotation_id, adopted))
+                })
                 .collect(),
         )
     }

@@ -106,6 +106,7 @@ pub async fn measure(admin: &Client) -> Result<Value> {
     let sa_on = TestNamespace::create(admin, "bench-adm-on", &[]).await?;
     let shipped = Grants {
         verification: true,
+        rotation_hooks: true,
         policy: false,
         drop: None,
     };
