@@ -73,6 +73,10 @@ pub const REFUSED_IMMUTABLE: &str =
 pub const REFUSED_FORBIDDEN: &str =
     "the update was forbidden (an admission webhook or the operator's role): allow Rampart \
      to update it, or remove the rotation label";
+pub const REFUSED_HOOK_JOB: &str =
+    "the API server refused to create its beforeRestart hook Job (is the rampart-rotation-hooks \
+     role bound? does an admission policy or webhook refuse it?); its previous values were put \
+     back and its consumers were not restarted";
 pub const REFUSED_INVALID: &str =
     "the update was refused (an admission webhook or a validating policy): allow the \
      update, or remove the rotation label";
@@ -175,7 +179,11 @@ impl Writer {
                 job,
                 secret,
                 rotation_id,
-            } => self.start_hook(&job, &secret, &rotation_id).await,
+                regenerate,
+            } => {
+                self.start_hook(&job, &secret, &rotation_id, &regenerate)
+                    .await
+            }
             Write::EndHook {
                 secret,
                 rotation_id,
@@ -458,6 +466,7 @@ impl Writer {
         job: &DesiredObject,
         secret: &SecretRef,
         id: &str,
+        regenerate: &[String],
     ) -> Result<Effect, Error> {
         use k8s_openapi::api::core::v1::Secret;
         let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
@@ -473,7 +482,19 @@ impl Writer {
         if !due {
             return Ok(Effect::Unchanged);
         }
-        let (made, _) = self.create(job).await?;
+        let made = match self.create(job).await {
+            Ok((made, _)) => made,
+            // Refused for good (the hooks role not bound, the policy, a webhook): the hook
+            // cannot run, so it fails now, the previous values go back and the consumers stay
+            // as they are, rather than the rotation waiting on a Job that will never exist.
+            Err(Error::Write { source, .. }) if refusal(&source).is_some() => {
+                tracing::warn!(namespace = %secret.namespace, secret = %secret.name, job = %job.key.name, error = %source, "the API server refused a rotation hook Job; the Secret's previous values are put back");
+                self.end_hook(secret, id, HookEnd::Failed, regenerate)
+                    .await?;
+                return Ok(Effect::Refused(REFUSED_HOOK_JOB));
+            }
+            Err(e) => return Err(e),
+        };
         if made == Effect::NameTaken {
             return Ok(Effect::NameTaken);
         }

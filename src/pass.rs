@@ -102,6 +102,7 @@ pub(crate) async fn apply_profile(
             let acting = selection.acting_in(ControlName::SecretRotation);
             let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
             let mut observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
+            observed.profile_name = name.clone();
             observed.hooks =
                 crate::observe::hooks::hook_jobs(&ctx.client, &name, &uid, &observed.secrets).await;
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
@@ -115,6 +116,11 @@ pub(crate) async fn apply_profile(
                 done.next_due = Some(now + chrono::Duration::seconds(1));
             }
             done.findings.unwritable.extend(refused);
+            let refused_hooks = crate::status::refused_hooks(&done.applied);
+            if !refused_hooks.is_empty() {
+                done.next_due = Some(now + chrono::Duration::seconds(1));
+            }
+            done.findings.hook_failures.extend(refused_hooks);
             events.extend(done.events);
             applied.extend(done.applied);
             Some(Kept {

@@ -255,6 +255,23 @@ pub fn rotation_status(
     }
 }
 
+/// The Secrets whose hook Job the API server refused in `applied` (their previous values were
+/// put back by the same write), with why.
+pub fn refused_hooks(applied: &[Applied]) -> Vec<UnwritableSecret> {
+    applied
+        .iter()
+        .filter(|a| a.verb == WriteVerb::StartHook)
+        .filter_map(|a| match a.effect {
+            Ok(Effect::Refused(why)) => Some(UnwritableSecret {
+                namespace: a.target.namespace.clone(),
+                name: a.target.name.clone(),
+                reason: why.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The Secrets whose rotation the API server refused in `applied`, with why.
 pub fn refused_secrets(applied: &[Applied]) -> Vec<UnwritableSecret> {
     applied
@@ -364,6 +381,24 @@ fn control_condition(
 
 /// `SecretsRotated`.
 fn rotation_condition(status: &RotationStatus) -> Computed {
+    // A Secret whose hook failed did not rotate: its service still holds the old credential
+    // and its consumers were not restarted. Nothing more happens on its own (a new rotationId
+    // tries again), so the condition says so until then, whatever the others did.
+    if let Some(first) = status.hook_failures.first() {
+        return Computed::new(
+            conditions::SECRETS_ROTATED,
+            false,
+            "HookFailed",
+            format!(
+                "rotation {}: the beforeRestart hook of {} Secret(s) did not complete, first {}/{}: {}",
+                status.observed_rotation_id.as_deref().unwrap_or_default(),
+                status.hook_failures.len(),
+                first.namespace,
+                first.name,
+                first.reason
+            ),
+        );
+    }
     let reason = match status.phase {
         RotationPhase::Complete if status.reverted_rotation_id.is_some() => "RevertIgnored",
         RotationPhase::Complete => "Complete",

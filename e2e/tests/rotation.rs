@@ -1710,3 +1710,245 @@ async fn an_on_delete_statefulset_is_reported_not_restarted() -> Result<()> {
     f.delete_profile(&name).await?;
     Ok(())
 }
+
+/// The hook's template: a client that would set the new password (its image never runs on the
+/// local plane), pinned to a node no kwok node matches so the pod waits until the test ends it
+/// as a kubelet would, with the exit the test wants.
+fn hook_template() -> Value {
+    json!({"spec": {
+        "nodeSelector": {"e2e.rampart.dev/no-such-node": "true"},
+        "containers": [{"name": "alter-user", "image": "registry.example/psql:16",
+            "command": ["sh", "-c", "psql -c \"ALTER USER app PASSWORD '$(cat /rotated/password)'\""],
+            "volumeMounts": [{"name": "rotated-secret", "mountPath": "/rotated", "readOnly": true}]}]
+    }})
+}
+
+impl Fixture {
+    /// A profile rotating to `id` with a `beforeRestart` hook.
+    fn hooked_profile(&self, name: &str, id: &str, dedicated: &str) -> Value {
+        let mut p = self.profile(name, id, 2, 60, "Enforce", Some(dedicated));
+        p["spec"]["secretRotation"]["hooks"] =
+            json!({"beforeRestart": {"template": hook_template(), "timeoutSeconds": 300}});
+        p
+    }
+
+    /// The hook Jobs in the namespace: (name, uid).
+    async fn hook_jobs(&self) -> Result<Vec<(String, String)>> {
+        use k8s_openapi::api::batch::v1::Job;
+        Ok(Api::<Job>::namespaced(self.client.clone(), &self.ns.name)
+            .list(&ListParams::default().labels("rampart.dev/rotation-hook=before-restart"))
+            .await?
+            .items
+            .iter()
+            .map(|j| (j.name_any(), j.uid().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Waits for exactly one hook Job and its pod; returns (job, uid, pod).
+    async fn one_hook_pod(&self) -> Result<(String, String, String)> {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns.name);
+        rampart_e2e::wait_for("the hook Job's pod", TIMEOUT, || async {
+            let jobs = self.hook_jobs().await.map_err(|e| e.to_string())?;
+            let [(job, uid)] = jobs.as_slice() else {
+                return Ok(None);
+            };
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list
+                .items
+                .first()
+                .map(|p| (job.clone(), uid.clone(), p.name_any())))
+        })
+        .await
+    }
+
+    /// Ends a hook pod as a kubelet ends a container that exited with `code`.
+    async fn end_pod(&self, pod: &str, code: i32) -> Result<()> {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::{Patch, PatchParams};
+        let phase = if code == 0 { "Succeeded" } else { "Failed" };
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns.name)
+            .patch_status(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "phase": phase,
+                    "containerStatuses": [{
+                        "name": "alter-user", "image": "registry.example/psql:16", "imageID": "",
+                        "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": code,
+                            "reason": if code == 0 { "Completed" } else { "Error" }}},
+                    }],
+                }})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Consumers whose template carries `id`.
+    async fn stamped_with(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .stamps()
+            .await?
+            .into_iter()
+            .filter(|(_, stamp, _)| stamp.as_deref() == Some(id))
+            .map(|(n, _, _)| n)
+            .collect())
+    }
+
+    /// Notes of the profile's events with `reason`.
+    async fn events(&self, profile: &str, reason: &str) -> Result<Vec<String>> {
+        use k8s_openapi::api::core::v1::Event;
+        Ok(Api::<Event>::all(self.client.clone())
+            .list(
+                &ListParams::default()
+                    .fields(&format!("involvedObject.name={profile},reason={reason}")),
+            )
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| e.message)
+            .collect())
+    }
+}
+
+/// A hook holds the consumers until its Job completes, and runs once: the operator killed
+/// (SIGKILL) while it runs comes back to the same Job and makes no other; when it completes the
+/// consumers restart, once.
+#[tokio::test]
+async fn a_hook_that_completes_lets_restarts_proceed_and_a_sigkill_runs_it_once() -> Result<()> {
+    let f = Fixture::new("hookok").await?;
+    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    f.statefulset_consumer("ledger", "db").await?;
+    let tag = format!("hookok-{}", unique_id());
+    let mut op = OperatorProcess::start(&tag).await?;
+    let name = f
+        .apply_adopted(&format!("hookok-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+
+    let (job, uid, pod) = f.one_hook_pod().await?;
+    let (data, _) = f.secret_data("db").await?;
+    assert_ne!(data.get("password").map(String::as_str), Some("orig-db"));
+    assert_eq!(
+        data.get("password.previous").map(String::as_str),
+        Some("orig-db"),
+        "the hook reads the old value beside the new"
+    );
+    let r = f
+        .wait_status(&name, "hooks running", |r| {
+            r.phase == rampart::api::RotationPhase::RunningHooks && r.hooks_pending == 1
+        })
+        .await?;
+    assert_eq!(r.workloads_restarted, 0);
+    assert!(
+        f.stamped_with("r1").await?.is_empty(),
+        "no consumer restarts before the hook"
+    );
+
+    // Killed while the hook runs: the next operator finds the same Job and waits for it.
+    op.kill();
+    let _op = OperatorProcess::start(&tag).await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        f.hook_jobs().await?,
+        vec![(job.clone(), uid.clone())],
+        "one Job, never remade"
+    );
+    assert!(
+        f.stamped_with("r1").await?.is_empty(),
+        "consumers still wait"
+    );
+
+    f.end_pod(&pod, 0).await?;
+    let p = f.wait_rotation(&name, Some("r1"), "Complete").await?;
+    let r = p
+        .status
+        .and_then(|s| s.rotation)
+        .context("rotation status")?;
+    assert_eq!((r.hooks_succeeded, r.hooks_pending), (1, 0));
+    assert!(r.hook_failures.is_empty(), "{:?}", r.hook_failures);
+    let record = r.history.first().context("a history record")?;
+    assert_eq!(
+        (
+            record.rotation_id.as_str(),
+            record.hooks_succeeded,
+            record.workloads_restarted
+        ),
+        ("r1", 1, 2)
+    );
+    let stamped: BTreeSet<String> = f.stamped_with("r1").await?.into_iter().collect();
+    assert_eq!(
+        stamped,
+        BTreeSet::from(["ledger".to_string(), "web".to_string()])
+    );
+    assert_eq!(f.hook_jobs().await?, vec![(job, uid)], "still the one Job");
+    let notes = f.events(&name, "SecretRotated").await?;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("{}/db", f.ns.name))
+                && n.contains("web")
+                && n.contains("ledger")
+                && !n.contains(data.get("password").map(String::as_str).unwrap_or("-"))),
+        "an event names the Secret and its restarted consumers, never a value: {notes:?}"
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+/// A hook that fails: the Secret gets back the values its consumers run with, none of them
+/// restarts, and the status and condition name the Secret and the Job.
+#[tokio::test]
+async fn a_failing_hook_puts_the_values_back_and_restarts_nothing() -> Result<()> {
+    let f = Fixture::new("hookbad").await?;
+    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let tag = format!("hookbad-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f
+        .apply_adopted(&format!("hookbad-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    let revision = f.revision("web").await?;
+    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let (job, _, pod) = f.one_hook_pod().await?;
+    f.end_pod(&pod, 1).await?;
+
+    let r = f
+        .wait_status(&name, "the hook failure recorded", |r| {
+            !r.hook_failures.is_empty()
+        })
+        .await?;
+    let failure = &r.hook_failures[0];
+    assert_eq!(failure.name, "db");
+    assert!(failure.reason.contains(&job), "names the Job: {failure:?}");
+    let (data, _) = f.secret_data("db").await?;
+    assert_eq!(
+        data.get("password").map(String::as_str),
+        Some("orig-db"),
+        "the value the consumers run with is back"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(f.stamped_with("r1").await?.is_empty(), "nothing restarted");
+    assert_eq!(f.revision("web").await?, revision);
+    let p = Api::<HardeningProfile>::all(f.client.clone())
+        .get(&name)
+        .await?;
+    let (status, _) = rampart_e2e::condition_of(&p, "SecretsRotated").context("SecretsRotated")?;
+    assert_eq!(status, "False");
+    let warnings = f.events(&name, "RotationHookFailed").await?;
+    assert!(
+        warnings
+            .iter()
+            .any(|n| n.contains("db") && n.contains(&job)),
+        "{warnings:?}"
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}

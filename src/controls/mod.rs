@@ -188,6 +188,8 @@ pub enum Write {
         job: DesiredObject,
         secret: SecretRef,
         rotation_id: String,
+        /// The keys given back their previous values if the Job is refused.
+        regenerate: Vec<String>,
     },
     /// Record how a Secret's hook ended, only if its entry still says the hook has not ended at
     /// the id: a failure first gives each of `regenerate` back its `<key>.previous` value, in the

@@ -121,6 +121,7 @@ impl Caches {
             previous: previous.cloned(),
             hooks: Default::default(),
             profile_uid: profile_uid.to_string(),
+            profile_name: String::new(),
         }
     }
 

@@ -119,7 +119,7 @@ pub fn next_step(started: bool, job: &HookJobState, name: &str) -> HookStep {
 /// once (no retries), stopped by the API server at `timeoutSeconds`.
 pub fn job_object(
     hook: &RotationHook,
-    profile_uid: &str,
+    (profile, profile_uid): (&str, &str),
     secret: &SecretInfo,
     rotation_id: &str,
     rotated_keys: &[String],
@@ -161,6 +161,8 @@ pub fn job_object(
             add_env(container, &vars);
         }
     }
+    let mut labels = crate::ownership::managed_labels(profile, ControlName::SecretRotation);
+    labels.insert(HOOK_LABEL.to_string(), BEFORE_RESTART.to_string());
     DesiredObject {
         key: ObjectKey {
             kind: ManagedKind::Job,
@@ -174,7 +176,7 @@ pub fn job_object(
             "metadata": {
                 "name": name,
                 "namespace": secret.namespace,
-                "labels": {HOOK_LABEL: BEFORE_RESTART},
+                "labels": labels,
                 "annotations": {
                     HOOK_SECRET_ANNOTATION: secret.name,
                     HOOK_ROTATION_ID_ANNOTATION: rotation_id,
@@ -242,7 +244,21 @@ mod tests {
 
     #[test]
     fn the_job_mounts_the_secret_runs_once_without_a_token_and_says_what_rotated() {
-        let job = job_object(&hook(), "uid-1", &secret(), "r2", &["password".into()]);
+        let job = job_object(
+            &hook(),
+            ("p", "uid-1"),
+            &secret(),
+            "r2",
+            &["password".into()],
+        );
+        assert_eq!(
+            job.manifest["metadata"]["labels"][HOOK_LABEL],
+            BEFORE_RESTART
+        );
+        assert_eq!(
+            job.manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "rampart"
+        );
         let m = &job.manifest;
         assert_eq!(job.key.namespace, "shop");
         assert_eq!(m["spec"]["backoffLimit"], 0);

@@ -268,6 +268,8 @@ pub struct RotationObserved {
     pub hooks: BTreeMap<(String, String), HookJobState>,
     /// This profile's uid, which hook Jobs are named from.
     pub profile_uid: String,
+    /// This profile's name, which hook Jobs are labelled with.
+    pub profile_name: String,
 }
 
 /// Which id a pass rotates to, given the spec's and what the status says this profile did.
@@ -389,9 +391,16 @@ pub fn plan(
     if let Some(hook) = hook {
         let keys: Vec<String> = spec.regenerate.iter().map(|k| k.key.clone()).collect();
         writes.extend(plan.hook_starts.iter().map(|s| Write::StartHook {
-            job: hooks::job_object(hook, &observed.profile_uid, s, id, &keys),
+            job: hooks::job_object(
+                hook,
+                (&observed.profile_name, &observed.profile_uid),
+                s,
+                id,
+                &keys,
+            ),
             secret: s.secret_ref(),
             rotation_id: id.clone(),
+            regenerate: keys.clone(),
         }));
     }
     writes.extend(plan.hook_ends.iter().map(|(s, end)| Write::EndHook {
@@ -1085,6 +1094,7 @@ mod tests {
                 .map(|(ns, s, st)| ((ns.to_string(), s.to_string()), st.clone()))
                 .collect(),
             profile_uid: "uid-1".into(),
+            profile_name: "p".into(),
             ..observed
         }
     }
