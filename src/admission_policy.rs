@@ -526,13 +526,14 @@ mod tests {
         let pods = crate::api::restricted::pod_spec_cel_rules("object.spec");
         assert!(!jobs.is_empty());
         // Each rule of the one table is in the policy, for Jobs' templates and for pods,
-        // exactly as the table makes it (but the restored claim's allowance).
+        // exactly as the table makes it (but the restored claim's and the hooked Secret's
+        // allowances).
         for (rules, guard) in [
             (jobs, "variables.resource != 'batch/jobs'"),
             (pods, "variables.resource != '/pods'"),
         ] {
             for r in rules {
-                let expected = allow_the_restored_claim(&r.rule);
+                let expected = allow_the_hooked_secret(&allow_the_restored_claim(&r.rule));
                 assert!(
                     all.iter().any(
                         |v| v.expression.starts_with(guard) && v.expression.contains(&expected)
@@ -582,6 +583,28 @@ mod tests {
             assert_eq!(naming.len(), 1, "{path}: one rule refuses PVC volumes");
             let adapted = allow_the_restored_claim(&naming[0].rule);
             assert!(adapted.contains("i0.persistentVolumeClaim.?readOnly.orValue(false) && request.namespace.startsWith('rampart-verify-')"));
+        }
+    }
+
+    /// The restricted rules refuse Secret volumes in the template a user writes; a hook Job
+    /// adds one, the rotated Secret. The policy lets exactly that one pass: in a hook Job, named
+    /// by the Job's own annotation, outside scratch namespaces.
+    #[test]
+    fn the_hooked_secret_is_allowed_only_in_a_hook_job_naming_it() {
+        let raw = crate::api::restricted::pod_spec_cel_rules("object.spec.template.spec");
+        let naming: Vec<_> = raw
+            .iter()
+            .filter(|r| r.rule.contains(REFUSED_SECRET))
+            .collect();
+        assert_eq!(naming.len(), 1, "one rule refuses Secret volumes");
+        let adapted = allow_the_hooked_secret(&naming[0].rule);
+        for part in [
+            "variables.resource == 'batch/jobs'",
+            "object.metadata.?labels[?'rampart.dev/rotation-hook'].orValue('') == 'before-restart'",
+            "i0.secret.?secretName.orValue('') == object.metadata.?annotations[?'rampart.dev/hook-secret'].orValue('')",
+            "!request.namespace.startsWith('rampart-verify-')",
+        ] {
+            assert!(adapted.contains(part), "{part} in {adapted}");
         }
     }
 

@@ -833,6 +833,13 @@ pub fn random_value(alphabet: crate::api::Alphabet, length: usize) -> String {
         .collect()
 }
 
+/// This profile's entry in `stamp` is at `id` with its hook not ended.
+fn hook_pending_at(stamp: &Stamp, profile_uid: &str, id: &str) -> bool {
+    stamp
+        .entry(profile_uid)
+        .is_some_and(|e| e.rotation_id == id && e.mark.hook_pending())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,11 +851,4 @@ mod tests {
         assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(v, random_value(crate::api::Alphabet::Hex, 40));
     }
-}
-
-/// This profile's entry in `stamp` is at `id` with its hook not ended.
-fn hook_pending_at(stamp: &Stamp, profile_uid: &str, id: &str) -> bool {
-    stamp
-        .entry(profile_uid)
-        .is_some_and(|e| e.rotation_id == id && e.mark.hook_pending())
 }
