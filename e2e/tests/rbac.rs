@@ -482,7 +482,7 @@ async fn the_policy_refuses_what_rampart_never_does() -> Result<()> {
         );
         if let Some(spec) = j.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
             spec.volumes = Some(vec![serde_json::from_value(
-                json!({"name": "rotated-secret", "secret": {"secretName": mounted}}),
+                json!({"name": "restored", "secret": {"secretName": mounted}}),
             )?]);
         }
         Ok(j)
