@@ -23,7 +23,12 @@ use crate::selection::Selection;
 /// What happened to one drifted object in this pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
-    /// Enforce mode fixed it.
+    /// Enforce mode made it for the first time: it was missing and this process never saw
+    /// it exist (a first apply, a namespace newly selected, a new workload). Not a repair: a
+    /// tamper alert on repairs must not fire on every install.
+    Created,
+    /// Enforce mode fixed it: made again after it was deleted, re-applied after an edit, or
+    /// deleted when no longer desired.
     Repaired,
     /// Audit mode, or a name held by someone else: reported only.
     Reported,
@@ -48,23 +53,52 @@ pub struct Findings {
     pub scratch_namespace_uid: Option<String>,
 }
 
+impl DriftOutcome {
+    /// Whether the object is as the profile wants after this pass.
+    pub fn resolved(self) -> bool {
+        matches!(self, DriftOutcome::Created | DriftOutcome::Repaired)
+    }
+}
+
 impl Findings {
     /// Drift still standing after this pass.
     pub fn unresolved(&self) -> impl Iterator<Item = &Drift> {
         self.drift
             .iter()
-            .filter(|(_, o)| *o != DriftOutcome::Repaired)
+            .filter(|(_, o)| !o.resolved())
             .map(|(d, _)| d)
+    }
+
+    /// How many objects this pass created and repaired, per control.
+    pub fn resolved_counts(&self, outcome: DriftOutcome) -> BTreeMap<ControlName, usize> {
+        let mut out = BTreeMap::new();
+        for (d, o) in &self.drift {
+            if *o == outcome {
+                *out.entry(d.control).or_insert(0) += 1;
+            }
+        }
+        out
     }
 }
 
-/// What became of each drift, from the write that repairs it.
-pub fn drift_outcomes(drift: Vec<Drift>, applied: &[Applied]) -> Vec<(Drift, DriftOutcome)> {
+/// What became of each drift, from the write that resolves it. `seen_before` says whether
+/// this process ever saw the object exist: a missing object it never saw is made for the
+/// first time (Created), one it saw was deleted since (Repaired).
+pub fn drift_outcomes(
+    drift: Vec<Drift>,
+    applied: &[Applied],
+    seen_before: impl Fn(&crate::controls::ObjectKey) -> bool,
+) -> Vec<(Drift, DriftOutcome)> {
     let by_target: BTreeMap<&Target, &Applied> = applied.iter().map(|a| (&a.target, a)).collect();
     drift
         .into_iter()
         .map(
             |d| match by_target.get(&Target::from(&d.key)).map(|a| &a.effect) {
+                Some(Ok(Effect::Done | Effect::Unchanged))
+                    if d.reason == DriftReason::Missing && !seen_before(&d.key) =>
+                {
+                    (d, DriftOutcome::Created)
+                }
                 Some(Ok(Effect::Done | Effect::Unchanged)) => (d, DriftOutcome::Repaired),
                 Some(Ok(Effect::NameTaken)) => (
                     Drift {
@@ -782,12 +816,14 @@ fn summary(
     generation: Option<i64>,
     previous: &HardeningProfileStatus,
 ) -> Summary {
-    let repaired_before = previous
+    let before = previous
         .summary
         .as_ref()
-        .filter(|_| previous.observed_generation == generation)
-        .map(|s| s.repaired_objects)
-        .unwrap_or(0);
+        .filter(|_| previous.observed_generation == generation);
+    let repaired_before = before.map(|s| s.repaired_objects).unwrap_or(0);
+    let created_before = before.map(|s| s.created_objects).unwrap_or(0);
+    let count =
+        |outcome: DriftOutcome| findings.drift.iter().filter(|(_, o)| *o == outcome).count() as i64;
     let drifted_namespaces: BTreeSet<&str> = findings
         .unresolved()
         .map(|d| d.key.namespace.as_str())
@@ -810,12 +846,8 @@ fn summary(
         drifted_namespaces: drifted_namespaces.len() as i64,
         drifted_objects: drifted_total as i64,
         managed_objects: findings.namespaces.managed.values().sum::<usize>() as i64,
-        repaired_objects: repaired_before
-            + findings
-                .drift
-                .iter()
-                .filter(|(_, o)| *o == DriftOutcome::Repaired)
-                .count() as i64,
+        repaired_objects: repaired_before + count(DriftOutcome::Repaired),
+        created_objects: created_before + count(DriftOutcome::Created),
     }
 }
 
@@ -936,6 +968,80 @@ mod tests {
         );
         assert_eq!(next.summary.as_ref().map(|s| s.repaired_objects), Some(1));
         assert!(!changed(Some(&s), &next));
+    }
+
+    fn missing(ns: &str) -> Drift {
+        Drift {
+            key: ObjectKey {
+                kind: ManagedKind::PodDisruptionBudget,
+                namespace: ns.into(),
+                name: "rampart-deploy-x".into(),
+            },
+            control: ControlName::PodDisruptionBudgets,
+            reason: DriftReason::Missing,
+            fields: vec![],
+        }
+    }
+
+    fn done(d: &Drift) -> Applied {
+        Applied {
+            verb: WriteVerb::Create,
+            target: Target::from(&d.key),
+            effect: Ok(Effect::Done),
+            created_uid: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_object_never_seen_is_created_and_one_seen_before_is_repaired() {
+        let (first, deleted) = (missing("a"), missing("b"));
+        let applied = [done(&first), done(&deleted)];
+        let outcomes = drift_outcomes(vec![first, deleted], &applied, |k| k.namespace == "b");
+        let by_ns: Vec<(&str, DriftOutcome)> = outcomes
+            .iter()
+            .map(|(d, o)| (d.key.namespace.as_str(), *o))
+            .collect();
+        assert_eq!(
+            by_ns,
+            vec![("a", DriftOutcome::Created), ("b", DriftOutcome::Repaired)]
+        );
+        let mut edited = missing("c");
+        edited.reason = DriftReason::Modified;
+        let applied = [done(&edited)];
+        let outcomes = drift_outcomes(vec![edited], &applied, |_| false);
+        assert_eq!(
+            outcomes[0].1,
+            DriftOutcome::Repaired,
+            "an edited object exists, so it was made before"
+        );
+    }
+
+    #[test]
+    fn first_creations_are_counted_apart_from_repairs_and_keep_ready() {
+        let mut f = findings(Some(DriftOutcome::Created));
+        f.drift.push((missing("b"), DriftOutcome::Created));
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
+        assert!(s.drift.is_empty(), "a created object is no drift left");
+        assert_eq!(
+            s.summary
+                .as_ref()
+                .map(|s| (s.created_objects, s.repaired_objects)),
+            Some((2, 0))
+        );
+        let next = compute(
+            &spec(Mode::Enforce),
+            Some(1),
+            &findings(Some(DriftOutcome::Repaired)),
+            Some(&s),
+            at(5),
+        );
+        assert_eq!(
+            next.summary
+                .as_ref()
+                .map(|s| (s.created_objects, s.repaired_objects)),
+            Some((2, 1))
+        );
     }
 
     #[test]
