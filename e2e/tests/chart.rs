@@ -816,6 +816,104 @@ fn every_alert_has_a_for_and_a_runbook_section() -> Result<()> {
     Ok(())
 }
 
+/// The PrometheusRule's `spec` (Prometheus's own rule-file shape) rendered with `values`.
+fn rendered_rules(values: Option<&std::path::Path>) -> Result<serde_yaml::Value> {
+    let mut args = vec![
+        "template",
+        "ops",
+        "charts/rampart",
+        "--kube-version",
+        "1.37.2",
+        "-n",
+        "rampart-system",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ];
+    let path;
+    if let Some(v) = values {
+        path = v.display().to_string();
+        args.extend(["-f", path.as_str()]);
+    }
+    let (ok, out) = helm(&args)?;
+    assert!(ok, "{out}");
+    let rule: serde_yaml::Value = serde_yaml::from_str(&out)?;
+    Ok(rule["spec"].clone())
+}
+
+fn alert_names(rules: &serde_yaml::Value) -> Vec<String> {
+    rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Runs `promtool test rules` on `tests` (files in e2e/alerts/) against `rules`.
+fn promtool_test(rules: &serde_yaml::Value, tests: &[&str]) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("rampart-alerts-{}", unique_id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(rules)?)?;
+    for t in tests {
+        std::fs::copy(repo_root().join("e2e/alerts").join(t), dir.join(t))?;
+    }
+    let out = Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .args(tests)
+        .current_dir(&dir)
+        .output()
+        .context("running promtool (Debian's prometheus package; .ci/run installs it)")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool test rules {tests:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every alert the chart renders has a `promtool test rules` case that fires it
+/// (e2e/alerts/default.test.yaml and stale.test.yaml, which also show an Audit profile with
+/// drift, not Ready and with old snapshots fires nothing), and the values override
+/// severity, `for:`, labels, maxAge and the selector and switch an alert off
+/// (overrides.test.yaml). Rendering and promtool only: no cluster needed.
+#[test]
+fn promtool_tests_fire_every_alert_spare_audit_profiles_and_follow_the_values() -> Result<()> {
+    let defaults = rendered_rules(None)?;
+    let names = alert_names(&defaults);
+    assert!(names.len() >= 11, "{names:?}");
+    let cases = ["default.test.yaml", "stale.test.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo_root().join("e2e/alerts").join(f)))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .join("\n");
+    for name in &names {
+        // A case that expects it to fire names it beside a non-empty exp_alerts.
+        let fires = cases.split("alertname: ").skip(1).any(|c| {
+            c.starts_with(&format!("{name}\n"))
+                && c.split("\n")
+                    .nth(1)
+                    .is_some_and(|l| l.trim() == "exp_alerts:")
+        });
+        assert!(fires, "no promtool case in e2e/alerts fires {name}");
+    }
+    promtool_test(&defaults, &["default.test.yaml", "stale.test.yaml"])?;
+
+    let overridden = rendered_rules(Some(&repo_root().join("e2e/alerts/overrides.values.yaml")))?;
+    let names = alert_names(&overridden);
+    assert!(
+        !names.iter().any(|n| n == "RampartDrainBlocked"),
+        "a disabled alert is rendered: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "RampartDriftPersists"));
+    promtool_test(&overridden, &["overrides.test.yaml"])
+}
+
 /// The roles for people are the same in the chart and config/: reading profiles is aggregated
 /// into view, edit and admin; writing them into nothing; neither reaches the status or the
 /// finalizers, and the chart leaves both out with `profileRoles.enabled=false`.
