@@ -914,6 +914,89 @@ fn promtool_tests_fire_every_alert_spare_audit_profiles_and_follow_the_values() 
     promtool_test(&overridden, &["overrides.test.yaml"])
 }
 
+/// The Grafana dashboard: `$datasource` and `$profile` variables, every panel and query on
+/// `$datasource`, the profile panels filtered by `$profile`, panels for rotation,
+/// verification and errors (API requests by code), and every query valid PromQL (checked by
+/// `promtool check rules` with each as a recording rule). Rendering only: no cluster needed.
+#[test]
+fn dashboard_has_datasource_and_profile_variables_and_valid_queries() -> Result<()> {
+    let (ok, out) = helm(&[
+        "template",
+        "ops",
+        "charts/rampart",
+        "--kube-version",
+        "1.37.2",
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--show-only",
+        "templates/grafana-dashboard.yaml",
+    ])?;
+    assert!(ok, "{out}");
+    let cm: serde_yaml::Value = serde_yaml::from_str(&out)?;
+    let json = cm["data"]["rampart.json"]
+        .as_str()
+        .context("no rampart.json")?;
+    let dash: serde_json::Value = serde_json::from_str(json)?;
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(vars, vec!["datasource", "profile"]);
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().context("no panels")? {
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap_or_default();
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {title}");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title}");
+            let e = t["expr"].as_str().context("a target without expr")?;
+            if e.contains("profile") && !e.contains("profile=~\"$profile\"") {
+                panic!("panel {title} groups by profile but does not filter by $profile: {e}");
+            }
+            exprs.push(e.to_string());
+        }
+    }
+    let all = exprs.join("\n");
+    for metric in [
+        "rampart_secrets_rotated_total",
+        "rampart_workloads_restarted_total",
+        "rampart_rotation_stalled",
+        "rampart_backup_last_verified_timestamp_seconds",
+        "rampart_backup_verifications_failed_total",
+        "rampart_api_requests_total{code!~",
+        "rampart_reconcile_errors_total",
+        "rampart_profile_condition",
+        "rampart_objects_created_total",
+    ] {
+        assert!(all.contains(metric), "no panel reads {metric}");
+    }
+    // Each query as a recording rule: promtool parses it ($profile stands for a regex).
+    let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules": exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:q{i}"), "expr": e.replace("$profile", ".*")}))
+        .collect::<Vec<_>>()}]});
+    let file = std::env::temp_dir().join(format!("rampart-dashboard-{}.json", unique_id()));
+    std::fs::write(&file, serde_json::to_string(&rules)?)?;
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .context("running promtool")?;
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "dashboard queries that do not parse:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The roles for people are the same in the chart and config/: reading profiles is aggregated
 /// into view, edit and admin; writing them into nothing; neither reaches the status or the
 /// finalizers, and the chart leaves both out with `profileRoles.enabled=false`.
