@@ -49,6 +49,8 @@ echo
 kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}budgets left to users: {.status.coveredByUserBudgets}{"\n"}drain blockers: {.status.drainBlockingBudgets}{"\n"}'
 step "what Rampart made"
 kubectl get networkpolicies,poddisruptionbudgets -A -l app.kubernetes.io/managed-by=rampart
+# A first apply creates: it repairs nothing (summary.createdObjects, rampart_objects_created_total).
+kubectl get events -A --field-selector reason=Created -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
 
 step "drift: deleting a managed policy and editing another"
 kubectl -n kafka delete networkpolicy rampart-allow-dns
@@ -59,11 +61,17 @@ kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.e
 
 step "secret rotation: bumping rotationId (watch the batches)"
 kubectl get hp regulated -o jsonpath='before: {.status.rotation}{"\n"}'
-kubectl patch hp regulated --type merge -p "{\"spec\":{\"secretRotation\":{\"rotationId\":\"demo-$(date +%s)\"}}}"
+rotation_id="demo-$(date +%s)"
+kubectl patch hp regulated --type merge -p "{\"spec\":{\"secretRotation\":{\"rotationId\":\"$rotation_id\"}}}"
 for _ in $(seq 1 60); do
-  line=$(kubectl get hp regulated -o jsonpath='{.status.rotation.phase} secrets {.status.rotation.secretsRotated}/{.status.rotation.secretsSelected} workloads {.status.rotation.workloadsRestarted}/{.status.rotation.workloadsTotal} in progress: {.status.rotation.inProgress}')
-  echo "  $line"
-  case "$line" in Complete*) break ;; esac
+  # Until the operator has taken the new id up, status.rotation still describes the previous
+  # rotation (Complete): print only progress that belongs to the id just set.
+  line=$(kubectl get hp regulated -o jsonpath='{.status.rotation.observedRotationId} {.status.rotation.phase} secrets {.status.rotation.secretsRotated}/{.status.rotation.secretsSelected} (adopted {.status.rotation.secretsAdopted}) workloads {.status.rotation.workloadsRestarted}/{.status.rotation.workloadsTotal} in progress: {.status.rotation.inProgress}')
+  case "$line" in
+    "$rotation_id "*) echo "  ${line#"$rotation_id "}" ;;
+    *) echo "  waiting for the operator to take up $rotation_id"; sleep 1; continue ;;
+  esac
+  case "$line" in "$rotation_id Complete"*) break ;; esac
   sleep 1
 done
 kubectl get deploy,statefulset -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,ROTATION:.spec.template.metadata.annotations.rampart\.dev/rotation-id,RESTARTED:.spec.template.metadata.annotations.rampart\.dev/restarted-at' | grep -v '<none>.*<none>' || true
@@ -88,5 +96,5 @@ kubectl get hp observability-audit -o jsonpath='{range .status.drift[*]}{.namesp
 
 step "metrics"
 echo "http://127.0.0.1:$port/metrics"
-curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^rampart_(profile_ready|drifted_objects|managed_objects|repairs_total)' | head -20
+curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^rampart_(profile_ready|profile_info|drifted_objects|managed_objects|objects_created_total|repairs_total)' | head -24
 printf '\nThe control plane and the operator keep running: export KUBECONFIG=%s\nStop both with: make down\n' "$KUBECONFIG"

@@ -30,6 +30,10 @@ pub enum DriftOutcome {
     /// Enforce mode fixed it: made again after it was deleted, re-applied after an edit, or
     /// deleted when no longer desired.
     Repaired,
+    /// Already as the profile wants when written: an earlier pass's write the cache did not
+    /// show yet (a create that found our object, a delete that found it gone). Neither a
+    /// creation nor a repair, so nothing is counted twice.
+    Settled,
     /// Audit mode, or a name held by someone else: reported only.
     Reported,
     /// The repair was attempted and failed.
@@ -56,7 +60,10 @@ pub struct Findings {
 impl DriftOutcome {
     /// Whether the object is as the profile wants after this pass.
     pub fn resolved(self) -> bool {
-        matches!(self, DriftOutcome::Created | DriftOutcome::Repaired)
+        matches!(
+            self,
+            DriftOutcome::Created | DriftOutcome::Repaired | DriftOutcome::Settled
+        )
     }
 }
 
@@ -94,12 +101,13 @@ pub fn drift_outcomes(
         .into_iter()
         .map(
             |d| match by_target.get(&Target::from(&d.key)).map(|a| &a.effect) {
-                Some(Ok(Effect::Done | Effect::Unchanged))
+                Some(Ok(Effect::Done))
                     if d.reason == DriftReason::Missing && !seen_before(&d.key) =>
                 {
                     (d, DriftOutcome::Created)
                 }
-                Some(Ok(Effect::Done | Effect::Unchanged)) => (d, DriftOutcome::Repaired),
+                Some(Ok(Effect::Done)) => (d, DriftOutcome::Repaired),
+                Some(Ok(Effect::Unchanged)) => (d, DriftOutcome::Settled),
                 Some(Ok(Effect::NameTaken)) => (
                     Drift {
                         reason: DriftReason::NameTaken,
@@ -362,11 +370,24 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
         RotationPhase::Stalled => "RotationStalled",
     };
     let message = status.message.clone().unwrap_or_else(|| {
+        // Adopted Secrets are at the id as much as rotated ones (their values were kept on
+        // purpose): "0/1 rotated" for the one Secret, adopted, would read as work left.
+        let secrets = if status.secrets_adopted > 0 {
+            format!(
+                "{}/{} Secrets at the id ({} adopted with their values kept)",
+                status.secrets_rotated + status.secrets_adopted,
+                status.secrets_selected,
+                status.secrets_adopted
+            )
+        } else {
+            format!(
+                "{}/{} Secrets rotated",
+                status.secrets_rotated, status.secrets_selected
+            )
+        };
         format!(
-            "rotation {}: {}/{} Secrets rotated, {}/{} workloads restarted",
+            "rotation {}: {secrets}, {}/{} workloads restarted",
             status.observed_rotation_id.as_deref().unwrap_or_default(),
-            status.secrets_rotated,
-            status.secrets_selected,
             status.workloads_restarted,
             status.workloads_total
         )
@@ -507,6 +528,23 @@ fn backups_condition(b: &BackupFindings, previous: Option<&BackupStatus>) -> Com
             false,
             "SlotMissed",
             format!("{} schedule slots were missed", b.status.missed_slots),
+        )
+    } else if b.status.pvcs > 0 && b.status.ready_snapshots == 0 {
+        // Nothing failed, so Ready need not wait for the first slot; but "healthy" with no
+        // snapshot to restore from would be a claim the counts do not back.
+        let next = b
+            .status
+            .next_schedule_time
+            .map(|t| format!(" (next slot {})", conditions::rfc3339(t)))
+            .unwrap_or_default();
+        Computed::new(
+            type_,
+            true,
+            "AwaitingFirstSnapshot",
+            format!(
+                "{} PVCs selected, none with a ready snapshot yet: waiting for the first{next}",
+                b.status.pvcs
+            ),
         )
     } else {
         Computed::new(
@@ -1005,6 +1043,14 @@ mod tests {
             by_ns,
             vec![("a", DriftOutcome::Created), ("b", DriftOutcome::Repaired)]
         );
+        let mut again = done(&missing("a"));
+        again.effect = Ok(Effect::Unchanged);
+        let outcomes = drift_outcomes(vec![missing("a")], &[again], |_| true);
+        assert_eq!(
+            outcomes[0].1,
+            DriftOutcome::Settled,
+            "a create that found our object (the cache lagged our last write) counts nothing"
+        );
         let mut edited = missing("c");
         edited.reason = DriftReason::Modified;
         let applied = [done(&edited)];
@@ -1356,6 +1402,54 @@ mod tests {
         let c = cond(&s, "BackupsVerified");
         assert_eq!(c.reason, "AuditMode");
         assert!(c.message.contains("not run in Audit"), "{}", c.message);
+    }
+
+    #[test]
+    fn backups_without_a_ready_snapshot_say_they_wait_for_the_first() {
+        let mut b = BackupFindings::default();
+        b.status.pvcs = 2;
+        b.status.next_schedule_time = Some(at(3600));
+        let c = backups_condition(&b, None);
+        assert!(
+            c.status,
+            "nothing failed: Ready need not wait for the first slot"
+        );
+        assert_eq!(c.reason, "AwaitingFirstSnapshot");
+        assert!(!c.message.contains("0 ready"), "{}", c.message);
+        assert!(c.message.contains("2 PVCs"), "{}", c.message);
+        assert!(c.message.contains("2027-01-15T09:00:00Z"), "{}", c.message);
+        b.status.ready_snapshots = 2;
+        let c = backups_condition(&b, None);
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("Healthy", "2 PVCs, 2 ready snapshots")
+        );
+    }
+
+    #[test]
+    fn secrets_adopted_at_the_id_count_as_at_the_id() {
+        let adopted = RotationStatus {
+            observed_rotation_id: Some("r1".into()),
+            phase: RotationPhase::Complete,
+            secrets_selected: 1,
+            secrets_adopted: 1,
+            ..empty_rotation_status()
+        };
+        let c = rotation_condition(&adopted);
+        assert_eq!(
+            c.message,
+            "rotation r1: 1/1 Secrets at the id (1 adopted with their values kept), 0/0 \
+             workloads restarted"
+        );
+        let rotated = RotationStatus {
+            secrets_rotated: 1,
+            secrets_adopted: 0,
+            ..adopted
+        };
+        assert_eq!(
+            rotation_condition(&rotated).message,
+            "rotation r1: 1/1 Secrets rotated, 0/0 workloads restarted"
+        );
     }
 
     #[test]
