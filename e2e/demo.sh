@@ -50,14 +50,15 @@ kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}budgets le
 step "what Rampart made"
 kubectl get networkpolicies,poddisruptionbudgets -A -l app.kubernetes.io/managed-by=rampart
 # A first apply creates: it repairs nothing (summary.createdObjects, rampart_objects_created_total).
-kubectl get events -A --field-selector reason=Created -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+kubectl get events -A --field-selector involvedObject.name=regulated,reason=Created -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
 
 step "drift: deleting a managed policy and editing another"
 kubectl -n kafka delete networkpolicy rampart-allow-dns
 kubectl -n kafka patch networkpolicy rampart-default-deny --type merge -p '{"spec":{"podSelector":{"matchLabels":{"only":"this"}}}}'
 sleep 2
 kubectl -n kafka get networkpolicy rampart-allow-dns rampart-default-deny -o custom-columns=NAME:.metadata.name,CREATED:.metadata.creationTimestamp,SELECTOR:.spec.podSelector
-kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+kubectl get events -A --field-selector involvedObject.name=regulated,reason=Repaired -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}'
 
 step "secret rotation: bumping rotationId (watch the batches)"
 kubectl get hp regulated -o jsonpath='before: {.status.rotation}{"\n"}'
@@ -89,6 +90,8 @@ kubectl wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshots -A -l ra
 kubectl get volumesnapshots -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PVC:.spec.source.persistentVolumeClaimName,SLOT:.metadata.annotations.rampart\.dev/slot,READY:.status.readyToUse,SIZE:.status.restoreSize,CONTENT:.status.boundVolumeSnapshotContentName'
 echo "archives: $(sed -n 's/^CSI_STATE_DIR=//p' .local/env)/snapshots/"
 kubectl get hp regulated -o jsonpath='backups: {.status.backups}{"\n"}'
+kubectl wait --for=jsonpath='{.status.conditions[?(@.type=="BackupsHealthy")].reason}'=Healthy hp/regulated --timeout=30s >/dev/null || true
+kubectl get hp regulated -o jsonpath='{range .status.conditions[?(@.type=="BackupsHealthy")]}{.type} {.status} {.reason}: {.message}{"\n"}{end}'
 
 step "the Audit profile's drift report (hp/observability-audit)"
 kubectl wait --for=condition=Drifted hp/observability-audit --timeout=60s
