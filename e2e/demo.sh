@@ -49,21 +49,30 @@ echo
 kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}budgets left to users: {.status.coveredByUserBudgets}{"\n"}drain blockers: {.status.drainBlockingBudgets}{"\n"}'
 step "what Rampart made"
 kubectl get networkpolicies,poddisruptionbudgets -A -l app.kubernetes.io/managed-by=rampart
+# A first apply creates: it repairs nothing (summary.createdObjects, rampart_objects_created_total).
+kubectl get events -A --field-selector involvedObject.name=regulated,reason=Created -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
 
 step "drift: deleting a managed policy and editing another"
 kubectl -n kafka delete networkpolicy rampart-allow-dns
 kubectl -n kafka patch networkpolicy rampart-default-deny --type merge -p '{"spec":{"podSelector":{"matchLabels":{"only":"this"}}}}'
 sleep 2
 kubectl -n kafka get networkpolicy rampart-allow-dns rampart-default-deny -o custom-columns=NAME:.metadata.name,CREATED:.metadata.creationTimestamp,SELECTOR:.spec.podSelector
-kubectl get events -A --field-selector reason=Repaired -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+kubectl get events -A --field-selector involvedObject.name=regulated,reason=Repaired -o custom-columns=WHEN:.eventTime,MESSAGE:.message | tail -3
+kubectl get hp regulated -o jsonpath='summary: {.status.summary}{"\n"}'
 
 step "secret rotation: bumping rotationId (watch the batches)"
 kubectl get hp regulated -o jsonpath='before: {.status.rotation}{"\n"}'
-kubectl patch hp regulated --type merge -p "{\"spec\":{\"secretRotation\":{\"rotationId\":\"demo-$(date +%s)\"}}}"
+rotation_id="demo-$(date +%s)"
+kubectl patch hp regulated --type merge -p "{\"spec\":{\"secretRotation\":{\"rotationId\":\"$rotation_id\"}}}"
 for _ in $(seq 1 60); do
-  line=$(kubectl get hp regulated -o jsonpath='{.status.rotation.phase} secrets {.status.rotation.secretsRotated}/{.status.rotation.secretsSelected} workloads {.status.rotation.workloadsRestarted}/{.status.rotation.workloadsTotal} in progress: {.status.rotation.inProgress}')
-  echo "  $line"
-  case "$line" in Complete*) break ;; esac
+  # Until the operator has taken the new id up, status.rotation still describes the previous
+  # rotation (Complete): print only progress that belongs to the id just set.
+  line=$(kubectl get hp regulated -o jsonpath='{.status.rotation.observedRotationId} {.status.rotation.phase} secrets {.status.rotation.secretsRotated}/{.status.rotation.secretsSelected} (adopted {.status.rotation.secretsAdopted}) workloads {.status.rotation.workloadsRestarted}/{.status.rotation.workloadsTotal} in progress: {.status.rotation.inProgress}')
+  case "$line" in
+    "$rotation_id "*) echo "  ${line#"$rotation_id "}" ;;
+    *) echo "  waiting for the operator to take up $rotation_id"; sleep 1; continue ;;
+  esac
+  case "$line" in "$rotation_id Complete"*) break ;; esac
   sleep 1
 done
 kubectl get deploy,statefulset -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,ROTATION:.spec.template.metadata.annotations.rampart\.dev/rotation-id,RESTARTED:.spec.template.metadata.annotations.rampart\.dev/restarted-at' | grep -v '<none>.*<none>' || true
@@ -81,6 +90,8 @@ kubectl wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshots -A -l ra
 kubectl get volumesnapshots -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PVC:.spec.source.persistentVolumeClaimName,SLOT:.metadata.annotations.rampart\.dev/slot,READY:.status.readyToUse,SIZE:.status.restoreSize,CONTENT:.status.boundVolumeSnapshotContentName'
 echo "archives: $(sed -n 's/^CSI_STATE_DIR=//p' .local/env)/snapshots/"
 kubectl get hp regulated -o jsonpath='backups: {.status.backups}{"\n"}'
+kubectl wait --for=jsonpath='{.status.conditions[?(@.type=="BackupsHealthy")].reason}'=Healthy hp/regulated --timeout=30s >/dev/null || true
+kubectl get hp regulated -o jsonpath='{range .status.conditions[?(@.type=="BackupsHealthy")]}{.type} {.status} {.reason}: {.message}{"\n"}{end}'
 
 step "the Audit profile's drift report (hp/observability-audit)"
 kubectl wait --for=condition=Drifted hp/observability-audit --timeout=60s
@@ -88,5 +99,5 @@ kubectl get hp observability-audit -o jsonpath='{range .status.drift[*]}{.namesp
 
 step "metrics"
 echo "http://127.0.0.1:$port/metrics"
-curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^rampart_(profile_ready|drifted_objects|managed_objects|repairs_total)' | head -20
+curl -fsS "http://127.0.0.1:$port/metrics" | grep -E '^rampart_(profile_ready|profile_info|drifted_objects|managed_objects|objects_created_total|repairs_total)' | head -24
 printf '\nThe control plane and the operator keep running: export KUBECONFIG=%s\nStop both with: make down\n' "$KUBECONFIG"

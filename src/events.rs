@@ -58,14 +58,19 @@ pub fn summarize(verb: &str, items: &[String]) -> String {
         .cloned()
         .collect::<Vec<_>>()
         .join(", ");
+    let objects = if items.len() == 1 {
+        "object"
+    } else {
+        "objects"
+    };
     if items.len() > SHOWN {
         format!(
-            "{verb} {} objects: {head} and {} more",
+            "{verb} {} {objects}: {head} and {} more",
             items.len(),
             items.len() - SHOWN
         )
     } else {
-        format!("{verb} {} objects: {head}", items.len())
+        format!("{verb} {} {objects}: {head}", items.len())
     }
 }
 
@@ -103,7 +108,8 @@ pub fn condition_flips(previous: &[Condition], next: &[Condition]) -> Vec<Event>
     out
 }
 
-/// Events about what a pass wrote: repairs (with the drift they fixed) and failed repairs,
+/// Events about what a pass wrote: first creations, repairs (with the drift they fixed) and
+/// failed repairs,
 /// Secrets rotated or adopted, restarts, snapshots created and pruned, a slot caught up late.
 pub fn after_writes(
     outcomes: &[(Drift, DriftOutcome)],
@@ -111,6 +117,18 @@ pub fn after_writes(
     caught_up_slot: bool,
 ) -> Vec<Event> {
     let mut out = Vec::new();
+    let created: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == DriftOutcome::Created)
+        .map(|(d, _)| Target::from(&d.key).to_string())
+        .collect();
+    if !created.is_empty() {
+        out.push(Event::normal(
+            "Created",
+            "Create",
+            summarize("Created", &created),
+        ));
+    }
     let repaired: Vec<String> = outcomes
         .iter()
         .filter(|(_, o)| *o == DriftOutcome::Repaired)
@@ -267,7 +285,45 @@ mod tests {
             summarize("Repaired", &items),
             "Repaired 7 objects: o0, o1, o2, o3, o4 and 2 more"
         );
-        assert_eq!(summarize("Repaired", &items[..1]), "Repaired 1 objects: o0");
+        assert_eq!(summarize("Repaired", &items[..1]), "Repaired 1 object: o0");
+    }
+
+    #[test]
+    fn first_creations_and_repairs_are_told_apart() {
+        use crate::controls::{DriftReason, ManagedKind, ObjectKey};
+        let drift = |name: &str, reason: DriftReason| crate::controls::Drift {
+            key: ObjectKey {
+                kind: ManagedKind::NetworkPolicy,
+                namespace: "a".into(),
+                name: name.into(),
+            },
+            control: crate::api::ControlName::NetworkPolicies,
+            reason,
+            fields: vec![],
+        };
+        let outcomes = vec![
+            (drift("deny", DriftReason::Missing), DriftOutcome::Created),
+            (drift("dns", DriftReason::Missing), DriftOutcome::Created),
+            (drift("same", DriftReason::Missing), DriftOutcome::Repaired),
+        ];
+        let events = after_writes(&outcomes, &[], false);
+        let notes: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.reason.as_str(), e.note.as_str()))
+            .collect();
+        assert_eq!(
+            notes,
+            vec![
+                (
+                    "Created",
+                    "Created 2 objects: NetworkPolicy a/deny, NetworkPolicy a/dns"
+                ),
+                (
+                    "Repaired",
+                    "Repaired 1 object: NetworkPolicy a/same (Missing)"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::api::ControlName;
 use crate::controls::backups::BackupFindings;
 use crate::controls::rotation::RotationPlan;
 use crate::controls::verify::VerifyFindings;
-use crate::controls::{Drift, NamespaceFindings};
+use crate::controls::{Drift, NamespaceFindings, ObjectKey};
 use crate::status::DriftOutcome;
 
 /// The longest a profile goes without a full pass.
@@ -158,9 +158,20 @@ pub struct NamespaceResult {
     pub findings: NamespaceFindings,
 }
 
+/// The profile's objects this process has seen exist (observed as ours, or created), as
+/// hashes of their keys, for the profile with this uid. What tells a first creation from the
+/// repair of a deletion: nothing in the cluster records an object that is gone, so an object
+/// deleted while no operator watched is made again as a creation.
+#[derive(Default)]
+struct Seen {
+    uid: String,
+    keys: std::collections::HashSet<u64>,
+}
+
 /// One profile's pending marks and retained results.
 #[derive(Default)]
 struct Entry {
+    seen: Seen,
     dirty: BTreeSet<String>,
     rotation_inputs: bool,
     backup_inputs: bool,
@@ -234,6 +245,43 @@ impl Ledger {
 
     pub fn forget(&self, profile: &str) {
         self.with(|m| m.remove(profile));
+    }
+
+    /// Records objects of the profile (with `uid`) seen to exist; `present` false forgets them
+    /// (the profile deleted them: made again later, they are created anew).
+    pub fn note_objects<'a>(
+        &self,
+        profile: &str,
+        uid: &str,
+        keys: impl IntoIterator<Item = &'a ObjectKey>,
+        present: bool,
+    ) {
+        self.with(|m| {
+            let seen = &mut m.entry(profile.to_string()).or_default().seen;
+            if seen.uid != uid {
+                // A profile made again under the same name starts with nothing of its own.
+                *seen = Seen {
+                    uid: uid.to_string(),
+                    keys: Default::default(),
+                };
+            }
+            for k in keys {
+                if present {
+                    seen.keys.insert(crate::observe::hash64(k));
+                } else {
+                    seen.keys.remove(&crate::observe::hash64(k));
+                }
+            }
+        });
+    }
+
+    /// Whether this process saw the object of the profile (with `uid`) exist before.
+    pub fn seen_before(&self, profile: &str, uid: &str, key: &ObjectKey) -> bool {
+        self.with(|m| {
+            m.get(profile).is_some_and(|e| {
+                e.seen.uid == uid && e.seen.keys.contains(&crate::observe::hash64(key))
+            })
+        })
     }
 
     /// Decides what this pass plans and takes the marks. `version` is the profile's uid and
@@ -315,10 +363,8 @@ impl Ledger {
             let e = m.entry(profile.to_string()).or_default();
             let mut repaired = Vec::new();
             let mut keep = |r: NamespaceResult| {
-                let (done, open): (Vec<_>, Vec<_>) = r
-                    .drift
-                    .into_iter()
-                    .partition(|(_, o)| *o == DriftOutcome::Repaired);
+                let (done, open): (Vec<_>, Vec<_>) =
+                    r.drift.into_iter().partition(|(_, o)| o.resolved());
                 repaired.extend(done);
                 NamespaceResult {
                     drift: open,
@@ -381,6 +427,33 @@ mod tests {
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn objects_seen_are_remembered_per_profile_until_deleted_or_the_profile_is_made_again() {
+        let ledger = Ledger::default();
+        let key = |ns: &str| ObjectKey {
+            kind: ManagedKind::NetworkPolicy,
+            namespace: ns.into(),
+            name: "rampart-default-deny".into(),
+        };
+        assert!(
+            !ledger.seen_before("p", "u1", &key("a")),
+            "nothing seen yet"
+        );
+        ledger.note_objects("p", "u1", [&key("a"), &key("b")], true);
+        assert!(ledger.seen_before("p", "u1", &key("a")));
+        assert!(!ledger.seen_before("q", "u1", &key("a")), "another profile");
+        assert!(!ledger.seen_before("p", "u1", &key("c")));
+        ledger.note_objects("p", "u1", [&key("b")], false);
+        assert!(!ledger.seen_before("p", "u1", &key("b")), "deleted by us");
+        assert!(
+            !ledger.seen_before("p", "u2", &key("a")),
+            "the profile was deleted and made again"
+        );
+        ledger.note_objects("p", "u2", [&key("c")], true);
+        assert!(!ledger.seen_before("p", "u2", &key("a")));
+        assert!(ledger.seen_before("p", "u2", &key("c")));
     }
 
     #[test]

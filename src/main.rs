@@ -153,11 +153,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Every write the operator makes goes through the fence; the lease has its own client,
     // since renewing it is how the fence opens.
+    let metrics = Arc::new(Metrics::new()?);
+    // Requests are counted innermost, as sent: a write the fence refuses never left.
+    let counted = rampart::request_metrics::RequestCountLayer(metrics.api_requests.clone());
     let client = kube::client::ClientBuilder::try_from(config.clone())?
+        .with_layer(&counted)
         .with_layer(&rampart::fence::FenceLayer(fence.clone()))
         .build();
-    let lease_client = kube::Client::try_from(config)?;
-    let metrics = Arc::new(Metrics::new()?);
+    let lease_client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&counted)
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     let instance = args
         .instance

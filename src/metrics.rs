@@ -20,6 +20,10 @@ pub struct Metrics {
     pub exceptions: IntGaugeVec,
     pub drain_blocked: IntGaugeVec,
     pub profile_ready: IntGaugeVec,
+    pub profile_condition: IntGaugeVec,
+    pub profile_info: IntGaugeVec,
+    pub objects_created: IntCounterVec,
+    pub api_requests: IntCounterVec,
     pub secrets_rotated: IntCounterVec,
     pub secrets_adopted: IntCounterVec,
     pub workloads_restarted: IntCounterVec,
@@ -76,7 +80,10 @@ impl Metrics {
                 "Time one profile reconcile took, by result.",
             )
             .buckets(vec![
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                // Up to 300 s: converging 3000 namespaces from nothing took 86 s
+                // (BENCHMARKS.md), which a last bucket of 30 s would only call "more".
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                300.0,
             ]),
             &["result"],
         )?;
@@ -104,7 +111,17 @@ impl Metrics {
         let repairs = IntCounterVec::new(
             Opts::new(
                 "rampart_repairs_total",
-                "Drifted objects repaired (created, re-applied or deleted).",
+                "Objects of the profile repaired after they drifted: made again after they were \
+                 deleted, re-applied after an edit, or deleted when no longer desired. A first \
+                 creation counts in rampart_objects_created_total instead.",
+            ),
+            &["profile", "control"],
+        )?;
+        let objects_created = IntCounterVec::new(
+            Opts::new(
+                "rampart_objects_created_total",
+                "Objects the profile wants that this operator had never seen exist, created \
+                 (a first apply, a newly selected namespace, a new workload).",
             ),
             &["profile", "control"],
         )?;
@@ -125,6 +142,29 @@ impl Metrics {
                 "1 when the profile's Ready condition is True.",
             ),
             &["profile"],
+        )?;
+        let profile_condition = IntGaugeVec::new(
+            Opts::new(
+                "rampart_profile_condition",
+                "1 for each condition's current status, 0 for its other statuses.",
+            ),
+            &["profile", "type", "status"],
+        )?;
+        let profile_info = IntGaugeVec::new(
+            Opts::new(
+                "rampart_profile_info",
+                "Always 1; the mode label says whether the profile repairs (Enforce) or only \
+                 reports (Audit). Alerts on drift and readiness join on it.",
+            ),
+            &["profile", "mode"],
+        )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "rampart_api_requests_total",
+                "Requests the operator sent to the API server, by verb and HTTP status code \
+                 (code \"none\" when no response came).",
+            ),
+            &["verb", "code"],
         )?;
         let secrets_rotated = IntCounterVec::new(
             Opts::new("rampart_secrets_rotated_total", "Secrets given new values."),
@@ -276,6 +316,10 @@ impl Metrics {
         registry.register(Box::new(exceptions.clone()))?;
         registry.register(Box::new(drain_blocked.clone()))?;
         registry.register(Box::new(profile_ready.clone()))?;
+        registry.register(Box::new(profile_condition.clone()))?;
+        registry.register(Box::new(profile_info.clone()))?;
+        registry.register(Box::new(objects_created.clone()))?;
+        registry.register(Box::new(api_requests.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -289,6 +333,10 @@ impl Metrics {
             exceptions,
             drain_blocked,
             profile_ready,
+            profile_condition,
+            profile_info,
+            objects_created,
+            api_requests,
             secrets_rotated,
             secrets_adopted,
             workloads_restarted,
@@ -328,24 +376,17 @@ impl Metrics {
         if crate::controls::verify::is_scratch(kind, &target.namespace, &target.name) {
             return;
         }
-        let control = match kind {
-            "NetworkPolicy" => Some(ControlName::NetworkPolicies),
-            "PodDisruptionBudget" => Some(ControlName::PodDisruptionBudgets),
-            _ => None,
-        };
         let counter = match (verb, kind) {
             (WriteVerb::Create, "VolumeSnapshot") => &self.snapshots_created,
             (WriteVerb::Delete, "VolumeSnapshot") => &self.snapshots_pruned,
             (WriteVerb::Rotate, _) => &self.secrets_rotated,
             (WriteVerb::Adopt, _) => &self.secrets_adopted,
             (WriteVerb::Restart, _) => &self.workloads_restarted,
-            (WriteVerb::Create | WriteVerb::Repair | WriteVerb::Delete, _) => {
-                if let Some(c) = control {
-                    self.repairs.with_label_values(&[profile, c.label()]).inc();
-                }
-                return;
+            // Creations and repairs of policies and budgets are told apart by what the object's
+            // drift was (`report`), which the write alone does not know.
+            (WriteVerb::Create | WriteVerb::Repair | WriteVerb::Delete | WriteVerb::Orphan, _) => {
+                return
             }
-            (WriteVerb::Orphan, _) => return,
             (WriteVerb::StartHook, _) => {
                 self.rotation_hooks
                     .with_label_values(&[profile, "started"])
@@ -367,8 +408,68 @@ impl Metrics {
         counter.with_label_values(&[profile]).inc();
     }
 
+    /// The profile's mode and conditions as the status just computed them: `profile_info`,
+    /// `profile_ready` and one `profile_condition` series per condition type and status.
+    pub fn report_state(
+        &self,
+        profile: &str,
+        mode: crate::api::Mode,
+        conditions: &[crate::api::Condition],
+    ) {
+        use crate::api::{ConditionStatus, Mode};
+        let (now, other) = match mode {
+            Mode::Enforce => ("Enforce", "Audit"),
+            Mode::Audit => ("Audit", "Enforce"),
+        };
+        // One series per profile: the alerts join on it, and a stale mode would keep them
+        // firing (or silent) after the switch.
+        let _ = self.profile_info.remove_label_values(&[profile, other]);
+        self.profile_info.with_label_values(&[profile, now]).set(1);
+        let ready = crate::api::conditions::is_true(conditions, crate::api::conditions::READY);
+        self.profile_ready
+            .with_label_values(&[profile])
+            .set(i64::from(ready));
+        // A condition the status no longer carries (a control switched off) loses its series.
+        for labels in series_of(&self.profile_condition, profile) {
+            let type_ = labels.get("type").map(String::as_str).unwrap_or_default();
+            if !conditions.iter().any(|c| c.type_ == type_) {
+                remove_series(&self.profile_condition, &labels);
+            }
+        }
+        for c in conditions {
+            for s in [
+                ConditionStatus::True,
+                ConditionStatus::False,
+                ConditionStatus::Unknown,
+            ] {
+                self.profile_condition
+                    .with_label_values(&[profile, c.type_.as_str(), s.as_str()])
+                    .set(i64::from(c.status == s));
+            }
+        }
+    }
+
     /// The gauges that describe one pass's findings.
     pub fn report(&self, profile: &str, findings: &crate::status::Findings) {
+        use crate::status::DriftOutcome;
+        // Present from the first pass at 0, so an alert on their increase sees the first one.
+        for control in findings.namespaces.managed.keys() {
+            for counter in [&self.objects_created, &self.repairs] {
+                counter
+                    .with_label_values(&[profile, control.label()])
+                    .inc_by(0);
+            }
+        }
+        for (outcome, counter) in [
+            (DriftOutcome::Created, &self.objects_created),
+            (DriftOutcome::Repaired, &self.repairs),
+        ] {
+            for (control, n) in findings.resolved_counts(outcome) {
+                counter
+                    .with_label_values(&[profile, control.label()])
+                    .inc_by(n as u64);
+            }
+        }
         for control in ControlName::ALL {
             let drifted = findings
                 .unresolved()
@@ -469,6 +570,9 @@ impl Metrics {
                 .managed_objects
                 .remove_label_values(&[profile, c.label()]);
             let _ = self.repairs.remove_label_values(&[profile, c.label()]);
+            let _ = self
+                .objects_created
+                .remove_label_values(&[profile, c.label()]);
         }
         for s in crate::api::ExceptionState::ALL {
             let _ = self.exceptions.remove_label_values(&[profile, s.as_str()]);
@@ -500,7 +604,14 @@ impl Metrics {
             let _ = m.remove_label_values(&[profile]);
         }
         for gauge in [&self.snapshot_last_success, &self.backup_last_verified] {
-            forget_pvc_series(gauge, profile);
+            for labels in series_of(gauge, profile) {
+                remove_series(gauge, &labels);
+            }
+        }
+        for gauge in [&self.profile_condition, &self.profile_info] {
+            for labels in series_of(gauge, profile) {
+                remove_series(gauge, &labels);
+            }
         }
     }
 
@@ -512,26 +623,35 @@ impl Metrics {
     }
 }
 
-/// Removes a per-PVC gauge's series of one profile.
-fn forget_pvc_series(gauge: &prometheus::GaugeVec, profile: &str) {
-    let stale: Vec<_> = prometheus::core::Collector::collect(gauge)
+/// The label sets of a metric's series of one profile.
+fn series_of(
+    metric: &impl prometheus::core::Collector,
+    profile: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    metric
+        .collect()
         .iter()
         .flat_map(|f| f.get_metric().to_vec())
         .map(|m| {
             m.get_label()
                 .iter()
                 .map(|l| (l.name().to_string(), l.value().to_string()))
-                .collect::<std::collections::BTreeMap<_, _>>()
+                .collect::<std::collections::HashMap<_, _>>()
         })
         .filter(|l| l.get("profile").map(String::as_str) == Some(profile))
+        .collect()
+}
+
+/// Removes one series by its labels (gone already is fine).
+fn remove_series<B: prometheus::core::MetricVecBuilder>(
+    metric: &prometheus::core::MetricVec<B>,
+    labels: &std::collections::HashMap<String, String>,
+) {
+    let labels: std::collections::HashMap<&str, &str> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    for l in stale {
-        let (ns, pvc) = (
-            l.get("namespace").cloned().unwrap_or_default(),
-            l.get("pvc").cloned().unwrap_or_default(),
-        );
-        let _ = gauge.remove_label_values(&[profile, ns.as_str(), pvc.as_str()]);
-    }
+    let _ = metric.remove(&labels);
 }
 
 #[cfg(test)]
@@ -554,6 +674,140 @@ mod tests {
         );
         assert!(line.contains("git_commit=\""), "{line}");
         assert!(line.ends_with(" 1"), "{line}");
+    }
+
+    fn condition(type_: &str, status: crate::api::ConditionStatus) -> crate::api::Condition {
+        crate::api::Condition {
+            type_: type_.into(),
+            status,
+            reason: "R".into(),
+            message: "m".into(),
+            observed_generation: Some(1),
+            last_transition_time: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        let mut v: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn conditions_mode_and_readiness_follow_the_status_and_go_with_the_profile() {
+        use crate::api::{ConditionStatus::*, Mode};
+        let m = Metrics::new().expect("metrics register");
+        m.report_state(
+            "p",
+            Mode::Audit,
+            &[condition("Ready", False), condition("BackupsHealthy", True)],
+        );
+        m.report_state("q", Mode::Enforce, &[condition("Ready", True)]);
+        let text = m.render().expect("render");
+        assert_eq!(
+            lines(&text, "rampart_profile_condition{profile=\"p\""),
+            vec![
+                r#"rampart_profile_condition{profile="p",status="False",type="BackupsHealthy"} 0"#,
+                r#"rampart_profile_condition{profile="p",status="False",type="Ready"} 1"#,
+                r#"rampart_profile_condition{profile="p",status="True",type="BackupsHealthy"} 1"#,
+                r#"rampart_profile_condition{profile="p",status="True",type="Ready"} 0"#,
+                r#"rampart_profile_condition{profile="p",status="Unknown",type="BackupsHealthy"} 0"#,
+                r#"rampart_profile_condition{profile="p",status="Unknown",type="Ready"} 0"#,
+            ]
+        );
+        assert_eq!(
+            lines(&text, "rampart_profile_info{"),
+            vec![
+                r#"rampart_profile_info{mode="Audit",profile="p"} 1"#,
+                r#"rampart_profile_info{mode="Enforce",profile="q"} 1"#,
+            ]
+        );
+        assert_eq!(
+            lines(&text, "rampart_profile_ready{"),
+            vec![
+                r#"rampart_profile_ready{profile="p"} 0"#,
+                r#"rampart_profile_ready{profile="q"} 1"#,
+            ]
+        );
+
+        // Switched to Enforce with backups turned off: one mode, no BackupsHealthy series.
+        m.report_state("p", Mode::Enforce, &[condition("Ready", True)]);
+        let text = m.render().expect("render");
+        assert_eq!(
+            lines(&text, "rampart_profile_info{profile=\"p\"")
+                .into_iter()
+                .chain(lines(&text, "rampart_profile_info{mode"))
+                .filter(|l| l.contains("\"p\""))
+                .collect::<Vec<_>>(),
+            vec![r#"rampart_profile_info{mode="Enforce",profile="p"} 1"#]
+        );
+        assert!(!text.contains("BackupsHealthy"), "{text}");
+
+        m.forget_profile("p");
+        let text = m.render().expect("render");
+        assert!(
+            !text.lines().any(|l| l.contains("profile=\"p\"")),
+            "series of a deleted profile remain:\n{text}"
+        );
+        assert!(text.contains(r#"rampart_profile_info{mode="Enforce",profile="q"} 1"#));
+    }
+
+    #[test]
+    fn reconcile_durations_are_bucketed_up_to_five_minutes() {
+        let m = Metrics::new().expect("metrics register");
+        m.reconcile_duration
+            .with_label_values(&["success"])
+            .observe(86.0);
+        let text = m.render().expect("render");
+        assert!(
+            text.contains(
+                r#"rampart_reconcile_duration_seconds_bucket{result="success",le="60"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"rampart_reconcile_duration_seconds_bucket{result="success",le="120"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"le="300"}"#), "{text}");
+    }
+
+    #[test]
+    fn first_creations_and_repairs_are_counted_apart() {
+        use crate::controls::{Drift, DriftReason, ManagedKind, ObjectKey};
+        use crate::status::{DriftOutcome, Findings};
+        let drift = |ns: &str| Drift {
+            key: ObjectKey {
+                kind: ManagedKind::NetworkPolicy,
+                namespace: ns.into(),
+                name: "rampart-default-deny".into(),
+            },
+            control: ControlName::NetworkPolicies,
+            reason: DriftReason::Missing,
+            fields: vec![],
+        };
+        let mut f = Findings::default();
+        f.namespaces
+            .managed
+            .insert(ControlName::PodDisruptionBudgets, 0);
+        f.drift = vec![
+            (drift("a"), DriftOutcome::Created),
+            (drift("b"), DriftOutcome::Created),
+            (drift("c"), DriftOutcome::Repaired),
+            (drift("d"), DriftOutcome::Reported),
+        ];
+        let m = Metrics::new().expect("metrics register");
+        m.report("p", &f);
+        let text = m.render().expect("render");
+        for want in [
+            r#"rampart_objects_created_total{control="networkpolicy",profile="p"} 2"#,
+            r#"rampart_repairs_total{control="networkpolicy",profile="p"} 1"#,
+            r#"rampart_repairs_total{control="pdb",profile="p"} 0"#,
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
     }
 
     #[cfg(target_os = "linux")]

@@ -431,11 +431,25 @@ async fn plan_namespaces(
     // Boxed: the compiler cannot otherwise prove the closures' borrows Send for the
     // reconcile future.
     let writes: stream::BoxStream<'_, controls::Write> = stream::iter(&namespaces)
-        .flat_map(|ns| stream::iter(file(ns, plan_one(&index.observed(ns)))))
+        .flat_map(|ns| {
+            let observed = index.observed(ns);
+            // What exists now was made before: should it go missing, making it again is a
+            // repair, not a creation.
+            ctx.ledger
+                .note_objects(&name, uid, observed.owned.iter().map(|o| &o.key), true);
+            stream::iter(file(ns, plan_one(&observed)))
+        })
         .boxed();
     let applied = writer.execute_stream(writes).await;
     let (mut results, drift) = found.into_inner().unwrap_or_else(PoisonError::into_inner);
-    for (d, o) in drift_outcomes(drift, &applied) {
+    let outcomes = drift_outcomes(drift, &applied, |k| ctx.ledger.seen_before(&name, uid, k));
+    let made = [DriftReason::Missing, DriftReason::Modified];
+    ctx.ledger
+        .note_objects(&name, uid, resolved_keys(&outcomes, &made), true);
+    let deleted = [DriftReason::Unexpected];
+    ctx.ledger
+        .note_objects(&name, uid, resolved_keys(&outcomes, &deleted), false);
+    for (d, o) in outcomes {
         results
             .entry(d.key.namespace.clone())
             .or_default()
@@ -443,6 +457,17 @@ async fn plan_namespaces(
             .push((d, o));
     }
     (results, applied)
+}
+
+/// The objects whose drift of one of `reasons` this pass resolved.
+fn resolved_keys<'a>(
+    outcomes: &'a [(controls::Drift, status::DriftOutcome)],
+    reasons: &'a [DriftReason],
+) -> impl Iterator<Item = &'a controls::ObjectKey> + 'a {
+    outcomes
+        .iter()
+        .filter(|(d, o)| o.resolved() && reasons.contains(&d.reason))
+        .map(|(d, _)| &d.key)
 }
 
 /// Metrics, events and the status (written only when it changed) for one pass.
@@ -466,11 +491,8 @@ async fn report(
     if let Some(rotation) = &next.rotation {
         ctx.metrics.report_rotation(&name, rotation);
     }
-    let ready = crate::api::conditions::is_true(&next.conditions, crate::api::conditions::READY);
     ctx.metrics
-        .profile_ready
-        .with_label_values(&[name.as_str()])
-        .set(i64::from(ready));
+        .report_state(&name, profile.spec.mode, &next.conditions);
     let changed = status::changed(profile.status.as_ref(), &next);
     if changed {
         let previous = profile

@@ -23,8 +23,17 @@ use crate::selection::Selection;
 /// What happened to one drifted object in this pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriftOutcome {
-    /// Enforce mode fixed it.
+    /// Enforce mode made it for the first time: it was missing and this process never saw
+    /// it exist (a first apply, a namespace newly selected, a new workload). Not a repair: a
+    /// tamper alert on repairs must not fire on every install.
+    Created,
+    /// Enforce mode fixed it: made again after it was deleted, re-applied after an edit, or
+    /// deleted when no longer desired.
     Repaired,
+    /// Already as the profile wants when written: an earlier pass's write the cache did not
+    /// show yet (a create that found our object, a delete that found it gone). Neither a
+    /// creation nor a repair, so nothing is counted twice.
+    Settled,
     /// Audit mode, or a name held by someone else: reported only.
     Reported,
     /// The repair was attempted and failed.
@@ -48,24 +57,57 @@ pub struct Findings {
     pub scratch_namespace_uid: Option<String>,
 }
 
+impl DriftOutcome {
+    /// Whether the object is as the profile wants after this pass.
+    pub fn resolved(self) -> bool {
+        matches!(
+            self,
+            DriftOutcome::Created | DriftOutcome::Repaired | DriftOutcome::Settled
+        )
+    }
+}
+
 impl Findings {
     /// Drift still standing after this pass.
     pub fn unresolved(&self) -> impl Iterator<Item = &Drift> {
         self.drift
             .iter()
-            .filter(|(_, o)| *o != DriftOutcome::Repaired)
+            .filter(|(_, o)| !o.resolved())
             .map(|(d, _)| d)
+    }
+
+    /// How many objects this pass created and repaired, per control.
+    pub fn resolved_counts(&self, outcome: DriftOutcome) -> BTreeMap<ControlName, usize> {
+        let mut out = BTreeMap::new();
+        for (d, o) in &self.drift {
+            if *o == outcome {
+                *out.entry(d.control).or_insert(0) += 1;
+            }
+        }
+        out
     }
 }
 
-/// What became of each drift, from the write that repairs it.
-pub fn drift_outcomes(drift: Vec<Drift>, applied: &[Applied]) -> Vec<(Drift, DriftOutcome)> {
+/// What became of each drift, from the write that resolves it. `seen_before` says whether
+/// this process ever saw the object exist: a missing object it never saw is made for the
+/// first time (Created), one it saw was deleted since (Repaired).
+pub fn drift_outcomes(
+    drift: Vec<Drift>,
+    applied: &[Applied],
+    seen_before: impl Fn(&crate::controls::ObjectKey) -> bool,
+) -> Vec<(Drift, DriftOutcome)> {
     let by_target: BTreeMap<&Target, &Applied> = applied.iter().map(|a| (&a.target, a)).collect();
     drift
         .into_iter()
         .map(
             |d| match by_target.get(&Target::from(&d.key)).map(|a| &a.effect) {
-                Some(Ok(Effect::Done | Effect::Unchanged)) => (d, DriftOutcome::Repaired),
+                Some(Ok(Effect::Done))
+                    if d.reason == DriftReason::Missing && !seen_before(&d.key) =>
+                {
+                    (d, DriftOutcome::Created)
+                }
+                Some(Ok(Effect::Done)) => (d, DriftOutcome::Repaired),
+                Some(Ok(Effect::Unchanged)) => (d, DriftOutcome::Settled),
                 Some(Ok(Effect::NameTaken)) => (
                     Drift {
                         reason: DriftReason::NameTaken,
@@ -409,11 +451,24 @@ fn rotation_condition(status: &RotationStatus) -> Computed {
         RotationPhase::Stalled => "RotationStalled",
     };
     let message = status.message.clone().unwrap_or_else(|| {
+        // Adopted Secrets are at the id as much as rotated ones (their values were kept on
+        // purpose): "0/1 rotated" for the one Secret, adopted, would read as work left.
+        let secrets = if status.secrets_adopted > 0 {
+            format!(
+                "{}/{} Secrets at the id ({} adopted with their values kept)",
+                status.secrets_rotated + status.secrets_adopted,
+                status.secrets_selected,
+                status.secrets_adopted
+            )
+        } else {
+            format!(
+                "{}/{} Secrets rotated",
+                status.secrets_rotated, status.secrets_selected
+            )
+        };
         format!(
-            "rotation {}: {}/{} Secrets rotated, {}/{} workloads restarted",
+            "rotation {}: {secrets}, {}/{} workloads restarted",
             status.observed_rotation_id.as_deref().unwrap_or_default(),
-            status.secrets_rotated,
-            status.secrets_selected,
             status.workloads_restarted,
             status.workloads_total
         )
@@ -554,6 +609,23 @@ fn backups_condition(b: &BackupFindings, previous: Option<&BackupStatus>) -> Com
             false,
             "SlotMissed",
             format!("{} schedule slots were missed", b.status.missed_slots),
+        )
+    } else if b.status.pvcs > 0 && b.status.ready_snapshots == 0 {
+        // Nothing failed, so Ready need not wait for the first slot; but "healthy" with no
+        // snapshot to restore from would be a claim the counts do not back.
+        let next = b
+            .status
+            .next_schedule_time
+            .map(|t| format!(" (next slot {})", conditions::rfc3339(t)))
+            .unwrap_or_default();
+        Computed::new(
+            type_,
+            true,
+            "AwaitingFirstSnapshot",
+            format!(
+                "{} PVCs selected, none with a ready snapshot yet: waiting for the first{next}",
+                b.status.pvcs
+            ),
         )
     } else {
         Computed::new(
@@ -863,12 +935,14 @@ fn summary(
     generation: Option<i64>,
     previous: &HardeningProfileStatus,
 ) -> Summary {
-    let repaired_before = previous
+    let before = previous
         .summary
         .as_ref()
-        .filter(|_| previous.observed_generation == generation)
-        .map(|s| s.repaired_objects)
-        .unwrap_or(0);
+        .filter(|_| previous.observed_generation == generation);
+    let repaired_before = before.map(|s| s.repaired_objects).unwrap_or(0);
+    let created_before = before.map(|s| s.created_objects).unwrap_or(0);
+    let count =
+        |outcome: DriftOutcome| findings.drift.iter().filter(|(_, o)| *o == outcome).count() as i64;
     let drifted_namespaces: BTreeSet<&str> = findings
         .unresolved()
         .map(|d| d.key.namespace.as_str())
@@ -891,12 +965,8 @@ fn summary(
         drifted_namespaces: drifted_namespaces.len() as i64,
         drifted_objects: drifted_total as i64,
         managed_objects: findings.namespaces.managed.values().sum::<usize>() as i64,
-        repaired_objects: repaired_before
-            + findings
-                .drift
-                .iter()
-                .filter(|(_, o)| *o == DriftOutcome::Repaired)
-                .count() as i64,
+        repaired_objects: repaired_before + count(DriftOutcome::Repaired),
+        created_objects: created_before + count(DriftOutcome::Created),
     }
 }
 
@@ -1017,6 +1087,88 @@ mod tests {
         );
         assert_eq!(next.summary.as_ref().map(|s| s.repaired_objects), Some(1));
         assert!(!changed(Some(&s), &next));
+    }
+
+    fn missing(ns: &str) -> Drift {
+        Drift {
+            key: ObjectKey {
+                kind: ManagedKind::PodDisruptionBudget,
+                namespace: ns.into(),
+                name: "rampart-deploy-x".into(),
+            },
+            control: ControlName::PodDisruptionBudgets,
+            reason: DriftReason::Missing,
+            fields: vec![],
+        }
+    }
+
+    fn done(d: &Drift) -> Applied {
+        Applied {
+            verb: WriteVerb::Create,
+            target: Target::from(&d.key),
+            effect: Ok(Effect::Done),
+            created_uid: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_object_never_seen_is_created_and_one_seen_before_is_repaired() {
+        let (first, deleted) = (missing("a"), missing("b"));
+        let applied = [done(&first), done(&deleted)];
+        let outcomes = drift_outcomes(vec![first, deleted], &applied, |k| k.namespace == "b");
+        let by_ns: Vec<(&str, DriftOutcome)> = outcomes
+            .iter()
+            .map(|(d, o)| (d.key.namespace.as_str(), *o))
+            .collect();
+        assert_eq!(
+            by_ns,
+            vec![("a", DriftOutcome::Created), ("b", DriftOutcome::Repaired)]
+        );
+        let mut again = done(&missing("a"));
+        again.effect = Ok(Effect::Unchanged);
+        let outcomes = drift_outcomes(vec![missing("a")], &[again], |_| true);
+        assert_eq!(
+            outcomes[0].1,
+            DriftOutcome::Settled,
+            "a create that found our object (the cache lagged our last write) counts nothing"
+        );
+        let mut edited = missing("c");
+        edited.reason = DriftReason::Modified;
+        let applied = [done(&edited)];
+        let outcomes = drift_outcomes(vec![edited], &applied, |_| false);
+        assert_eq!(
+            outcomes[0].1,
+            DriftOutcome::Repaired,
+            "an edited object exists, so it was made before"
+        );
+    }
+
+    #[test]
+    fn first_creations_are_counted_apart_from_repairs_and_keep_ready() {
+        let mut f = findings(Some(DriftOutcome::Created));
+        f.drift.push((missing("b"), DriftOutcome::Created));
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::True);
+        assert!(s.drift.is_empty(), "a created object is no drift left");
+        assert_eq!(
+            s.summary
+                .as_ref()
+                .map(|s| (s.created_objects, s.repaired_objects)),
+            Some((2, 0))
+        );
+        let next = compute(
+            &spec(Mode::Enforce),
+            Some(1),
+            &findings(Some(DriftOutcome::Repaired)),
+            Some(&s),
+            at(5),
+        );
+        assert_eq!(
+            next.summary
+                .as_ref()
+                .map(|s| (s.created_objects, s.repaired_objects)),
+            Some((2, 1))
+        );
     }
 
     #[test]
@@ -1332,6 +1484,54 @@ mod tests {
         let c = cond(&s, "BackupsVerified");
         assert_eq!(c.reason, "AuditMode");
         assert!(c.message.contains("not run in Audit"), "{}", c.message);
+    }
+
+    #[test]
+    fn backups_without_a_ready_snapshot_say_they_wait_for_the_first() {
+        let mut b = BackupFindings::default();
+        b.status.pvcs = 2;
+        b.status.next_schedule_time = Some(at(3600));
+        let c = backups_condition(&b, None);
+        assert!(
+            c.status,
+            "nothing failed: Ready need not wait for the first slot"
+        );
+        assert_eq!(c.reason, "AwaitingFirstSnapshot");
+        assert!(!c.message.contains("0 ready"), "{}", c.message);
+        assert!(c.message.contains("2 PVCs"), "{}", c.message);
+        assert!(c.message.contains("2027-01-15T09:00:00Z"), "{}", c.message);
+        b.status.ready_snapshots = 2;
+        let c = backups_condition(&b, None);
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("Healthy", "2 PVCs, 2 ready snapshots")
+        );
+    }
+
+    #[test]
+    fn secrets_adopted_at_the_id_count_as_at_the_id() {
+        let adopted = RotationStatus {
+            observed_rotation_id: Some("r1".into()),
+            phase: RotationPhase::Complete,
+            secrets_selected: 1,
+            secrets_adopted: 1,
+            ..empty_rotation_status()
+        };
+        let c = rotation_condition(&adopted);
+        assert_eq!(
+            c.message,
+            "rotation r1: 1/1 Secrets at the id (1 adopted with their values kept), 0/0 \
+             workloads restarted"
+        );
+        let rotated = RotationStatus {
+            secrets_rotated: 1,
+            secrets_adopted: 0,
+            ..adopted
+        };
+        assert_eq!(
+            rotation_condition(&rotated).message,
+            "rotation r1: 1/1 Secrets rotated, 0/0 workloads restarted"
+        );
     }
 
     #[test]

@@ -846,6 +846,187 @@ fn every_alert_has_a_for_and_a_runbook_section() -> Result<()> {
     Ok(())
 }
 
+/// The PrometheusRule's `spec` (Prometheus's own rule-file shape) rendered with `values`.
+fn rendered_rules(values: Option<&std::path::Path>) -> Result<serde_yaml::Value> {
+    let mut args = vec![
+        "template",
+        "ops",
+        "charts/rampart",
+        "--kube-version",
+        "1.37.2",
+        "-n",
+        "rampart-system",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ];
+    let path;
+    if let Some(v) = values {
+        path = v.display().to_string();
+        args.extend(["-f", path.as_str()]);
+    }
+    let (ok, out) = helm(&args)?;
+    assert!(ok, "{out}");
+    let rule: serde_yaml::Value = serde_yaml::from_str(&out)?;
+    Ok(rule["spec"].clone())
+}
+
+fn alert_names(rules: &serde_yaml::Value) -> Vec<String> {
+    rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Runs `promtool test rules` on `tests` (files in e2e/alerts/) against `rules`.
+fn promtool_test(rules: &serde_yaml::Value, tests: &[&str]) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("rampart-alerts-{}", unique_id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(rules)?)?;
+    for t in tests {
+        std::fs::copy(repo_root().join("e2e/alerts").join(t), dir.join(t))?;
+    }
+    let out = Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .args(tests)
+        .current_dir(&dir)
+        .output()
+        .context("running promtool (Debian's prometheus package; .ci/run installs it)")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool test rules {tests:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every alert the chart renders has a `promtool test rules` case that fires it
+/// (e2e/alerts/default.test.yaml and stale.test.yaml, which also show an Audit profile with
+/// drift, not Ready and with old snapshots fires nothing), and the values override
+/// severity, `for:`, labels, maxAge and the selector and switch an alert off
+/// (overrides.test.yaml). Rendering and promtool only: no cluster needed.
+#[test]
+fn promtool_tests_fire_every_alert_spare_audit_profiles_and_follow_the_values() -> Result<()> {
+    let defaults = rendered_rules(None)?;
+    let names = alert_names(&defaults);
+    assert!(names.len() >= 11, "{names:?}");
+    let cases = ["default.test.yaml", "stale.test.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo_root().join("e2e/alerts").join(f)))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .join("\n");
+    for name in &names {
+        // A case that expects it to fire names it beside a non-empty exp_alerts.
+        let fires = cases.split("alertname: ").skip(1).any(|c| {
+            c.starts_with(&format!("{name}\n"))
+                && c.split("\n")
+                    .nth(1)
+                    .is_some_and(|l| l.trim() == "exp_alerts:")
+        });
+        assert!(fires, "no promtool case in e2e/alerts fires {name}");
+    }
+    promtool_test(&defaults, &["default.test.yaml", "stale.test.yaml"])?;
+
+    let overridden = rendered_rules(Some(&repo_root().join("e2e/alerts/overrides.values.yaml")))?;
+    let names = alert_names(&overridden);
+    assert!(
+        !names.iter().any(|n| n == "RampartDrainBlocked"),
+        "a disabled alert is rendered: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "RampartDriftPersists"));
+    promtool_test(&overridden, &["overrides.test.yaml"])
+}
+
+/// The Grafana dashboard: `$datasource` and `$profile` variables, every panel and query on
+/// `$datasource`, the profile panels filtered by `$profile`, panels for rotation,
+/// verification and errors (API requests by code), and every query valid PromQL (checked by
+/// `promtool check rules` with each as a recording rule). Rendering only: no cluster needed.
+#[test]
+fn dashboard_has_datasource_and_profile_variables_and_valid_queries() -> Result<()> {
+    let (ok, out) = helm(&[
+        "template",
+        "ops",
+        "charts/rampart",
+        "--kube-version",
+        "1.37.2",
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--show-only",
+        "templates/grafana-dashboard.yaml",
+    ])?;
+    assert!(ok, "{out}");
+    let cm: serde_yaml::Value = serde_yaml::from_str(&out)?;
+    let json = cm["data"]["rampart.json"]
+        .as_str()
+        .context("no rampart.json")?;
+    let dash: serde_json::Value = serde_json::from_str(json)?;
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(vars, vec!["datasource", "profile"]);
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().context("no panels")? {
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap_or_default();
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {title}");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {title}");
+            let e = t["expr"].as_str().context("a target without expr")?;
+            if e.contains("profile") && !e.contains("profile=~\"$profile\"") {
+                panic!("panel {title} groups by profile but does not filter by $profile: {e}");
+            }
+            exprs.push(e.to_string());
+        }
+    }
+    let all = exprs.join("\n");
+    for metric in [
+        "rampart_secrets_rotated_total",
+        "rampart_workloads_restarted_total",
+        "rampart_rotation_stalled",
+        "rampart_backup_last_verified_timestamp_seconds",
+        "rampart_backup_verifications_failed_total",
+        "rampart_api_requests_total{code!~",
+        "rampart_reconcile_errors_total",
+        "rampart_profile_condition",
+        "rampart_objects_created_total",
+    ] {
+        assert!(all.contains(metric), "no panel reads {metric}");
+    }
+    // Each query as a recording rule: promtool parses it ($profile stands for a regex).
+    let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules": exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:q{i}"), "expr": e.replace("$profile", ".*")}))
+        .collect::<Vec<_>>()}]});
+    let file = std::env::temp_dir().join(format!("rampart-dashboard-{}.json", unique_id()));
+    std::fs::write(&file, serde_json::to_string(&rules)?)?;
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .context("running promtool")?;
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "dashboard queries that do not parse:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The roles for people are the same in the chart and config/: reading profiles is aggregated
 /// into view, edit and admin; writing them into nothing; neither reaches the status or the
 /// finalizers, and the chart leaves both out with `profileRoles.enabled=false`.

@@ -428,6 +428,145 @@ async fn deleted_and_edited_policies_are_restored_within_seconds() -> Result<()>
     e.delete_profile(&name).await
 }
 
+/// The profile's events with `reason`, as their messages.
+async fn event_messages(client: &Client, profile: &str, reason: &str) -> Result<Vec<String>> {
+    let events = Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=HardeningProfile,involvedObject.name={profile},reason={reason}"
+        )))
+        .await?;
+    Ok(events.items.into_iter().filter_map(|e| e.message).collect())
+}
+
+/// A first apply is a creation, not a repair: the event says Created, the summary counts
+/// `createdObjects` and `rampart_objects_created_total` the objects, and nothing counts as
+/// repaired. A managed policy deleted afterwards is exactly one repair. The gauges of the
+/// profile's conditions and mode and the API request counts are served too.
+#[tokio::test]
+async fn first_apply_creates_and_a_later_deletion_is_exactly_one_repair() -> Result<()> {
+    let e = Estate::new("created", 1).await?;
+    let ns = e.ns(0).to_string();
+    e.deployment(&ns, "web", 3).await?;
+    let name = e
+        .apply_profile(e.profile_json(&format!("created-{}", unique_id()), "Enforce"))
+        .await?;
+    let p = e.wait_condition(&name, "Ready", "True", CONVERGE).await?;
+    let counts = |p: &HardeningProfile| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.summary.as_ref())
+            .map(|s| (s.created_objects, s.repaired_objects))
+    };
+    // Five policies and the budget of `web`.
+    assert_eq!(counts(&p), Some((6, 0)), "{}", describe_status(&p));
+    let metrics = scrape_metrics().await?;
+    let of = |metric: &str, labels: &[(&str, &str)]| {
+        let mut all = vec![("profile", name.as_str())];
+        all.extend_from_slice(labels);
+        metric_sum(&metrics, metric, &all)
+    };
+    assert_eq!(
+        of(
+            "rampart_objects_created_total",
+            &[("control", "networkpolicy")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        of("rampart_objects_created_total", &[("control", "pdb")]),
+        1.0
+    );
+    assert_eq!(
+        of("rampart_repairs_total", &[]),
+        0.0,
+        "a first apply repairs nothing"
+    );
+    assert_eq!(
+        of(
+            "rampart_profile_condition",
+            &[("type", "Ready"), ("status", "True")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        of(
+            "rampart_profile_condition",
+            &[("type", "Ready"), ("status", "False")]
+        ),
+        0.0
+    );
+    assert_eq!(of("rampart_profile_info", &[("mode", "Enforce")]), 1.0);
+    assert!(
+        metric_sum(
+            &metrics,
+            "rampart_api_requests_total",
+            &[("verb", "create"), ("code", "201")]
+        ) >= 6.0,
+        "the creates are counted by verb and code"
+    );
+    wait_until("a Created event", CONVERGE, || async {
+        let created = event_messages(&e.client, &name, "Created")
+            .await
+            .unwrap_or_default();
+        let repaired = event_messages(&e.client, &name, "Repaired")
+            .await
+            .unwrap_or_default();
+        (
+            created.iter().any(|m| m.starts_with("Created 6 objects: ")) && repaired.is_empty(),
+            format!("Created: {created:?}; Repaired: {repaired:?}"),
+        )
+    })
+    .await?;
+
+    let nps = Api::<NetworkPolicy>::namespaced(e.client.clone(), &ns);
+    let deleted = nps.get("rampart-allow-dns").await?;
+    nps.delete("rampart-allow-dns", &DeleteParams::default())
+        .await?;
+    wait_until("the deleted policy made again", REPAIR, || {
+        let nps = nps.clone();
+        let old_uid = deleted.uid();
+        async move {
+            let now = nps.get_opt("rampart-allow-dns").await.ok().flatten();
+            let back = now.as_ref().is_some_and(|d| d.uid() != old_uid);
+            (back, format!("back: {back}"))
+        }
+    })
+    .await?;
+    let client = e.client.clone();
+    let p = rampart_e2e::wait_for("the repair counted in the summary", CONVERGE, || {
+        let api = Api::<HardeningProfile>::all(client.clone());
+        let name = name.clone();
+        async move {
+            match api.get(&name).await {
+                Ok(p) if counts(&p).is_some_and(|(_, r)| r >= 1) => Ok(Some(p)),
+                Ok(p) => Err(format!("created, repaired: {:?}", counts(&p))),
+                Err(err) => Err(err.to_string()),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(counts(&p), Some((6, 1)), "{}", describe_status(&p));
+    let metrics = scrape_metrics().await?;
+    let of = |metric: &str, labels: &[(&str, &str)]| {
+        let mut all = vec![("profile", name.as_str())];
+        all.extend_from_slice(labels);
+        metric_sum(&metrics, metric, &all)
+    };
+    assert_eq!(
+        of("rampart_repairs_total", &[("control", "networkpolicy")]),
+        1.0
+    );
+    assert_eq!(of("rampart_objects_created_total", &[]), 6.0);
+    let repaired = event_messages(&e.client, &name, "Repaired").await?;
+    assert_eq!(
+        repaired,
+        vec![format!(
+            "Repaired 1 object: NetworkPolicy {ns}/rampart-allow-dns (Missing)"
+        )]
+    );
+    e.delete_profile(&name).await
+}
+
 #[tokio::test]
 async fn audit_mode_reports_drift_and_writes_nothing() -> Result<()> {
     let e = Estate::new("audit", 1).await?;

@@ -122,10 +122,16 @@ pub struct Summary {
     pub drifted_objects: i64,
     /// Objects Rampart manages for this profile.
     pub managed_objects: i64,
-    /// Drifted objects repaired (Enforce mode) since the spec last changed. A running total
+    /// Objects repaired (Enforce mode) since the spec last changed: made again after they were
+    /// deleted, re-applied after an edit, or deleted when no longer desired. A running total
     /// rather than the last pass's count, so a pass that repairs nothing writes nothing.
     #[serde(default)]
     pub repaired_objects: i64,
+    /// Objects created for the first time (Enforce mode) since the spec last changed: desired
+    /// objects the operator never saw exist, such as on the first apply. A running total, like
+    /// repairedObjects.
+    #[serde(default)]
+    pub created_objects: i64,
 }
 
 /// One object that departs from the profile.

@@ -82,3 +82,32 @@ the chart's ServiceMonitor gives them (the Prometheus Operator names the job aft
 {{- define "rampart.runbook" -}}
 {{- printf "%s#%s" (trimSuffix "/" .root.Values.prometheusRule.runbookBaseURL) (lower .alert) }}
 {{- end }}
+
+{{/* A duration such as 26h, 8d or 90m in seconds (one unit: s, m, h, d or w). */}}
+{{- define "rampart.seconds" -}}
+{{- $n := regexFind "^[0-9]+" . -}}
+{{- $unit := trimPrefix $n . -}}
+{{- $per := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 -}}
+{{- if not (hasKey $per $unit) }}{{ fail (printf "%q is no duration like 26h or 8d" .) }}{{ end -}}
+{{- mul (int $n) (get $per $unit) -}}
+{{- end }}
+
+{{/*
+One alert of the PrometheusRule, left out when `prometheusRule.alerts.<name>.enabled` is false;
+its severity, `for:` and labels come from the values. Takes root, name, expr, summary and
+description.
+*/}}
+{{- define "rampart.alert" -}}
+{{- $cfg := index .root.Values.prometheusRule.alerts .name | default dict -}}
+{{- if not (hasKey $cfg "enabled") }}{{ fail (printf "prometheusRule.alerts.%s is not set" .name) }}{{ end -}}
+{{- if $cfg.enabled -}}
+- alert: {{ .name }}
+  expr: {{ .expr }}
+  for: {{ $cfg.for }}
+  labels: {{- merge (deepCopy ($cfg.labels | default dict)) (dict "severity" $cfg.severity) (deepCopy (.root.Values.prometheusRule.alertLabels | default dict)) | toYaml | nindent 4 }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+    runbook_url: {{ include "rampart.runbook" (dict "root" .root "alert" .name) | quote }}
+{{- end }}
+{{- end }}
