@@ -212,10 +212,12 @@ async fn plan(args: PlanArgs) -> i32 {
     };
     match plan_file(&client, &args.file, &options).await {
         Ok(plan) => {
-            match args.output {
-                PlanOutput::Text => print!("{}", plan.to_text()),
-                PlanOutput::Json => println!("{}", plan.to_json()),
-            }
+            let text = match args.output {
+                PlanOutput::Text => plan.to_text(),
+                PlanOutput::Json => format!("{}\n", plan.to_json()),
+            };
+            // A closed pipe (`| head`) is the reader's choice, not an error to panic over.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             plan.exit_code()
         }
         Err(e) => {
