@@ -361,6 +361,26 @@ async fn plan_says_what_the_operator_then_does_and_writes_nothing() -> Result<()
     let settled = until_nothing_to_do(&cli.kubeconfig, &first).await?;
     assert_eq!(settled["exists"], true);
     assert!(items(&settled).is_empty(), "{settled}");
+    // `rampart status` reads the same profile back for a person.
+    let shown = std::process::Command::new(operator_bin())
+        .args(["status", &e.name])
+        .env("KUBECONFIG", &cli.kubeconfig)
+        .output()?;
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let ready = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Ready "))
+        .unwrap_or_default();
+    assert!(ready.contains(" True "), "{text}");
+    for part in [
+        "Mode:       Enforce",
+        "Rotation ID: r1",
+        "Secrets:     2 selected",
+        "PVCs: 2,",
+    ] {
+        assert!(text.contains(part), "missing {part:?} in\n{text}");
+    }
     drop(op);
 
     // 2. With the operator gone, a policy is edited and the rotation bumped in the file.
