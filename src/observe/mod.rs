@@ -1,5 +1,6 @@
 //! Observation: the watch-fed caches of everything a reconcile reads ([`Caches`]), and the
-//! plain values the pure controls take ([`queries`]). Calls the API (watches) but never
+//! plain values the pure controls take ([`queries`]). Calls the API (watches; or, for
+//! `rampart plan`, the same caches filled once from lists: [`caches_listed`]) but never
 //! writes.
 //!
 //! Workloads and budgets are watched whole (their selectors and replica counts matter),
