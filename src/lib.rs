@@ -13,6 +13,7 @@
 pub mod admission_policy;
 pub mod api;
 pub mod apply;
+pub mod cli;
 pub mod coalesce;
 pub mod controller;
 pub mod controls;

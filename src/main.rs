@@ -51,6 +51,42 @@ enum Command {
     },
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    /// Show what applying a profile would create, change, delete, adopt, rotate, restart and
+    /// snapshot, per namespace, from the live cluster (reads only, never writes). Exits 0
+    /// when nothing would change, 2 when something would, 1 on error (as `kubectl diff`).
+    Plan(PlanArgs),
+    /// Show a profile's status readably: conditions, drift, rotation, backups and restore
+    /// verification (every profile when none is named).
+    Status {
+        /// The profile's name.
+        profile: Option<String>,
+    },
+}
+
+#[derive(Parser)]
+struct PlanArgs {
+    /// The HardeningProfile manifest (YAML or JSON), `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    file: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanOutput::Text)]
+    output: PlanOutput,
+    /// As the operator's flag: namespaces no profile selects by label (names, or prefixes
+    /// ending in `*`), comma separated. Default: `kube-*` and `--operator-namespace`.
+    #[arg(long, env = "RAMPART_EXCLUDED_NAMESPACES", value_delimiter = ',')]
+    excluded_namespaces: Option<Vec<String>>,
+    /// The operator's namespace, excluded from selection by default.
+    #[arg(long, default_value = "rampart-system")]
+    operator_namespace: String,
+    /// As the operator's flag: accept schedules that fire more than once a minute.
+    #[arg(long, env = "RAMPART_ALLOW_SUB_MINUTE_SCHEDULES")]
+    allow_sub_minute_schedules: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanOutput {
+    Text,
+    Json,
 }
 
 #[derive(Parser)]
@@ -136,6 +172,58 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Plan(args) => {
+            let code = plan(args).await;
+            std::process::exit(code)
+        }
+        Command::Status { profile } => {
+            let client = kube::Client::try_default().await?;
+            let profiles = rampart::cli::status::read(&client, profile.as_deref()).await?;
+            if profiles.is_empty() {
+                println!("No HardeningProfiles in the cluster.");
+            }
+            let pages: Vec<String> = profiles.iter().map(rampart::cli::status::render).collect();
+            print!("{}", pages.join("\n"));
+            Ok(())
+        }
+    }
+}
+
+/// `rampart plan`, as an exit code: 0 nothing would change, 2 something would, 1 error.
+async fn plan(args: PlanArgs) -> i32 {
+    use rampart::cli::plan::{plan_file, PlanOptions};
+    let options = PlanOptions {
+        excluded_namespaces: match args.excluded_namespaces {
+            Some(patterns) => rampart::selection::ExcludedNamespaces::new(patterns),
+            None => {
+                rampart::selection::ExcludedNamespaces::default_for(Some(&args.operator_namespace))
+            }
+        },
+        limits: rampart::api::validate::Limits {
+            sub_minute_schedules: args.allow_sub_minute_schedules,
+        },
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: no cluster to read (KUBECONFIG, ~/.kube/config or in-cluster): {e}");
+            return 1;
+        }
+    };
+    match plan_file(&client, &args.file, &options).await {
+        Ok(plan) => {
+            let text = match args.output {
+                PlanOutput::Text => plan.to_text(),
+                PlanOutput::Json => format!("{}\n", plan.to_json()),
+            };
+            // A closed pipe (`| head`) is the reader's choice, not an error to panic over.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            plan.exit_code()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }
 

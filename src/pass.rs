@@ -13,13 +13,13 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use tracing::info;
 
-use crate::api::{ControlName, HardeningProfile};
+use crate::api::{ControlName, HardeningProfile, HardeningProfileSpec, HardeningProfileStatus};
 use crate::apply::{Applied, Writer};
 use crate::controller::Context;
 use crate::controls::{self, backups, DriftReason, NamespaceObserved, Outcome};
 use crate::events::{self, Event};
 use crate::incremental::{Kept, NamespaceResult, Reach, Scope, FULL_PASS_EVERY};
-use crate::observe::to_chrono;
+use crate::observe::{to_chrono, Caches};
 use crate::selection::{self, ProfileInfo, Selection};
 use crate::status::{self, drift_outcomes, Findings};
 use crate::Error;
@@ -99,16 +99,19 @@ pub(crate) async fn apply_profile(
         (None, _) => None,
         (Some(_), Some(kept)) => Some(kept),
         (Some(rot), None) => {
-            let acting = selection.acting_in(ControlName::SecretRotation);
-            let previous = profile.status.as_ref().and_then(|s| s.rotation.as_ref());
-            let mut observed = ctx.caches.rotation_observed(&uid, rot, &acting, previous);
-            observed.profile_name = name.clone();
-            observed.hooks =
-                crate::observe::hooks::hook_jobs(&ctx.client, &name, &uid, &observed.secrets).await;
             // Restart stamps keep their milliseconds: they tell one batch from the next, and
             // two batches can start within one second.
-            let mut done =
-                carry_out(controls::rotation::plan(rot, &observed, precise), &writer).await;
+            let planned = rotation_outcome(
+                &ctx.caches,
+                &ctx.client,
+                (&name, &uid),
+                rot,
+                &selection,
+                profile.status.as_ref(),
+                precise,
+            )
+            .await;
+            let mut done = carry_out(planned, &writer).await;
             let refused = crate::status::refused_secrets(&done.applied);
             if !refused.is_empty() {
                 // The status names them and the next pass skips them; a status write brings
@@ -147,15 +150,19 @@ pub(crate) async fn apply_profile(
         }
         (Some(backups), None) => {
             let acting = selection.acting_in(ControlName::Backups);
-            let previous = profile.status.as_ref().and_then(|s| s.backups.as_ref());
-            let observed = ctx
-                .caches
-                .backup_observed(&name, &uid, backups, &acting, previous);
             let clock = backups::Clock {
                 local: now,
                 server: ctx.server_clock.now(&ctx.client).await,
             };
-            let done = carry_out(backups::plan(&name, backups, &observed, clock), &writer).await;
+            let planned = backups_outcome(
+                &ctx.caches,
+                (&name, &uid),
+                backups,
+                &acting,
+                profile.status.as_ref(),
+                clock,
+            );
+            let done = carry_out(planned, &writer).await;
             caught_up = done.findings.catching_up;
             events.extend(done.events);
             applied.extend(done.applied);
@@ -163,11 +170,17 @@ pub(crate) async fn apply_profile(
             let mut next_due = done.next_due;
             let verified = match &backups.verify {
                 Some(v) => {
-                    let done = carry_out(
-                        verify_outcome(&name, &uid, backups, v, &acting, profile, ctx, now).await?,
-                        &writer,
+                    let planned = verify_outcome(
+                        &ctx.client,
+                        &ctx.caches,
+                        (&name, &uid),
+                        (backups, v),
+                        &acting,
+                        profile.status.as_ref(),
+                        now,
                     )
-                    .await;
+                    .await?;
+                    let done = carry_out(planned, &writer).await;
                     next_due = earliest(next_due, done.next_due);
                     found.status.last_verified = done.findings.entries.clone();
                     events.extend(done.events);
@@ -236,25 +249,55 @@ pub(crate) async fn apply_profile(
     Ok(Action::requeue(delay))
 }
 
-/// Restore verification's plan: observe (the caches, then the few scratch objects and, when the
-/// plan asks, the source snapshots' contents, from the API) and plan, twice when contents were
-/// needed.
-#[allow(clippy::too_many_arguments)]
-async fn verify_outcome(
-    name: &str,
-    uid: &str,
-    backups: &crate::api::BackupControl,
-    spec: &crate::api::VerifyControl,
+/// Secret rotation's plan from what the caches show and what the status remembers.
+pub(crate) async fn rotation_outcome(
+    caches: &Caches,
+    client: &kube::Client,
+    (name, uid): (&str, &str),
+    spec: &crate::api::SecretRotationControl,
+    selection: &Selection,
+    status: Option<&HardeningProfileStatus>,
+    now: DateTime<Utc>,
+) -> Outcome<controls::rotation::RotationPlan> {
+    let acting = selection.acting_in(ControlName::SecretRotation);
+    let previous = status.and_then(|s| s.rotation.as_ref());
+    let mut observed = caches.rotation_observed(uid, spec, &acting, previous);
+    observed.profile_name = name.to_string();
+    // Hook Jobs are read by name (reads only, so `rampart plan` may call this too).
+    observed.hooks = crate::observe::hooks::hook_jobs(client, name, uid, &observed.secrets).await;
+    controls::rotation::plan(spec, &observed, now)
+}
+
+/// Snapshots' plan (slots, retention) for the profile `(name, uid)`, from what the caches show
+/// and what the status remembers.
+pub(crate) fn backups_outcome(
+    caches: &Caches,
+    (name, uid): (&str, &str),
+    spec: &crate::api::BackupControl,
     acting: &BTreeSet<String>,
-    profile: &HardeningProfile,
-    ctx: &Context,
+    status: Option<&HardeningProfileStatus>,
+    clock: backups::Clock,
+) -> Outcome<backups::BackupFindings> {
+    let previous = status.and_then(|s| s.backups.as_ref());
+    let observed = caches.backup_observed(name, uid, spec, acting, previous);
+    backups::plan(name, spec, &observed, clock)
+}
+
+/// Restore verification's plan: observe (the caches, then the few scratch objects and, when the
+/// plan asks, the source snapshots' contents, from the API; reads only) and plan, twice when
+/// contents were needed.
+pub(crate) async fn verify_outcome(
+    client: &kube::Client,
+    caches: &Caches,
+    (name, uid): (&str, &str),
+    (backups, spec): (&crate::api::BackupControl, &crate::api::VerifyControl),
+    acting: &BTreeSet<String>,
+    status: Option<&HardeningProfileStatus>,
     now: DateTime<Utc>,
 ) -> Result<Outcome<controls::verify::VerifyFindings>, Error> {
     use crate::observe::verification::{read_source_contents, read_verify_extras};
-    let mut observed =
-        ctx.caches
-            .verify_observed(name, uid, backups, acting, profile.status.as_ref());
-    read_verify_extras(&ctx.client, name, uid, &mut observed).await?;
+    let mut observed = caches.verify_observed(name, uid, backups, acting, status);
+    read_verify_extras(client, name, uid, &mut observed).await?;
     let out = controls::verify::plan(name, backups, spec, &observed, now);
     tracing::debug!(
         profile = name,
@@ -269,7 +312,7 @@ async fn verify_outcome(
     if out.findings.needs_contents.is_empty() {
         return Ok(out);
     }
-    observed.contents = read_source_contents(&ctx.client, &out.findings.needs_contents).await?;
+    observed.contents = read_source_contents(client, &out.findings.needs_contents).await?;
     observed.contents_read = true;
     Ok(controls::verify::plan(name, backups, spec, &observed, now))
 }
@@ -296,24 +339,23 @@ async fn remove_verification(
 ) -> Result<Done<Option<String>>, Error> {
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
-    let mut observed = ctx
-        .caches
-        .scratch_observed(&name, &uid, profile.status.as_ref());
-    let namespace_uid = observed
-        .namespace_object
-        .as_ref()
-        .and_then(|n| n.uid.clone());
-    if observed.namespace_object.is_none() && observed.scratch.is_empty() {
+    let (namespace_uid, planned) = removal_outcome(
+        &ctx.client,
+        &ctx.caches,
+        (&name, &uid),
+        profile.status.as_ref(),
+        now,
+    )
+    .await?;
+    let Some(planned) = planned else {
         return Ok(Done {
             applied: vec![],
             findings: namespace_uid,
             events: vec![],
             next_due: None,
         });
-    }
-    crate::observe::verification::read_verify_extras(&ctx.client, &name, &uid, &mut observed)
-        .await?;
-    let done = carry_out(controls::verify::remove(&name, &observed, now), writer).await;
+    };
+    let done = carry_out(planned, writer).await;
     Ok(Done {
         applied: done.applied,
         findings: namespace_uid,
@@ -322,8 +364,50 @@ async fn remove_verification(
     })
 }
 
+/// Removing restore verification's leftovers: the scratch namespace's uid while it is there,
+/// and the plan, or none when the caches show nothing left (then no API call is made).
+pub(crate) async fn removal_outcome(
+    client: &kube::Client,
+    caches: &Caches,
+    (name, uid): (&str, &str),
+    status: Option<&HardeningProfileStatus>,
+    now: DateTime<Utc>,
+) -> Result<(Option<String>, Option<Outcome<()>>), Error> {
+    let mut observed = caches.scratch_observed(name, uid, status);
+    let namespace_uid = observed
+        .namespace_object
+        .as_ref()
+        .and_then(|n| n.uid.clone());
+    if observed.namespace_object.is_none() && observed.scratch.is_empty() {
+        return Ok((namespace_uid, None));
+    }
+    crate::observe::verification::read_verify_extras(client, name, uid, &mut observed).await?;
+    Ok((
+        namespace_uid,
+        Some(controls::verify::remove(name, &observed, now)),
+    ))
+}
+
 /// Which namespaces the profile holds, per control, among every profile in the cache.
 fn select(profile: &HardeningProfile, ctx: &Context, now: DateTime<Utc>) -> Selection {
+    let all = ctx.profiles.state();
+    select_among(
+        profile,
+        all.iter().map(|p| p.as_ref()),
+        &ctx.caches,
+        &ctx.excluded_namespaces,
+        now,
+    )
+}
+
+/// Which namespaces `profile` holds, per control, among `all` profiles (it may be among them).
+pub(crate) fn select_among<'a>(
+    profile: &HardeningProfile,
+    all: impl Iterator<Item = &'a HardeningProfile>,
+    caches: &Caches,
+    excluded: &selection::ExcludedNamespaces,
+    now: DateTime<Utc>,
+) -> Selection {
     fn info(p: &HardeningProfile) -> ProfileInfo<'_> {
         ProfileInfo {
             name: p.metadata.name.as_deref().unwrap_or_default(),
@@ -331,12 +415,11 @@ fn select(profile: &HardeningProfile, ctx: &Context, now: DateTime<Utc>) -> Sele
             spec: &p.spec,
         }
     }
-    let all = ctx.profiles.state();
-    let others: Vec<ProfileInfo<'_>> = all.iter().map(|p| info(p)).collect();
+    let others: Vec<ProfileInfo<'_>> = all.map(info).collect();
     selection::select(
         &info(profile),
         &others,
-        &ctx.caches.namespace_infos(&ctx.excluded_namespaces),
+        &caches.namespace_infos(excluded),
         now,
     )
 }
@@ -367,9 +450,7 @@ async fn plan_namespaces(
     writer: &Writer,
 ) -> (BTreeMap<String, NamespaceResult>, Vec<Applied>) {
     let name = profile.name_any();
-    let spec = &profile.spec;
-    let policy_ns = selection.acting_in(ControlName::NetworkPolicies);
-    let budget_ns = selection.acting_in(ControlName::PodDisruptionBudgets);
+    let planner = NamespacePlanner::new(&name, &profile.spec, selection);
     let index = ctx.caches.namespace_index(
         &name,
         uid,
@@ -379,38 +460,8 @@ async fn plan_namespaces(
         },
     );
     let namespaces: BTreeSet<String> = match planned {
-        // Namespaces holding objects of ours outside the scope are where deletions come from.
-        Scope::Full => policy_ns
-            .iter()
-            .chain(&budget_ns)
-            .chain(&selection.namespaces)
-            .chain(index.owned_namespaces())
-            .cloned()
-            .collect(),
+        Scope::Full => planner.full_scope(&index),
         Scope::Namespaces(set) => set.clone(),
-    };
-    let held = controls::network_policies::HeldNamespaces::of(spec);
-    let plan_one = |observed: &NamespaceObserved| {
-        let ns = observed.namespace.as_str();
-        let np = spec
-            .network_policies
-            .as_ref()
-            .filter(|_| policy_ns.contains(ns));
-        let pdb = spec
-            .pod_disruption_budgets
-            .as_ref()
-            .filter(|_| budget_ns.contains(ns));
-        let judge_drains =
-            spec.pod_disruption_budgets.is_some() && selection.namespaces.contains(ns);
-        let a = controls::network_policies::plan(&name, np, &held, observed);
-        let b = controls::disruption_budgets::plan(&name, pdb, judge_drains, observed);
-        Outcome {
-            writes: [a.writes, b.writes].concat(),
-            drift: [a.drift, b.drift].concat(),
-            findings: a.findings.merge(b.findings),
-            events: vec![],
-            next_due: None,
-        }
     };
     // Planned as the writer asks for more: a pass over thousands of namespaces keeps the
     // writer's requests in flight with no pause between namespaces, and holds only the
@@ -437,7 +488,7 @@ async fn plan_namespaces(
             // repair, not a creation.
             ctx.ledger
                 .note_objects(&name, uid, observed.owned.iter().map(|o| &o.key), true);
-            stream::iter(file(ns, plan_one(&observed)))
+            stream::iter(file(ns, planner.plan(&observed)))
         })
         .boxed();
     let applied = writer.execute_stream(writes).await;
@@ -468,6 +519,77 @@ fn resolved_keys<'a>(
         .iter()
         .filter(|(d, o)| o.resolved() && reasons.contains(&d.reason))
         .map(|(d, _)| &d.key)
+}
+
+/// The namespaced controls (network policies, budgets) of one profile, ready to plan one
+/// namespace at a time: where each control acts is worked out once per pass.
+pub(crate) struct NamespacePlanner<'a> {
+    profile: &'a str,
+    spec: &'a HardeningProfileSpec,
+    selected: &'a BTreeSet<String>,
+    policy_ns: BTreeSet<String>,
+    budget_ns: BTreeSet<String>,
+    held: controls::network_policies::HeldNamespaces,
+}
+
+impl<'a> NamespacePlanner<'a> {
+    pub(crate) fn new(
+        profile: &'a str,
+        spec: &'a HardeningProfileSpec,
+        selection: &'a Selection,
+    ) -> Self {
+        Self {
+            profile,
+            spec,
+            selected: &selection.namespaces,
+            policy_ns: selection.acting_in(ControlName::NetworkPolicies),
+            budget_ns: selection.acting_in(ControlName::PodDisruptionBudgets),
+            held: controls::network_policies::HeldNamespaces::of(spec),
+        }
+    }
+
+    /// Every namespace a full pass plans: where a control acts, the selected ones, and those
+    /// holding objects of ours outside them (where deletions come from).
+    pub(crate) fn full_scope(
+        &self,
+        index: &crate::observe::queries::NamespaceIndex,
+    ) -> BTreeSet<String> {
+        self.policy_ns
+            .iter()
+            .chain(&self.budget_ns)
+            .chain(self.selected)
+            .chain(index.owned_namespaces())
+            .cloned()
+            .collect()
+    }
+
+    /// Both controls' plan for one namespace.
+    pub(crate) fn plan(
+        &self,
+        observed: &NamespaceObserved,
+    ) -> Outcome<controls::NamespaceFindings> {
+        let ns = observed.namespace.as_str();
+        let np = self
+            .spec
+            .network_policies
+            .as_ref()
+            .filter(|_| self.policy_ns.contains(ns));
+        let pdb = self
+            .spec
+            .pod_disruption_budgets
+            .as_ref()
+            .filter(|_| self.budget_ns.contains(ns));
+        let judge_drains = self.spec.pod_disruption_budgets.is_some() && self.selected.contains(ns);
+        let a = controls::network_policies::plan(self.profile, np, &self.held, observed);
+        let b = controls::disruption_budgets::plan(self.profile, pdb, judge_drains, observed);
+        Outcome {
+            writes: [a.writes, b.writes].concat(),
+            drift: [a.drift, b.drift].concat(),
+            findings: a.findings.merge(b.findings),
+            events: vec![],
+            next_due: None,
+        }
+    }
 }
 
 /// Metrics, events and the status (written only when it changed) for one pass.

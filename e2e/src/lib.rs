@@ -540,6 +540,19 @@ pub struct AuditedIdentity {
 
 impl AuditedIdentity {
     pub fn new(user: &str) -> Result<Self> {
+        Self::in_groups(user, &["system:masters", "rampart:audited"])
+    }
+
+    /// Like [`AuditedIdentity::new`], with reads logged too (group `rampart:audited-reads`),
+    /// so [`AuditedIdentity::writes`] returns every request it made.
+    pub fn with_reads(user: &str) -> Result<Self> {
+        Self::in_groups(
+            user,
+            &["system:masters", "rampart:audited", "rampart:audited-reads"],
+        )
+    }
+
+    fn in_groups(user: &str, groups: &[&str]) -> Result<Self> {
         let root = repo_root();
         let pki = root.join(".local/pki");
         let dir = root.join(format!(".local/audited-{user}"));
@@ -557,7 +570,8 @@ impl AuditedIdentity {
             );
             Ok(())
         };
-        let subject = format!("/O=system:masters/O=rampart:audited/CN={user}");
+        let orgs: String = groups.iter().map(|g| format!("/O={g}")).collect();
+        let subject = format!("{orgs}/CN={user}");
         run(&[
             "req",
             "-newkey",
@@ -617,7 +631,8 @@ impl AuditedIdentity {
         })
     }
 
-    /// Every write the API server recorded for this identity, oldest first, from the audit
+    /// Every write (and, [`AuditedIdentity::with_reads`], every read) the API server recorded
+    /// for this identity, oldest first, from the audit
     /// log and the files it was rotated into (`audit-<time>.log`, every 100 MB: a long bench
     /// window spans several).
     pub fn writes(&self) -> Result<Vec<AuditedWrite>> {

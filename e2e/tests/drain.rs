@@ -172,6 +172,7 @@ impl Fixture {
             "kind": "HardeningProfile",
             "metadata": {"name": name, "labels": {DEDICATED_LABEL: self.tag}},
             "spec": {
+                "mode": "Enforce",
                 "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": self.run}},
                 "podDisruptionBudgets": {"minReplicas": 2, "maxUnavailable": 1}
             }

@@ -69,7 +69,7 @@ async fn one_replica_writes_and_the_other_takes_over_within_the_lease() -> Resul
     let profile = json!({
         "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
-        "spec": {"namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}}, "networkPolicies": {}}
+        "spec": {"mode": "Enforce", "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}}, "networkPolicies": {}}
     });
     let profiles = Api::<HardeningProfile>::all(c.clone());
     profiles
@@ -197,7 +197,7 @@ async fn a_frozen_leader_writes_nothing_after_its_lease_and_the_standby_takes_ov
     let profile = json!({
         "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
-        "spec": {"namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}}, "networkPolicies": {}}
+        "spec": {"mode": "Enforce", "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}}, "networkPolicies": {}}
     });
     Api::<HardeningProfile>::all(c.clone())
         .patch(

@@ -96,6 +96,7 @@ fn profile(name: &str, tag: &str, run: &str, rotation_id: &str) -> serde_json::V
         "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
         "spec": {
+            "mode": "Enforce",
             "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": run}},
             "networkPolicies": {},
             "podDisruptionBudgets": {"minReplicas": 2, "maxUnavailable": 1},

@@ -790,6 +790,7 @@ fn full_profile(e: &Estate, name: &str) -> Value {
         "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: e.tag}},
         "spec": {
+            "mode": "Enforce",
             "namespaceSelector": {"matchLabels": {RUN_LABEL: e.run}},
             "networkPolicies": {
                 "defaultDeny": {"ingress": true, "egress": true},
@@ -936,6 +937,7 @@ async fn a_hardened_namespace_named_by_another_can_connect_to_it() -> Result<()>
         "kind": "HardeningProfile",
         "metadata": {"name": name, "labels": {DEDICATED_LABEL: e.tag}},
         "spec": {
+            "mode": "Enforce",
             "namespaceSelector": {"matchLabels": {RUN_LABEL: e.run}},
             "networkPolicies": {"allowDNS": false, "allowedNamespaces": [e.ns("a")]}
         }

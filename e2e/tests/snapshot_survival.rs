@@ -70,6 +70,7 @@ impl Estate {
             "kind": "HardeningProfile",
             "metadata": {"name": name, "labels": {DEDICATED_LABEL: self.tag}},
             "spec": {
+                "mode": "Enforce",
                 "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": self.run}},
                 "networkPolicies": {},
                 "backups": {

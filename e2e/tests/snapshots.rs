@@ -78,6 +78,7 @@ impl Fixture {
             "kind": "HardeningProfile",
             "metadata": {"name": name, "labels": {DEDICATED_LABEL: self.tag}},
             "spec": {
+                "mode": "Enforce",
                 "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": self.run}},
                 "backups": {
                     "schedule": schedule,

@@ -95,6 +95,7 @@ impl Fixture {
             "kind": "HardeningProfile",
             "metadata": {"name": self.profile, "labels": {DEDICATED_LABEL: self.tag}},
             "spec": {
+                "mode": "Enforce",
                 "namespaceSelector": {"matchLabels": {"e2e.rampart.dev/run": self.run}},
                 "backups": backups,
             }

@@ -34,6 +34,7 @@ pub const FIELD_MANAGER: &str = "rampart";
 /// Finalizer on profiles.
 pub const FINALIZER: &str = "rampart.dev/cleanup";
 /// Longest drift list kept in the status, so the object stays small at any scale.
+// The drift field's description (what `kubectl explain` shows) says 50: change both together.
 pub const DRIFT_LIST_LIMIT: usize = 50;
 /// Longest list of other per-object findings kept in the status.
 pub const STATUS_LIST_LIMIT: usize = 50;

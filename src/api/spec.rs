@@ -30,6 +30,9 @@ use super::status::HardeningProfileStatus;
     kind = "HardeningProfile",
     plural = "hardeningprofiles",
     shortname = "hp",
+    // `kubectl get rampart` lists the profiles, as `kubectl get all` does a namespace's
+    // workloads.
+    category = "rampart",
     status = "HardeningProfileStatus",
     derive = "PartialEq",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
@@ -87,8 +90,9 @@ use super::status::HardeningProfileStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HardeningProfileSpec {
-    /// Enforce repairs drift; Audit computes and reports drift but writes nothing except the
-    /// profile's status and events.
+    /// Enforce creates and repairs; Audit (the default) computes and reports drift but writes
+    /// nothing except the profile's status and events. Apply a profile in Audit, read its
+    /// drift, then set Enforce.
     #[serde(default)]
     pub mode: Mode,
 
@@ -129,9 +133,10 @@ pub struct HardeningProfileSpec {
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Create, repair and remove managed objects.
-    #[default]
     Enforce,
-    /// Report what would change; write nothing but status and events.
+    /// Report what would change; write nothing but status and events. The default, so a
+    /// profile applied without thought changes nothing until someone asks it to.
+    #[default]
     Audit,
 }
 
@@ -723,4 +728,31 @@ fn label_map_schema(schema: &mut Schema) {
         "additionalProperties".into(),
         serde_json::json!({"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"}),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile that does not say how to act only reports: the first apply shows the drift,
+    /// and writing starts when someone sets `mode: Enforce`.
+    #[test]
+    fn profile_without_mode_starts_in_audit() {
+        let spec: HardeningProfileSpec = serde_json::from_value(serde_json::json!({
+            "namespaces": ["countly"],
+            "networkPolicies": {"defaultDeny": {"ingress": true, "egress": true}}
+        }))
+        .expect("a minimal spec parses");
+        assert_eq!(spec.mode, Mode::Audit);
+    }
+
+    /// The API server fills the default from the schema, so it must say Audit too.
+    #[test]
+    fn schema_default_mode_is_audit() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(HardeningProfile::crd()).expect("the CRD serializes");
+        let mode = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["mode"]["default"];
+        assert_eq!(mode, "Audit");
+    }
 }

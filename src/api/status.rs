@@ -24,8 +24,8 @@ pub struct HardeningProfileStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
 
-    /// Objects that depart from the profile, at most `DRIFT_LIST_LIMIT` of them; the total is
-    /// in `summary.driftedObjects`.
+    /// Objects that depart from the profile, at most 50 of them; the total is in
+    /// `summary.driftedObjects`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<DriftEntry>,
 

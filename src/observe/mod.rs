@@ -1,5 +1,6 @@
 //! Observation: the watch-fed caches of everything a reconcile reads ([`Caches`]), and the
-//! plain values the pure controls take ([`queries`]). Calls the API (watches) but never
+//! plain values the pure controls take ([`queries`]). Calls the API (watches; or, for
+//! `rampart plan`, the same caches filled once from lists: [`caches_listed`]) but never
 //! writes.
 //!
 //! Workloads and budgets are watched whole (their selectors and replica counts matter),
@@ -21,7 +22,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -61,6 +62,17 @@ pub struct SnapshotCache {
 }
 
 impl SnapshotCache {
+    /// A cache filled once (see [`caches_listed`]); `served` says whether the API exists.
+    fn listed(store: Store<Snapshot>, served: bool) -> Self {
+        // The sender goes at once: a receiver keeps the last value it was given.
+        let (_, receiver) = tokio::sync::watch::channel(served);
+        Self {
+            store,
+            served: receiver,
+            at_start: served,
+        }
+    }
+
     /// The cache, once the API is served and the cache holds its first full list.
     pub fn served(&self) -> Option<&Store<Snapshot>> {
         (*self.served.borrow()).then_some(&self.store)
@@ -294,6 +306,123 @@ fn snapshot_feed(
         at_start: discovered,
     };
     (cache, Box::pin(started))
+}
+
+/// The same caches filled once from lists instead of kept by watches: what `rampart plan`
+/// reads, so it plans from the very queries the controller runs. Lists only (namespaces and
+/// Secrets as metadata, never a Secret's values); writes nothing.
+pub async fn caches_listed(client: &Client) -> Result<Caches, kube::Error> {
+    let all = ListParams::default;
+    let ours = || ListParams::default().labels(&all_managed_selector());
+    let snapshots = if snapshot_api_served(client).await? {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource());
+        let (store, writer) = reflector::store();
+        let store = filled(
+            store,
+            writer,
+            list_pages(
+                |lp| {
+                    let api = api.clone();
+                    async move { api.list(&lp).await }
+                },
+                ours(),
+            )
+            .await?,
+        );
+        SnapshotCache::listed(store, true)
+    } else {
+        let (store, writer) = reflector::store();
+        SnapshotCache::listed(filled::<DynamicObject>(store, writer, vec![]), false)
+    };
+    Ok(Caches {
+        namespaces: listed_metadata::<Namespace>(client, all()).await?,
+        deployments: listed(Api::<Deployment>::all(client.clone()), all()).await?,
+        statefulsets: listed(Api::<StatefulSet>::all(client.clone()), all()).await?,
+        budgets: listed(Api::<PodDisruptionBudget>::all(client.clone()), all()).await?,
+        policies: listed(Api::<NetworkPolicy>::all(client.clone()), ours()).await?,
+        secrets: listed_metadata::<Secret>(client, all()).await?,
+        daemonsets: listed(Api::<DaemonSet>::all(client.clone()), all()).await?,
+        pvcs: listed(Api::<PersistentVolumeClaim>::all(client.clone()), all()).await?,
+        snapshots,
+    })
+}
+
+/// Every page of a list, 500 objects a request, so a large estate is never one huge response.
+async fn list_pages<K, F, Fut>(list: F, params: ListParams) -> Result<Vec<K>, kube::Error>
+where
+    F: Fn(ListParams) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::api::ObjectList<K>, kube::Error>>,
+    K: Clone,
+{
+    let mut out = Vec::new();
+    let mut params = params.limit(500);
+    loop {
+        let page = list(params.clone()).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        out.extend(page.items);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// A store holding exactly `objects`, summarised as the watches summarise them.
+fn filled<K: Summarize>(
+    store: Store<K::Summary>,
+    mut writer: reflector::store::Writer<K::Summary>,
+    objects: Vec<K>,
+) -> Store<K::Summary> {
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o.summarize()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+async fn listed<K>(api: Api<K>, params: ListParams) -> Result<Store<K::Summary>, kube::Error>
+where
+    K: Resource + Summarize + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (store, writer) = reflector::store();
+    Ok(filled(
+        store,
+        writer,
+        list_pages(
+            |lp| {
+                let api = api.clone();
+                async move { api.list(&lp).await }
+            },
+            params,
+        )
+        .await?,
+    ))
+}
+
+/// A metadata-only list, as the namespace and Secret watches are.
+async fn listed_metadata<K>(
+    client: &Client,
+    params: ListParams,
+) -> Result<Store<<PartialObjectMeta<K> as Summarize>::Summary>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    PartialObjectMeta<K>: Summarize,
+{
+    let api = Api::<K>::all(client.clone());
+    let (store, writer) = reflector::store();
+    Ok(filled(
+        store,
+        writer,
+        list_pages(
+            |lp| {
+                let api = api.clone();
+                async move { api.list_metadata(&lp).await }
+            },
+            params,
+        )
+        .await?,
+    ))
 }
 
 impl Caches {
