@@ -27,6 +27,7 @@ pub mod observe;
 pub mod ownership;
 pub mod pass;
 pub mod quantity;
+pub mod reports;
 pub mod schedule;
 pub mod selection;
 pub mod status;

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod queries;
+pub mod reports;
 pub mod summaries;
 pub mod verification;
 pub mod workloads;
