@@ -496,10 +496,11 @@ async fn publish_reports(
     let name = profile.name_any();
     let terminating: BTreeSet<String> = ctx
         .caches
-        .namespace_infos(&ctx.excluded_namespaces)
-        .into_iter()
-        .filter(|n| n.terminating)
-        .map(|n| n.name)
+        .namespaces
+        .state()
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .map(|n| n.name_any())
         .collect();
     let desired = reports::desired_reports(&name, &profile.spec, findings, &terminating);
     let writes = reports::report_writes(&name, uid, desired, &cache.observed(&name), &terminating);
