@@ -289,6 +289,61 @@ async fn reports_follow_drift_and_repair_and_go_with_the_namespace_and_the_profi
     Ok(())
 }
 
+/// An exempted namespace's result is a skip carrying the exception's reason and expiry; a
+/// namespace that leaves the profile's selection loses its report.
+#[tokio::test]
+async fn an_exception_is_named_and_a_namespace_that_leaves_loses_its_report() -> Result<()> {
+    install_openreports_crds(&kubeconfig_path())?;
+    let c = client().await?;
+    let id = unique_id();
+    let run = format!("reports-exc-{id}");
+    let tag = format!("reports-exc-{id}");
+    let labels = [("e2e.rampart.dev/run", run.as_str())];
+    let kept = TestNamespace::create(&c, "reports-exc", &labels).await?;
+    let exempt = TestNamespace::create(&c, "reports-exempt", &labels).await?;
+    let _op = OperatorProcess::start_with(&tag, &["--reports"]).await?;
+    let mut p = profile(&format!("reports-exc-{id}"), &tag, &run, "Enforce");
+    p["spec"]["exceptions"] = json!([{
+        "namespace": exempt.name, "control": "NetworkPolicies",
+        "reason": "legacy ingress, ticket SEC-42", "expires": "2099-01-01T00:00:00Z"
+    }]);
+    let name = apply_profile(&c, p).await?;
+    wait_result(&c, &kept.name, &name, "NetworkPolicies", "pass", &[]).await?;
+    let r = wait_result(&c, &exempt.name, &name, "NetworkPolicies", "skip", &[]).await?;
+    let np = r.data["results"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|x| x["policy"] == "NetworkPolicies"))
+        .context("a NetworkPolicies result")?;
+    assert_eq!(
+        np["properties"]["exception"],
+        "legacy ingress, ticket SEC-42"
+    );
+    assert_eq!(
+        np["properties"]["exceptionExpires"],
+        "2099-01-01T00:00:00+00:00"
+    );
+
+    Api::<Namespace>::all(c.clone())
+        .patch(
+            &exempt.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"e2e.rampart.dev/run": null}}})),
+        )
+        .await?;
+    wait_until(
+        "the report of the namespace that left gone",
+        TIMEOUT,
+        || async {
+            let r = report(&c, &exempt.name, &name).await;
+            (r.is_none(), "still there".into())
+        },
+    )
+    .await?;
+    assert!(report(&c, &kept.name, &name).await.is_some());
+    delete_profile_and_wait(&c, &name).await?;
+    Ok(())
+}
+
 /// The owner reference from a namespaced report to the cluster-scoped profile is one the
 /// garbage collector honours: with the operator gone and the finalizer removed by hand,
 /// deleting the profile still removes its reports.
