@@ -114,8 +114,11 @@ pub fn report_feed(client: &Client, discovered: bool) -> (ReportCache, DeletedRe
                 futures::future::ready(match event {
                     Ok(watcher::Event::Delete(r)) => Some(r),
                     Ok(_) => None,
+                    // Once the API is served, a failing watch is a misconfiguration (the
+                    // role lacks the report verbs, the CRDs were removed): said at every
+                    // backoff, or reports would silently stop.
                     Err(e) => {
-                        tracing::debug!(error = %e, "report watch");
+                        tracing::warn!(error = %e, "report watch failed; no reports are written until it lists");
                         None
                     }
                 })
