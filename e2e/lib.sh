@@ -23,6 +23,27 @@ install_crd() {
   kubectl wait --for=condition=Established crd/hardeningprofiles.rampart.dev --timeout=60s >/dev/null
 }
 
+# The OpenReports release whose CRDs the reports suite installs.
+OPENREPORTS_VERSION=v0.2.1
+
+# install_openreports_crds [KUBECONFIG]: the OpenReports CRDs (openreports.io/v1alpha1 Report
+# and ClusterReport) from the Go module github.com/openreports/reports-api, which ships them
+# under config/crd/, fetched through the Go module proxy (cached after the first time) rather
+# than copied into this repository; waits until they are served.
+install_openreports_crds() {
+  local kc=${1:-$KUBECONFIG} dir
+  # Outside any Go module: the download needs none, and e2e/tools' modules must not change.
+  dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "github.com/openreports/reports-api@$OPENREPORTS_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  if [ ! -d "$dir/config/crd" ]; then
+    echo "no config/crd in github.com/openreports/reports-api@$OPENREPORTS_VERSION (dir: '$dir')" >&2
+    return 1
+  fi
+  KUBECONFIG="$kc" kubectl apply --server-side --force-conflicts -f "$dir/config/crd/" >/dev/null
+  KUBECONFIG="$kc" kubectl wait --for=condition=Established crd/reports.openreports.io \
+    crd/clusterreports.openreports.io --timeout=60s >/dev/null
+}
+
 # install_shipped_identity: the ServiceAccount rampart-system/rampart with exactly what
 # config/ ships (both ClusterRoles, the leader-election Role, the admission policy), and
 # .local/kubeconfig-rampart, the admin kubeconfig impersonating it. Prints that path.

@@ -32,6 +32,7 @@ use crate::controls::{
 use crate::metrics::Metrics;
 use crate::observe::to_chrono;
 use crate::ownership::{belongs_to, has_owner_reference, owner_reference};
+use crate::reports::ReportWrite;
 use crate::Error;
 
 /// Writes in flight at once for one profile unless `--max-concurrent-writes` says otherwise:
@@ -228,6 +229,107 @@ impl Writer {
                 source,
             })
     }
+    /// Brings the profile's reports to what [`crate::reports::report_writes`] decided, in
+    /// either mode: a report only describes, like the status. Every write is attempted; the
+    /// failures are returned (a report is never worth failing the pass for).
+    pub async fn write_reports(&self, writes: Vec<ReportWrite>) -> Vec<Error> {
+        stream::iter(writes)
+            .map(|w| {
+                let this = self.clone();
+                async move { this.write_report(w).await }
+            })
+            .buffer_unordered(self.concurrency)
+            .filter_map(|r| futures::future::ready(r.err()))
+            .collect()
+            .await
+    }
+
+    async fn write_report(&self, w: ReportWrite) -> Result<(), Error> {
+        let ar = crate::observe::reports::report_resource();
+        let failed = |verb, namespace: &str, name: &str, source| Error::Write {
+            verb,
+            kind: crate::reports::REPORT_KIND,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        };
+        let profile = self.owner.name.as_str();
+        match w {
+            ReportWrite::Create {
+                namespace,
+                manifest,
+            } => {
+                let api =
+                    Api::<DynamicObject>::namespaced_with(self.client.clone(), &namespace, &ar);
+                let obj = with_owner(&manifest, &self.owner)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                self.metrics
+                    .write(profile, crate::reports::REPORT_KIND, "create");
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match api.create(&pp, &obj).await {
+                    Ok(_) => Ok(()),
+                    // Someone else's report holds the name (ours would be in the cache), or
+                    // ours was made a moment ago and the cache has not seen it: either way
+                    // nothing to take over.
+                    Err(e) if status_code(&e) == Some(409) => {
+                        tracing::debug!(
+                            profile,
+                            namespace,
+                            name,
+                            "a report of that name exists; not taken over"
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(failed("create", &namespace, &name, e)),
+                }
+            }
+            ReportWrite::Update {
+                namespace,
+                manifest,
+            } => {
+                let api =
+                    Api::<DynamicObject>::namespaced_with(self.client.clone(), &namespace, &ar);
+                let obj = with_owner(&manifest, &self.owner)?;
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                self.metrics
+                    .write(profile, crate::reports::REPORT_KIND, "apply");
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| failed("apply", &namespace, &name, e))
+            }
+            ReportWrite::Delete {
+                namespace,
+                name,
+                uid,
+            } => {
+                let api =
+                    Api::<DynamicObject>::namespaced_with(self.client.clone(), &namespace, &ar);
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                self.metrics
+                    .write(profile, crate::reports::REPORT_KIND, "delete");
+                match api.delete(&name, &dp).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
+                    Err(e) => Err(failed("delete", &namespace, &name, e)),
+                }
+            }
+        }
+    }
+
     /// Creates `desired`; with the new object's uid when this call made it.
     async fn create(&self, desired: &DesiredObject) -> Result<(Effect, Option<String>), Error> {
         let key = &desired.key;
@@ -771,6 +873,22 @@ fn with_identity(
     }
     serde_json::from_value(m).map_err(|source| Error::Encode {
         what: "manifest".into(),
+        source,
+    })
+}
+
+/// A report's manifest with the owner reference to the profile: garbage collection removes
+/// it with the profile (a namespaced dependent may have a cluster-scoped owner), and the
+/// namespace's deletion removes it with the namespace it lives in.
+fn with_owner(manifest: &Value, owner: &OwnerReference) -> Result<DynamicObject, Error> {
+    let mut m = manifest.clone();
+    m["metadata"]["ownerReferences"] =
+        serde_json::to_value(vec![owner]).map_err(|source| Error::Encode {
+            what: "owner reference".into(),
+            source,
+        })?;
+    serde_json::from_value(m).map_err(|source| Error::Encode {
+        what: "report".into(),
         source,
     })
 }

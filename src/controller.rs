@@ -59,6 +59,8 @@ pub struct Context {
     pub(crate) excluded_namespaces: selection::ExcludedNamespaces,
     /// What the operator accepts beyond the CRD's schema.
     pub(crate) limits: crate::api::validate::Limits,
+    /// Rampart's OpenReports reports, with `--reports`.
+    pub(crate) reports: Option<observe::reports::ReportCache>,
 }
 
 /// How this operator process runs.
@@ -74,6 +76,9 @@ pub struct Options {
     pub excluded_namespaces: selection::ExcludedNamespaces,
     /// What the operator accepts beyond the CRD's schema.
     pub limits: crate::api::validate::Limits,
+    /// Write an OpenReports `Report` per profile and selected namespace, once the cluster
+    /// serves `openreports.io/v1alpha1`.
+    pub reports: bool,
 }
 
 /// What leadership means to the controller: a fence every reconcile checks first (a standby
@@ -110,6 +115,24 @@ pub async fn run(
         warn!("the cluster does not serve snapshot.storage.k8s.io/v1 yet: backups report SnapshotAPIMissing until it does");
     }
     let (caches, feeds) = observe::caches(&client, snapshot_api);
+    let (reports, deleted_reports) = if options.reports {
+        // Like the snapshot API: not served yet is asked again in the background, quietly,
+        // since a cluster without OpenReports is a normal one.
+        let served = match observe::reports::report_api_served(&client).await {
+            Ok(served) => served,
+            Err(e) => {
+                tracing::debug!(error = %e, "report API discovery failed; asking again in the background");
+                false
+            }
+        };
+        if !served {
+            info!("the cluster does not serve openreports.io/v1alpha1: reports start when it does");
+        }
+        let (cache, deleted) = observe::reports::report_feed(&client, served);
+        (Some(cache), Some(deleted))
+    } else {
+        (None, None)
+    };
     let (profiles, profile_writer) = reflector::store();
 
     // Ready means "caches synced, able to serve", on a leader and a standby alike, with or
@@ -141,6 +164,7 @@ pub async fn run(
         server_clock: Default::default(),
         excluded_namespaces: options.excluded_namespaces.clone(),
         limits: options.limits,
+        reports,
     });
 
     // A profile that appears, changes its spec or goes can hand namespaces to, or take them
@@ -186,6 +210,16 @@ pub async fn run(
     })
     .filter_map(futures::future::ready);
     let became_leader = futures::stream::select(became_leader, snapshot_api_appeared);
+    // The report API's first list: every profile writes its reports now.
+    let reports_ctx = ctx.clone();
+    let report_api_appeared = futures::stream::once(async move {
+        let cache = reports_ctx.reports.as_ref()?;
+        cache.until_served().await;
+        info!("report API listed; writing every profile's reports");
+        Some(())
+    })
+    .filter_map(futures::future::ready);
+    let became_leader = futures::stream::select(became_leader, report_api_appeared);
 
     let touched = |ctx: &Arc<Context>, affects: Affects| {
         let ctx = ctx.clone();
@@ -282,6 +316,16 @@ pub async fn run(
         });
         controller =
             controller.reconcile_on(crate::coalesce::coalesce(marked, SNAPSHOT_EVENTS_WINDOW));
+    }
+    if let Some(deleted) = deleted_reports {
+        // A report of ours deleted by someone: its profile writes it again (one deleted
+        // with its namespace or profile is simply not desired any more).
+        let report_ctx = ctx.clone();
+        let profiles = deleted.filter_map(move |r| {
+            let target = profile_of(&r.metadata).and_then(|p| report_ctx.reconciled_here(&p));
+            futures::future::ready(target)
+        });
+        controller = controller.reconcile_on(profiles);
     }
     controller
         .reconcile_on(others_rx)

@@ -28,6 +28,7 @@ pub mod observe;
 pub mod ownership;
 pub mod pass;
 pub mod quantity;
+pub mod reports;
 pub mod request_metrics;
 pub mod schedule;
 pub mod selection;

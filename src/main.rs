@@ -131,6 +131,11 @@ struct RunArgs {
     /// apart; a real estate never does.
     #[arg(long, env = "RAMPART_ALLOW_SUB_MINUTE_SCHEDULES")]
     allow_sub_minute_schedules: bool,
+    /// Write an OpenReports `Report` (openreports.io/v1alpha1) per profile and selected
+    /// namespace, for Policy Reporter and Kyverno's UI. Waits quietly for the CRDs when the
+    /// cluster does not serve them yet.
+    #[arg(long, env = "RAMPART_REPORTS")]
+    reports: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -280,6 +285,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits: rampart::api::validate::Limits {
             sub_minute_schedules: args.allow_sub_minute_schedules,
         },
+        reports: args.reports,
     };
     tracing::info!(excluded_namespaces = ?options.excluded_namespaces.patterns(), "namespaces excluded from selection by label");
     let (became_leader_tx, became_leader_rx) = tokio::sync::mpsc::unbounded_channel::<()>();

@@ -20,6 +20,7 @@ use crate::controls::{self, backups, DriftReason, NamespaceObserved, Outcome};
 use crate::events::{self, Event};
 use crate::incremental::{Kept, NamespaceResult, Reach, Scope, FULL_PASS_EVERY};
 use crate::observe::{to_chrono, Caches};
+use crate::reports;
 use crate::selection::{self, ProfileInfo, Selection};
 use crate::status::{self, drift_outcomes, Findings};
 use crate::Error;
@@ -237,6 +238,7 @@ pub(crate) async fn apply_profile(
     findings.selection = selection;
     events.extend(events::after_writes(&findings.drift, &applied, caught_up));
     report(profile, ctx, &writer, &findings, events, now).await?;
+    publish_reports(profile, &uid, ctx, &writer, &findings).await;
 
     Error::if_any_failed(&name, &applied)?;
     let name_taken = findings
@@ -632,6 +634,39 @@ async fn report(
     Ok(())
 }
 
+/// The profile's OpenReports reports, when `--reports` is on and the cluster serves them:
+/// computed from the findings, written only where they differ from the cached ones. A
+/// failed write is logged and retried by the next pass, never failing this one: the
+/// hardening itself is done.
+async fn publish_reports(
+    profile: &HardeningProfile,
+    uid: &str,
+    ctx: &Context,
+    writer: &Writer,
+    findings: &Findings,
+) {
+    let Some(cache) = ctx.reports.as_ref().filter(|c| c.served()) else {
+        return;
+    };
+    let name = profile.name_any();
+    let terminating: BTreeSet<String> = ctx
+        .caches
+        .namespaces
+        .state()
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .map(|n| n.name_any())
+        .collect();
+    let desired = reports::desired_reports(&name, &profile.spec, findings, &terminating);
+    let writes = reports::report_writes(&name, uid, desired, &cache.observed(&name), &terminating);
+    if writes.is_empty() {
+        return;
+    }
+    for e in writer.write_reports(writes).await {
+        tracing::warn!(profile = %name, error = %e, "report not written; the next pass tries again");
+    }
+}
+
 /// The one way a due time becomes a requeue: from now, just after it, within the resync.
 fn requeue_after(due: Option<DateTime<Utc>>) -> Duration {
     due.and_then(|t| (t - Utc::now()).to_std().ok())
@@ -662,6 +697,20 @@ pub(crate) async fn cleanup_profile(
     let total = writes.len();
     let applied = writer.execute(writes).await;
     Error::if_any_failed(&name, &applied)?;
+    // Garbage collection would remove the reports too (they carry an owner reference); here
+    // they go before the profile, as everything else it made.
+    if let Some(cache) = ctx.reports.as_ref().filter(|c| c.served()) {
+        let gone = reports::report_writes(
+            &name,
+            &uid,
+            Default::default(),
+            &cache.observed(&name),
+            &Default::default(),
+        );
+        if let Some(e) = writer.write_reports(gone).await.into_iter().next() {
+            return Err(e);
+        }
+    }
     // Restore verification's volumes are set to be deleted with their scratch PVCs before the
     // garbage collector deletes those, so a Retain class keeps no copy of the data.
     let released = remove_verification(profile, ctx, &writer, Utc::now()).await?;

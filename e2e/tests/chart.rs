@@ -172,6 +172,27 @@ async fn chart_installs_hardened_on_the_control_plane() -> Result<()> {
     Ok(())
 }
 
+/// `reports.enabled` runs the operator with `--reports`; off by default.
+#[tokio::test]
+async fn reports_value_sets_the_flag() -> Result<()> {
+    let args = |sets: &[&str]| -> Result<Vec<String>> {
+        let docs = render("templates/deployment.yaml", sets)?;
+        let d: Deployment =
+            serde_yaml::from_value(docs.into_iter().next().context("no Deployment")?)?;
+        Ok(d.spec
+            .template
+            .spec
+            .and_then(|p| p.containers.into_iter().next())
+            .and_then(|c| c.args)
+            .unwrap_or_default())
+    };
+    assert!(!args(&[])?.iter().any(|a| a == "--reports"));
+    assert!(args(&["reports.enabled=true"])?
+        .iter()
+        .any(|a| a == "--reports"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_values_fail_with_the_schemas_message() -> Result<()> {
     for (set, field) in [
@@ -183,6 +204,7 @@ async fn bad_values_fail_with_the_schemas_message() -> Result<()> {
         ),
         ("podSecurityContext.runAsUser=0", "runAsUser"),
         ("crds.install=maybe", "install"),
+        ("reports.enabled=maybe", "enabled"),
         ("unknownValue=1", "unknownValue"),
     ] {
         let release = format!("chart-bad-{}", unique_id());
@@ -268,13 +290,30 @@ fn assert_least_privilege(role: &ClusterRole) {
     }
 }
 
+/// config/ ships the role with the report verbs (`--reports` is a flag away); the chart
+/// grants them only with `reports.enabled`.
 #[tokio::test]
 async fn chart_cluster_role_is_the_one_in_config() -> Result<()> {
-    let chart: ClusterRole = serde_yaml::from_value(
-        render("templates/clusterrole.yaml", &[])?
-            .pop()
-            .context("no ClusterRole rendered")?,
-    )?;
+    let role = |sets: &[&str]| -> Result<ClusterRole> {
+        Ok(serde_yaml::from_value(
+            render("templates/clusterrole.yaml", sets)?
+                .pop()
+                .context("no ClusterRole rendered")?,
+        )?)
+    };
+    let chart = role(&["reports.enabled=true"])?;
+    let grants_reports = |r: &ClusterRole| {
+        r.rules.iter().flatten().any(|rule| {
+            rule.api_groups
+                .iter()
+                .flatten()
+                .any(|g| g == "openreports.io")
+        })
+    };
+    assert!(
+        !grants_reports(&role(&[])?),
+        "the chart grants report verbs without reports.enabled"
+    );
     let config: ClusterRole = serde_yaml::from_str(&std::fs::read_to_string(
         repo_root().join("config/rbac/cluster_role.yaml"),
     )?)?;

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod hooks;
 pub mod queries;
+pub mod reports;
 pub mod summaries;
 pub mod verification;
 pub mod workloads;
