@@ -51,6 +51,9 @@ enum Command {
     },
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    /// Turn another tool's policies into a HardeningProfile (printed; nothing is applied).
+    #[command(subcommand)]
+    Import(rampart::import::ImportCommand),
 }
 
 #[derive(Parser)]
@@ -136,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Import(command) => Ok(rampart::import::run(command)?),
     }
 }
 
