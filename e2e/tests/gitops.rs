@@ -8,12 +8,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
+use rampart_e2e::apps::{create_all, App, SecretUse};
 use rampart_e2e::{
-    client, delete_profile_and_wait, repo_root, unique_id, wait_condition, OperatorProcess,
-    TestNamespace, DEDICATED_LABEL,
+    client, delete_profile_and_wait, repo_root, unique_id, wait_condition, wait_until,
+    OperatorProcess, TestNamespace, DEDICATED_LABEL,
 };
 use serde_json::{json, Value};
 
@@ -123,6 +126,85 @@ fn assert_reads(obj: &Value, state: &str, want_kstatus: &str, want_argocd: &str)
         !a.1.is_empty(),
         "{state}: the Argo CD check gives a message"
     );
+    Ok(())
+}
+
+/// A profile that rotates the Secret `db` of `ns` at `id`, restarting its consumers.
+fn rotating_profile(name: &str, tag: &str, ns: &str, id: &str) -> Value {
+    json!({
+        "apiVersion": "rampart.dev/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": name, "labels": {DEDICATED_LABEL: tag}},
+        "spec": {
+            "mode": "Enforce",
+            "namespaces": [ns],
+            "secretRotation": {
+                "rotationId": id,
+                "selector": {"matchLabels": {"rampart.dev/rotate": "true"}},
+                "regenerate": [{"key": "password"}],
+                "rolloutTimeoutSeconds": 3600
+            }
+        }
+    })
+}
+
+/// Converging, as a live operator reports it: a rotation whose restart cannot roll out (the
+/// consumer is paused) stays Restarting, so the profile is Reconciling, neither Ready nor
+/// stalled, until the rollout timeout.
+#[tokio::test]
+async fn a_profile_still_converging_reads_in_progress() -> Result<()> {
+    let c = client().await?;
+    let tag = format!("gitops-conv-{}", unique_id());
+    let ns = TestNamespace::create(&c, "gitops-rotate", &[]).await?;
+    // Stamped with an earlier id, as a profile that has run for a while leaves it; the new id
+    // then rotates it and restarts its consumer.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db", "labels": {"rampart.dev/rotate": "true"},
+                     "annotations": {"rampart.dev/rotation-id": "r0"}},
+        "stringData": {"password": "before"}
+    }))?;
+    Api::<Secret>::namespaced(c.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let web = App::new("web", 1).with_secret(SecretUse::EnvFrom("db".into()));
+    create_all(&c, &ns.name, &[web.deployment()]).await?;
+    let deployments = Api::<Deployment>::namespaced(c.clone(), &ns.name);
+    wait_until("web to roll out", TIMEOUT, || async {
+        let d = deployments.get("web").await;
+        let ready = d
+            .as_ref()
+            .ok()
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas);
+        (ready == Some(1), format!("{ready:?}"))
+    })
+    .await?;
+
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = format!("{tag}-rotate");
+    rampart_e2e::apply_profile(&c, rotating_profile(&name, &tag, &ns.name, "r0")).await?;
+    wait_condition(&c, &name, "SecretsRotated", "True", TIMEOUT).await?;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await?;
+    rampart_e2e::apply_profile(&c, rotating_profile(&name, &tag, &ns.name, "r1")).await?;
+    let p = wait_condition(&c, &name, "Reconciling", "True", TIMEOUT).await?;
+    assert_eq!(
+        rampart_e2e::condition_of(&p, "Ready")
+            .map(|c| c.0)
+            .as_deref(),
+        Some("False")
+    );
+    assert_reads(
+        &raw_profile(&c, &name).await?,
+        "converging",
+        "InProgress",
+        "Progressing",
+    )?;
+    delete_profile_and_wait(&c, &name).await?;
     Ok(())
 }
 
