@@ -796,13 +796,32 @@ pub fn compute(
         conds.push(drain_condition(&findings.namespaces));
     }
     let ready = ready_condition(drifted_total, audit, &findings.selection, &not_ready);
+    // An object whose name Rampart's would take but that Rampart did not create: retries
+    // cannot fix it (and Rampart never overwrites it), so it waits for a person.
+    let name_held: Vec<&Drift> = findings
+        .unresolved()
+        .filter(|d| d.reason == DriftReason::NameTaken)
+        .collect();
     let stalled = if !findings.selection.conflicts.is_empty() {
         Some(("Conflict", "some selected namespaces are held by an older profile; narrow a selector or delete the older profile".to_string()))
+    } else if let Some(r) = rotation
+        .as_ref()
+        .filter(|r| r.phase == RotationPhase::Stalled)
+    {
+        Some(("RotationStalled", rotation_condition(r).message))
     } else {
-        rotation
-            .as_ref()
-            .filter(|r| r.phase == RotationPhase::Stalled)
-            .map(|r| ("RotationStalled", rotation_condition(r).message))
+        name_held.first().map(|d| {
+            (
+                "NameHeld",
+                format!(
+                    "{} objects cannot be made: their names are taken by objects Rampart did not create, e.g. {} {}/{}; rename or remove them",
+                    name_held.len(),
+                    d.key.kind.kind(),
+                    d.key.namespace,
+                    d.key.name
+                ),
+            )
+        })
     };
     conds.extend(progress_conditions(&ready, stalled));
     conds.insert(0, ready);
@@ -983,6 +1002,27 @@ mod tests {
             s.summary.as_ref().map(|s| (s.compliant, s.drifted_objects)),
             Some((1, 1))
         );
+    }
+
+    #[test]
+    fn enforce_drift_it_may_not_repair_waits_for_a_person() {
+        // A name held by an object Rampart did not make: no retry fixes that, so kstatus must
+        // read Failed, not InProgress forever.
+        let mut f = findings(Some(DriftOutcome::Reported));
+        f.drift[0].0.reason = DriftReason::NameTaken;
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        let stalled = cond(&s, "Stalled");
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (ConditionStatus::True, "NameHeld")
+        );
+        assert!(
+            stalled.message.contains("not create"),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(cond(&s, "Reconciling").status, ConditionStatus::False);
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
     }
 
     #[test]
