@@ -2,7 +2,8 @@
 -- Written for Argo CD's Lua (5.1): reads `obj`, returns {status, message}.
 --   Progressing  the operator has not seen this generation yet, or it is still converging
 --   Degraded     it waits for a person: an invalid spec, namespaces held by another profile,
---                a stalled rotation (the Stalled condition)
+--                a stalled rotation, a name taken by an object Rampart did not create
+--                (the Stalled condition)
 --   Suspended    Audit mode with drift: nothing is wrong with the profile, but it enforces
 --                nothing until its mode is Enforce; the drift is in status.drift
 --   Healthy      Ready (in Audit: the cluster matches the profile)
