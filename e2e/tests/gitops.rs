@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rampart::api::HardeningProfile;
@@ -248,6 +249,37 @@ async fn kstatus_and_argocd_read_each_state_of_a_profile() -> Result<()> {
         "kstatus' message names the field"
     );
     delete_profile_and_wait(&c, &invalid).await?;
+
+    // A name Rampart needs, taken by a team's own NetworkPolicy: never overwritten, so the
+    // profile waits for a person.
+    let held_ns = TestNamespace::create(&c, "gitops-held", &[]).await?;
+    let user_policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "rampart-default-deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }))?;
+    Api::<NetworkPolicy>::namespaced(c.clone(), &held_ns.name)
+        .create(&PostParams::default(), &user_policy)
+        .await?;
+    let held = format!("{tag}-held");
+    rampart_e2e::apply_profile(
+        &c,
+        profile(&held, &tag, "Enforce", &held_ns.name, json!({})),
+    )
+    .await?;
+    let p = wait_condition(&c, &held, "Stalled", "True", TIMEOUT).await?;
+    assert_eq!(
+        rampart_e2e::condition_of(&p, "Stalled")
+            .map(|c| c.1)
+            .as_deref(),
+        Some("NameHeld")
+    );
+    assert_reads(
+        &raw_profile(&c, &held).await?,
+        "name held",
+        "Failed",
+        "Degraded",
+    )?;
+    delete_profile_and_wait(&c, &held).await?;
 
     // Audit with drift: the policies are missing and Audit may not create them.
     let audit = format!("{tag}-audit");
