@@ -147,6 +147,26 @@ impl Accumulator {
 
     fn rule(&mut self, rule: &GenerateRule) {
         let origin = &rule.origin;
+        // What a rule makes decides first: a rule Rampart has no equivalent for is reported as
+        // such, whichever namespaces it acts in.
+        let mappable = rule.objects.iter().any(|o| {
+            matches!(
+                (o["kind"].as_str(), &rule.trigger),
+                (Some("NetworkPolicy"), Trigger::Namespaces)
+                    | (Some("PodDisruptionBudget"), Trigger::Workloads(_))
+            )
+        });
+        if !mappable {
+            for object in &rule.objects {
+                let reason = match (object["kind"].as_str().unwrap_or_default(), &rule.trigger) {
+                    ("NetworkPolicy", _) => "a NetworkPolicy per workload; Rampart's policies cover whole namespaces".to_string(),
+                    ("PodDisruptionBudget", _) => "a PodDisruptionBudget per namespace; Rampart makes one per replicated workload".to_string(),
+                    (other, _) => format!("generates a {other}; Rampart makes NetworkPolicies and PodDisruptionBudgets only"),
+                };
+                self.not_mapped(origin, reason);
+            }
+            return;
+        }
         // One profile selects one set of namespaces for all its controls.
         if let Some((scope, first)) = &self.scope {
             if *scope != rule.scope {
@@ -167,21 +187,10 @@ impl Accumulator {
                 ("PodDisruptionBudget", Trigger::Workloads(kinds)) => {
                     self.budget(origin, object, rule.min_replicas, kinds)
                 }
-                ("NetworkPolicy", Trigger::Workloads(_)) => {
-                    self.not_mapped(
-                        origin,
-                        "a NetworkPolicy per workload; Rampart's policies cover whole namespaces",
-                    );
-                    false
-                }
-                ("PodDisruptionBudget", Trigger::Namespaces) => {
-                    self.not_mapped(origin, "a PodDisruptionBudget per namespace; Rampart makes one per replicated workload");
-                    false
-                }
                 (other, _) => {
                     self.not_mapped(
                         origin,
-                        format!("generates a {other}; Rampart makes NetworkPolicies and PodDisruptionBudgets only"),
+                        format!("generates a {other} beside what it maps; only NetworkPolicies and PodDisruptionBudgets are imported"),
                     );
                     false
                 }

@@ -658,3 +658,31 @@ fn the_yaml_carries_the_findings_as_comments_and_reads_back_as_a_profile() {
     assert_eq!(Some(back.spec), i.spec);
     assert_eq!(back.metadata.name.as_deref(), Some("imported"));
 }
+
+#[test]
+fn a_rule_generating_something_else_says_so_whatever_its_namespaces() {
+    let policy = format!(
+        "{ADD_NETWORKPOLICY}{}",
+        r#"
+  - name: quota
+    match: {any: [{resources: {kinds: [Namespace]}}]}
+    generate:
+      apiVersion: v1
+      kind: ResourceQuota
+      name: quota
+      namespace: "{{request.object.metadata.name}}"
+      data: {spec: {hard: {pods: "10"}}}
+"#
+    );
+    let i = run(&policy);
+    assert!(
+        has_finding(
+            &i,
+            "quota",
+            Severity::NotMapped,
+            "generates a ResourceQuota"
+        ),
+        "{:#?}",
+        i.findings
+    );
+}
