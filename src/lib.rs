@@ -20,6 +20,7 @@ pub mod controls;
 pub mod events;
 pub mod fence;
 pub mod http;
+pub mod import;
 pub mod incremental;
 pub mod labels;
 pub mod leader;

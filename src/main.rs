@@ -51,6 +51,9 @@ enum Command {
     },
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    /// Turn another tool's policies into a HardeningProfile (printed; nothing is applied).
+    #[command(subcommand)]
+    Import(rampart::import::ImportCommand),
     /// Show what applying a profile would create, change, delete, adopt, rotate, restart and
     /// snapshot, per namespace, from the live cluster (reads only, never writes). Exits 0
     /// when nothing would change, 2 when something would, 1 on error (as `kubectl diff`).
@@ -177,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Import(command) => Ok(rampart::import::run(command)?),
         Command::Plan(args) => {
             let code = plan(args).await;
             std::process::exit(code)

@@ -101,6 +101,78 @@ pub fn control_of(meta: &ObjectMeta) -> Option<ControlName> {
 mod tests {
     use super::*;
 
+    /// Argo CD prunes objects that carry its instance label (or tracking annotation) but are not
+    /// in its Application: generated objects must never inherit the profile's labels or
+    /// annotations, only Rampart's own labels. The controls take the profile's name, not its
+    /// metadata; this pins that.
+    #[test]
+    fn generated_objects_never_carry_the_profiles_tracking_labels() {
+        use crate::controls::disruption_budgets::WorkloadKind;
+        use crate::controls::disruption_budgets::{desired_disruption_budgets, WorkloadInfo};
+        use crate::controls::network_policies::{desired_network_policies, HeldNamespaces};
+        use kube::ResourceExt;
+
+        let mut spec = crate::api::fixtures::budgets_only(crate::api::Mode::Enforce);
+        spec.network_policies = Some(
+            serde_json::from_value(serde_json::json!({"allowedNamespaces": ["kafka"], "monitoring": {"namespace": "observability", "ports": [9090]}}))
+                .expect("network policy control"),
+        );
+        let mut profile = HardeningProfile::new("regulated", spec);
+        profile.metadata.labels = Some(BTreeMap::from([
+            (
+                "app.kubernetes.io/instance".to_string(),
+                "platform".to_string(),
+            ),
+            (
+                "argocd.argoproj.io/instance".to_string(),
+                "platform".to_string(),
+            ),
+        ]));
+        profile.metadata.annotations = Some(BTreeMap::from([(
+            "argocd.argoproj.io/tracking-id".to_string(),
+            "platform:rampart.dev/HardeningProfile:/regulated".to_string(),
+        )]));
+        let name = profile.name_any();
+        let np = profile.spec.network_policies.as_ref().expect("set above");
+        let held = HeldNamespaces::of(&profile.spec);
+        let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+            match_expressions: None,
+        };
+        let web = WorkloadInfo {
+            kind: WorkloadKind::Deployment,
+            namespace: "kafka".into(),
+            name: "web".into(),
+            replicas: 3,
+            selector: Some(selector),
+            pod_labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+        };
+        let budgets = profile
+            .spec
+            .pod_disruption_budgets
+            .as_ref()
+            .expect("budgets_only");
+        let mut objects = desired_network_policies(&name, np, &held, "kafka");
+        objects.extend(desired_disruption_budgets(&name, budgets, &[web], &[]).desired);
+        assert!(
+            objects.len() >= 5,
+            "policies and a budget: {}",
+            objects.len()
+        );
+        for o in &objects {
+            let meta = &o.manifest["metadata"];
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(meta["labels"].clone()).expect("labels");
+            assert_eq!(labels, managed_labels(&name, o.control), "{:?}", o.key);
+            assert!(
+                meta.get("annotations")
+                    .is_none_or(|a| a.get("argocd.argoproj.io/tracking-id").is_none()),
+                "{:?}",
+                o.key
+            );
+        }
+    }
+
     fn meta(labels: &[(&str, &str)], owner_uid: Option<&str>) -> ObjectMeta {
         ObjectMeta {
             labels: Some(

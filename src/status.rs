@@ -722,14 +722,20 @@ fn drain_condition(namespaces: &NamespaceFindings) -> Computed {
     }
 }
 
-/// `Ready`: no drift left, no conflict, and every other control's condition true.
+/// `Ready`: no drift left (in Enforce), no conflict, and every other control's condition true.
+///
+/// In Audit, drift does not make a profile unready: Audit never repairs, so drift there is the
+/// report the profile was asked for, not work in progress. Ready then says the report is
+/// complete and current (reason `DriftReported`); `Drifted` and `status.drift` carry the drift.
+/// This is what lets GitOps tools read an Audit profile as healthy rather than as converging
+/// forever (docs/gitops.md).
 fn ready_condition(
     drifted: usize,
     audit: bool,
     selection: &Selection,
     not_ready: &[String],
 ) -> Computed {
-    if drifted > 0 {
+    if drifted > 0 && !audit {
         Computed::new(
             conditions::READY,
             false,
@@ -750,6 +756,15 @@ fn ready_condition(
             "ControlsPending",
             not_ready.join("; "),
         )
+    } else if drifted > 0 {
+        Computed::new(
+            conditions::READY,
+            true,
+            drift_reason(audit),
+            format!(
+                "Audit: {drifted} objects depart from the profile, reported and not repaired (see status.drift); switch to Enforce to repair them"
+            ),
+        )
     } else {
         Computed::new(
             conditions::READY,
@@ -758,6 +773,39 @@ fn ready_condition(
             format!("{} namespaces hold the profile", selection.namespaces.len()),
         )
     }
+}
+
+/// `Reconciling` and `Stalled` from `Ready` and what stalls: a profile that is not Ready is
+/// either still converging or waiting for a person, never both, so kstatus reads it as
+/// InProgress or Failed.
+fn progress_conditions(ready: &Computed, stalled: Option<(&str, String)>) -> [Computed; 2] {
+    let stalled_condition = match &stalled {
+        Some((reason, message)) => {
+            Computed::new(conditions::STALLED, true, *reason, message.clone())
+        }
+        None => Computed::new(
+            conditions::STALLED,
+            false,
+            "NotStalled",
+            "nothing waits for a person",
+        ),
+    };
+    let reconciling = if !ready.status && stalled.is_none() {
+        Computed::new(
+            conditions::RECONCILING,
+            true,
+            ready.reason.clone(),
+            ready.message.clone(),
+        )
+    } else {
+        Computed::new(
+            conditions::RECONCILING,
+            false,
+            "Settled",
+            "nothing left to converge",
+        )
+    };
+    [reconciling, stalled_condition]
 }
 
 /// The status for an invalid spec: the fields named, and the last good picture kept (an
@@ -773,9 +821,14 @@ fn invalid_status(
         .map(|f| f.to_string())
         .collect::<Vec<_>>()
         .join("; ");
+    let ready = Computed::new(conditions::READY, false, "InvalidSpec", message.clone());
+    let [reconciling, stalled] =
+        progress_conditions(&ready, Some(("InvalidSpec", message.clone())));
     let conds = vec![
-        Computed::new(conditions::READY, false, "InvalidSpec", message.clone()),
+        ready,
         Computed::new(conditions::INVALID_SPEC, true, "InvalidSpec", message),
+        reconciling,
+        stalled,
     ];
     HardeningProfileStatus {
         observed_generation: generation,
@@ -895,10 +948,36 @@ pub fn compute(
     if spec.enables(ControlName::PodDisruptionBudgets) {
         conds.push(drain_condition(&findings.namespaces));
     }
-    conds.insert(
-        0,
-        ready_condition(drifted_total, audit, &findings.selection, &not_ready),
-    );
+    let ready = ready_condition(drifted_total, audit, &findings.selection, &not_ready);
+    // An object whose name Rampart's would take but that Rampart did not create: retries
+    // cannot fix it (and Rampart never overwrites it), so it waits for a person.
+    let name_held: Vec<&Drift> = findings
+        .unresolved()
+        .filter(|d| d.reason == DriftReason::NameTaken)
+        .collect();
+    let stalled = if !findings.selection.conflicts.is_empty() {
+        Some(("Conflict", "some selected namespaces are held by an older profile; narrow a selector or delete the older profile".to_string()))
+    } else if let Some(r) = rotation
+        .as_ref()
+        .filter(|r| r.phase == RotationPhase::Stalled)
+    {
+        Some(("RotationStalled", rotation_condition(r).message))
+    } else {
+        name_held.first().map(|d| {
+            (
+                "NameHeld",
+                format!(
+                    "{} objects cannot be made: their names are taken by objects Rampart did not create, e.g. {} {}/{}; rename or remove them",
+                    name_held.len(),
+                    d.key.kind.kind(),
+                    d.key.namespace,
+                    d.key.name
+                ),
+            )
+        })
+    };
+    conds.extend(progress_conditions(&ready, stalled));
+    conds.insert(0, ready);
 
     HardeningProfileStatus {
         observed_generation: generation,
@@ -1047,7 +1126,7 @@ mod tests {
     }
 
     #[test]
-    fn audit_drift_is_listed_and_not_ready() {
+    fn audit_drift_is_listed_and_ready_as_a_finished_report() {
         let s = compute(
             &spec(Mode::Audit),
             Some(1),
@@ -1055,7 +1134,18 @@ mod tests {
             None,
             at(0),
         );
-        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
+        // Audit never repairs: the drift is the report it was asked for, not work in
+        // progress, so kstatus must read Current (Ready True, Reconciling and Stalled False).
+        let ready = cond(&s, "Ready");
+        assert_eq!(ready.status, ConditionStatus::True);
+        assert_eq!(ready.reason, "DriftReported");
+        assert!(
+            ready.message.contains("Audit: 1 objects"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(cond(&s, "Reconciling").status, ConditionStatus::False);
+        assert_eq!(cond(&s, "Stalled").status, ConditionStatus::False);
         assert_eq!(cond(&s, "Drifted").status, ConditionStatus::True);
         assert_eq!(s.drift.len(), 1);
         assert_eq!(s.drift[0].reason, DriftReason::Missing);
@@ -1063,6 +1153,64 @@ mod tests {
             s.summary.as_ref().map(|s| (s.compliant, s.drifted_objects)),
             Some((1, 1))
         );
+    }
+
+    #[test]
+    fn enforce_drift_it_may_not_repair_waits_for_a_person() {
+        // A name held by an object Rampart did not make: no retry fixes that, so kstatus must
+        // read Failed, not InProgress forever.
+        let mut f = findings(Some(DriftOutcome::Reported));
+        f.drift[0].0.reason = DriftReason::NameTaken;
+        let s = compute(&spec(Mode::Enforce), Some(1), &f, None, at(0));
+        let stalled = cond(&s, "Stalled");
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (ConditionStatus::True, "NameHeld")
+        );
+        assert!(
+            stalled.message.contains("not create"),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(cond(&s, "Reconciling").status, ConditionStatus::False);
+        assert_eq!(cond(&s, "Ready").status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_ready_converging_and_waiting_for_a_person() {
+        let converged = compute(&spec(Mode::Enforce), Some(1), &findings(None), None, at(0));
+        assert_eq!(
+            cond(&converged, "Reconciling").status,
+            ConditionStatus::False
+        );
+        assert_eq!(cond(&converged, "Stalled").status, ConditionStatus::False);
+
+        let failing = compute(
+            &spec(Mode::Enforce),
+            Some(1),
+            &findings(Some(DriftOutcome::Failed)),
+            None,
+            at(0),
+        );
+        assert_eq!(cond(&failing, "Ready").status, ConditionStatus::False);
+        let reconciling = cond(&failing, "Reconciling");
+        assert_eq!(reconciling.status, ConditionStatus::True);
+        assert_eq!(reconciling.reason, "RepairIncomplete");
+        assert_eq!(cond(&failing, "Stalled").status, ConditionStatus::False);
+
+        let mut f = findings(None);
+        f.invalid.push(InvalidField {
+            field: "spec.backups.schedule".into(),
+            message: "bad".into(),
+        });
+        let invalid = compute(&spec(Mode::Enforce), Some(2), &f, Some(&converged), at(5));
+        let stalled = cond(&invalid, "Stalled");
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (ConditionStatus::True, "InvalidSpec")
+        );
+        assert!(stalled.message.contains("spec.backups.schedule"));
+        assert_eq!(cond(&invalid, "Reconciling").status, ConditionStatus::False);
     }
 
     #[test]

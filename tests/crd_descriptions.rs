@@ -37,7 +37,9 @@ fn collect(node: &serde_json::Value, path: String, found: &mut Vec<(String, Stri
 fn rust_names(text: &str) -> Vec<String> {
     let mut names = Vec::new();
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        // `RAMPART_*` are the environment variables a hook's containers get: part of the API.
         let screaming = word.contains('_')
+            && !word.starts_with("RAMPART_")
             && word
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
@@ -70,6 +72,7 @@ fn rust_names_are_recognised() {
         ["Option<", "::", "crate"]
     );
     assert_eq!(rust_names("the rotation_id field"), ["rotation_id"]);
+    assert!(rust_names("the variable `RAMPART_SECRET_NAME`").is_empty());
     assert!(
         rust_names("Objects that depart from the profile, at most 50 (kube-system).").is_empty()
     );

@@ -14,6 +14,11 @@ pub const DRIFTED: &str = "Drifted";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const CONFLICT: &str = "Conflict";
 pub const DRAIN_BLOCKED: &str = "DrainBlocked";
+/// kstatus' abnormal-true conditions (what Flux and `kubectl wait`-style tools read): True
+/// while the profile converges, and True when it cannot without a person (an invalid spec,
+/// namespaces held by another profile, a stalled rotation).
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// A condition as computed, before timestamps are settled against the previous status.
 #[derive(Clone, Debug, PartialEq, Eq)]

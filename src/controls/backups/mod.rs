@@ -501,6 +501,29 @@ mod tests {
         }
     }
 
+    /// Argo CD prunes whatever carries its instance label: a snapshot carrying the profile's
+    /// would be pruned as an orphan of the profile's Application. Only Rampart's own labels.
+    #[test]
+    fn snapshots_carry_only_rampart_labels() {
+        let d = snapshot_object(
+            "regulated",
+            &spec("0 2 * * *"),
+            &pvc("data"),
+            "snap",
+            t(0, 0, 0),
+        );
+        let labels = d.manifest["metadata"]["labels"]
+            .as_object()
+            .expect("labels");
+        let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+        let mut want: Vec<String> = managed_labels("regulated", ControlName::Backups)
+            .into_keys()
+            .chain([PVC_LABEL.to_string()])
+            .collect();
+        want.sort();
+        assert_eq!(keys, want);
+    }
+
     fn snap(pvc: &str, slot: DateTime<Utc>, ready: bool) -> SnapshotInfo {
         SnapshotInfo {
             namespace: "db".into(),
