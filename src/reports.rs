@@ -312,9 +312,11 @@ fn control_specific(
             let Some(plan) = &findings.rotation else {
                 return pass;
             };
+            // A Secret refused by the API server and one whose hook failed both did not rotate.
             let failed: Vec<Resource> = plan
                 .unwritable
                 .iter()
+                .chain(&plan.hook_failures)
                 .filter(|s| s.namespace == ns)
                 .map(|s| Resource {
                     kind: "Secret".into(),
@@ -598,6 +600,53 @@ mod tests {
             .is_some_and(|m| m.contains("rampart-default-deny (Missing)")));
         assert_eq!(out["a"]["summary"]["fail"], 1);
         assert_eq!(result(&out["b"], "NetworkPolicies")["result"], "pass");
+    }
+
+    #[test]
+    fn a_secret_whose_rotation_hook_failed_fails_rotation_in_its_namespace() {
+        use crate::controls::rotation::{
+            plan_rotation, stamp::Mark, Past, SecretInfo, UnwritableSecret,
+        };
+        let mut sp = spec("Enforce");
+        sp.secret_rotation = Some(crate::api::fixtures::rotation("r2", 1));
+        let mut f = findings();
+        f.selection.acting.insert(
+            ControlName::SecretRotation,
+            ["a".to_string(), "b".to_string()].into(),
+        );
+        let failed = SecretInfo {
+            namespace: "a".into(),
+            name: "db".into(),
+            rotation_id: Some("r2".into()),
+            mark: Mark::HookFailed,
+            ..Default::default()
+        };
+        let past = Past {
+            hook_failures: vec![UnwritableSecret {
+                namespace: "a".into(),
+                name: "db".into(),
+                reason: "hook Job rampart-hook-db-1 failed: BackoffLimitExceeded".into(),
+            }],
+            ..Default::default()
+        };
+        let rotation = sp.secret_rotation.clone().expect("set above");
+        f.rotation = Some(plan_rotation(
+            &rotation,
+            &[failed],
+            &[],
+            &past,
+            chrono::Utc::now(),
+        ));
+        let out = reports(&sp, &f);
+        let rot = result(&out["a"], "SecretRotation");
+        assert_eq!(rot["result"], "fail", "{rot}");
+        assert!(
+            rot["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rampart-hook-db-1")),
+            "{rot}"
+        );
+        assert_eq!(result(&out["b"], "SecretRotation")["result"], "pass");
     }
 
     #[test]
