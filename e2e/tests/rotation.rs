@@ -1952,3 +1952,101 @@ async fn a_failing_hook_puts_the_values_back_and_restarts_nothing() -> Result<()
     f.delete_profile(&name).await?;
     Ok(())
 }
+
+/// A hook whose Job went away before Rampart saw it end (deleted by a person, or a TTL a
+/// mutating policy set) is never run again: whether it changed the credential is unknown, so
+/// the Secret keeps its new values, nothing restarts, and the status says a person must look.
+#[tokio::test]
+async fn a_hook_job_deleted_while_it_runs_is_reported_lost_never_run_again() -> Result<()> {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::DeleteParams;
+    let f = Fixture::new("hooklost").await?;
+    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let tag = format!("hooklost-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f
+        .apply_adopted(&format!("hooklost-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let (job, _, _) = f.one_hook_pod().await?;
+    f.wait_status(&name, "the hook started", |r| {
+        r.phase == rampart::api::RotationPhase::RunningHooks
+    })
+    .await?;
+    let (rotated, _) = f.secret_data("db").await?;
+    Api::<Job>::namespaced(f.client.clone(), &f.ns.name)
+        .delete(&job, &DeleteParams::foreground())
+        .await?;
+
+    let r = f
+        .wait_status(&name, "the lost hook recorded", |r| {
+            !r.hook_failures.is_empty()
+        })
+        .await?;
+    assert!(
+        r.hook_failures[0].reason.contains(&job) && r.hook_failures[0].reason.contains("deleted"),
+        "{:?}",
+        r.hook_failures
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(f.hook_jobs().await?.is_empty(), "never made again");
+    assert!(f.stamped_with("r1").await?.is_empty(), "nothing restarted");
+    assert_eq!(
+        f.secret_data("db").await?.0,
+        rotated,
+        "the new values stay: the service may hold them"
+    );
+    f.delete_profile(&name).await?;
+    Ok(())
+}
+
+/// Without the rotation hooks role (the chart's `rotationHooks.enabled=false`, with
+/// `verification.enabled=false`, whose role grants Jobs too) the hook Job is refused: the hook fails at once, the previous values go back, nothing restarts, and the
+/// status says why, instead of the rotation waiting on a Job that can never exist.
+#[tokio::test]
+async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_back() -> Result<()> {
+    use rampart_e2e::identity::{Grants, ServiceAccountIdentity};
+    let f = Fixture::new("hooknorole").await?;
+    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let sa_ns = TestNamespace::create(&f.client, "hooknorole-sa", &[]).await?;
+    let who = ServiceAccountIdentity::new(
+        &f.client,
+        &sa_ns.name,
+        // Neither role that grants Jobs: the verification role's Jobs would serve a hook too.
+        Grants {
+            verification: false,
+            rotation_hooks: false,
+            policy: true,
+            drop: None,
+        },
+    )
+    .await?;
+    let tag = format!("hooknorole-{}", unique_id());
+    let _op = OperatorProcess::start_as(&tag, &[], &who.kubeconfig).await?;
+    let name = f
+        .apply_adopted(&format!("hooknorole-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let r = f
+        .wait_status(&name, "the refused hook recorded", |r| {
+            !r.hook_failures.is_empty()
+        })
+        .await?;
+    assert!(
+        r.hook_failures[0].reason.contains("refused"),
+        "{:?}",
+        r.hook_failures
+    );
+    let (data, _) = f.secret_data("db").await?;
+    assert_eq!(data.get("password").map(String::as_str), Some("orig-db"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(f.stamped_with("r1").await?.is_empty(), "nothing restarted");
+    assert!(f.hook_jobs().await?.is_empty());
+    f.delete_profile(&name).await?;
+    drop(who);
+    Ok(())
+}
