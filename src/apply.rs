@@ -494,24 +494,56 @@ impl Writer {
         );
         // The old-format adoption mark: the values are Rampart's from now on.
         annotations.remove(ROTATION_ADOPTED_ANNOTATION);
+        self.replace_secret(&r.secret, secret).await
+    }
+
+    /// Writes a Secret read moments ago back whole, guarded by the resourceVersion it was read
+    /// at (a conflict or a deletion leaves it to the next pass, which decides again from what is
+    /// there). A refusal that will not change on retry (immutable, a webhook, the role) is
+    /// returned as [`Effect::Refused`]. Values never reach a log or an error.
+    async fn replace_secret(
+        &self,
+        secret_ref: &SecretRef,
+        mut secret: k8s_openapi::api::core::v1::Secret,
+    ) -> Result<Effect, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret_ref.namespace);
         secret.metadata.managed_fields = None;
         self.metrics.write(&self.owner.name, "Secret", "update");
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.replace(name, &pp, &secret).await {
+        match api.replace(&secret_ref.name, &pp, &secret).await {
             Ok(_) => Ok(Effect::Done),
-            // Written by someone since the read: the Secret's event brings a pass that decides
-            // again from what is there.
             Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
             Err(e) => match refusal(&e) {
                 Some(why) => {
-                    tracing::warn!(namespace = %namespace, secret = %name, error = %e, "the API server refused the rotation of a Secret; it is skipped for this rotation id");
+                    tracing::warn!(namespace = %secret_ref.namespace, secret = %secret_ref.name, error = %e, "the API server refused a write of a Secret; it is skipped for this rotation id");
                     Ok(Effect::Refused(why))
                 }
-                None => Err(secret_error("update", &r.secret, e)),
+                None => Err(secret_error("update", secret_ref, e)),
             },
+        }
+    }
+
+    /// A metadata-only merge patch of a Secret (its stamp), the patch carrying the
+    /// resourceVersion it was decided on.
+    async fn patch_secret_metadata(
+        &self,
+        secret: &SecretRef,
+        patch: &Value,
+    ) -> Result<Effect, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        self.metrics.write(&self.owner.name, "Secret", "patch");
+        match api
+            .patch_metadata(&secret.name, &field_manager(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(Effect::Done),
+            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
+            Err(e) => Err(secret_error("patch", secret, e)),
         }
     }
 
@@ -547,15 +579,7 @@ impl Writer {
                 ROTATION_ADOPTED_ANNOTATION: null,
             },
         }});
-        self.metrics.write(&self.owner.name, "Secret", "patch");
-        match api
-            .patch_metadata(&secret.name, &field_manager(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(Effect::Done),
-            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
-            Err(e) => Err(secret_error("patch", secret, e)),
-        }
+        self.patch_secret_metadata(secret, &patch).await
     }
 
     /// Starts a Secret's hook: creates its Job (a Job of ours already under that name, made by
@@ -662,17 +686,7 @@ impl Writer {
                     .with(Entry::marked(&self.owner.uid, id, mark))
                     .render(),
             );
-        secret.metadata.managed_fields = None;
-        self.metrics.write(&self.owner.name, "Secret", "update");
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api.replace(&secret_ref.name, &pp, &secret).await {
-            Ok(_) => Ok(Effect::Done),
-            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
-            Err(e) => Err(secret_error("update", secret_ref, e)),
-        }
+        self.replace_secret(secret_ref, secret).await
     }
 
     /// Writes this profile's entry at `id` with `mark` into a Secret's stamp, as a metadata
@@ -685,23 +699,13 @@ impl Writer {
         id: &str,
         mark: Mark,
     ) -> Result<Effect, Error> {
-        use k8s_openapi::api::core::v1::Secret;
-        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
         let patch = json!({"metadata": {
             "resourceVersion": current.metadata.resource_version,
             "annotations": {
                 ROTATION_ID_ANNOTATION: stamp.with(Entry::marked(&self.owner.uid, id, mark)).render(),
             },
         }});
-        self.metrics.write(&self.owner.name, "Secret", "patch");
-        match api
-            .patch_metadata(&secret.name, &field_manager(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => Ok(Effect::Done),
-            Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(Effect::Unchanged),
-            Err(e) => Err(secret_error("patch", secret, e)),
-        }
+        self.patch_secret_metadata(secret, &patch).await
     }
 
     /// Restarts a workload by writing this profile's entry at the rotation id into its pod

@@ -297,28 +297,22 @@ pub fn rotation_status(
     }
 }
 
+/// The Secrets whose rotation the API server refused in `applied`, with why.
+pub fn refused_secrets(applied: &[Applied]) -> Vec<UnwritableSecret> {
+    refused(applied, WriteVerb::Rotate)
+}
+
 /// The Secrets whose hook Job the API server refused in `applied` (their previous values were
 /// put back by the same write), with why.
 pub fn refused_hooks(applied: &[Applied]) -> Vec<UnwritableSecret> {
-    applied
-        .iter()
-        .filter(|a| a.verb == WriteVerb::StartHook)
-        .filter_map(|a| match a.effect {
-            Ok(Effect::Refused(why)) => Some(UnwritableSecret {
-                namespace: a.target.namespace.clone(),
-                name: a.target.name.clone(),
-                reason: why.to_string(),
-            }),
-            _ => None,
-        })
-        .collect()
+    refused(applied, WriteVerb::StartHook)
 }
 
-/// The Secrets whose rotation the API server refused in `applied`, with why.
-pub fn refused_secrets(applied: &[Applied]) -> Vec<UnwritableSecret> {
+/// The Secrets `verb`'s writes in `applied` found refused, with why.
+fn refused(applied: &[Applied], verb: WriteVerb) -> Vec<UnwritableSecret> {
     applied
         .iter()
-        .filter(|a| a.verb == WriteVerb::Rotate)
+        .filter(|a| a.verb == verb)
         .filter_map(|a| match a.effect {
             Ok(Effect::Refused(why)) => Some(UnwritableSecret {
                 namespace: a.target.namespace.clone(),

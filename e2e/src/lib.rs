@@ -21,6 +21,7 @@ use kube::{Api, Client, Config};
 pub mod apps;
 pub mod csi;
 pub mod identity;
+pub mod second_plane;
 
 /// The repository root (the workspace that holds `e2e/`).
 pub fn repo_root() -> PathBuf {

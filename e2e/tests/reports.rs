@@ -7,7 +7,7 @@
 //! the CRDs arrive, without a restart.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::{ApiResource, GroupVersionKind, ObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use rampart::api::HardeningProfile;
+use rampart_e2e::second_plane::SecondPlane;
 use rampart_e2e::{
     apply_profile, client, client_from, delete_profile_and_wait, is_ready, kubeconfig_path,
     metric_sum, repo_root, scrape, unique_id, wait_condition, wait_for, wait_until, OperatorLaunch,
@@ -382,60 +383,6 @@ async fn garbage_collection_removes_the_reports_of_a_profile_deleted_without_the
     })
     .await?;
     Ok(())
-}
-
-/// A second control plane without the OpenReports CRDs, stopped when dropped.
-struct SecondPlane {
-    dir: PathBuf,
-}
-
-impl SecondPlane {
-    fn start(name: &str) -> Result<Self> {
-        let plane = Self {
-            dir: repo_root().join(".local/planes").join(name),
-        };
-        let out = std::process::Command::new("bash")
-            .arg(repo_root().join("e2e/controlplane/up.sh"))
-            .env("RAMPART_PLANE_DIR", &plane.dir)
-            .current_dir(repo_root())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "starting a second plane: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(plane)
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    fn install_rampart_crd(&self) -> Result<()> {
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg("source e2e/lib.sh && KUBECONFIG=\"$1\" install_crd")
-            .arg("install_crd")
-            .arg(self.kubeconfig())
-            .current_dir(repo_root())
-            .output()?;
-        if !out.status.success() {
-            bail!("install_crd: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for SecondPlane {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(repo_root().join("e2e/controlplane/down.sh"))
-            .env("RAMPART_PLANE_DIR", &self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[tokio::test]
