@@ -321,7 +321,10 @@ pub fn choose_rotation_id(spec_id: &str, previous: Option<&RotationStatus>) -> R
     }
     let under_way = matches!(
         p.phase,
-        RotationPhase::Rotating | RotationPhase::Restarting | RotationPhase::Stalled
+        RotationPhase::Rotating
+            | RotationPhase::RunningHooks
+            | RotationPhase::Restarting
+            | RotationPhase::Stalled
     );
     if under_way {
         return RotationChoice {
@@ -1866,6 +1869,40 @@ mod tests {
             now(),
         );
         assert_eq!(verbs(&rotating), vec![(Rotate, "db".into())]);
+    }
+
+    /// A bump while hooks run waits too: rotating again then would put the value the hook is
+    /// setting into `.previous` and lose the one the consumers run with.
+    #[test]
+    fn a_bump_while_hooks_run_waits_for_the_rotation_to_complete() {
+        let previous = status_at("r1", RotationPhase::RunningHooks, &["r0", "r1"]);
+        let bumped = SecretRotationControl {
+            rotation_id: "r2".into(),
+            ..with_hook()
+        };
+        let out = plan(
+            &bumped,
+            &with_jobs(
+                with_previous(
+                    vec![SecretInfo {
+                        mark: Mark::HookStarted,
+                        ..secret("db", Some("r1"))
+                    }],
+                    vec![consumer("web", "db", None, true)],
+                    previous,
+                ),
+                &[("app", "db", HookJobState::Running)],
+            ),
+            now(),
+        );
+        assert!(
+            out.writes.is_empty(),
+            "nothing regenerated: {:?}",
+            out.writes
+        );
+        assert_eq!(out.findings.rotation_id, "r1");
+        assert_eq!(out.findings.queued.as_deref(), Some("r2"));
+        assert_eq!(out.findings.phase, RotationPhase::RunningHooks);
     }
 
     #[test]
