@@ -745,7 +745,11 @@ pub fn plan_rotation(
         })
         .map(|(s, _)| (s.namespace.as_str(), s.name.as_str()))
         .collect();
-    let (hook_starts, hook_ends, hook_failures) = hook_steps(&staged, id, past);
+    let has_hook = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| h.before_restart.is_some());
+    let (hook_starts, hook_ends, hook_failures) = hook_steps(&staged, id, past, has_hook);
     let ended_well = |s: &SecretInfo| {
         hook_ends.iter().any(|(e, end)| {
             e.namespace == s.namespace && e.name == s.name && *end == HookEnd::Succeeded
@@ -758,10 +762,6 @@ pub fn plan_rotation(
         .filter(|(s, st)| *st == SecretStage::HookPending && !ended_well(s))
         .map(|(s, _)| (s.namespace.as_str(), s.name.as_str()))
         .collect();
-    let has_hook = spec
-        .hooks
-        .as_ref()
-        .is_some_and(|h| h.before_restart.is_some());
     let hooks_succeeded = if has_hook {
         staged
             .iter()
@@ -921,6 +921,7 @@ fn hook_steps(
     staged: &[(&SecretInfo, SecretStage)],
     id: &str,
     past: &Past,
+    has_hook: bool,
 ) -> (
     Vec<SecretInfo>,
     Vec<(SecretInfo, HookEnd)>,
@@ -956,7 +957,22 @@ fn hook_steps(
                     .get(&(s.namespace.clone(), s.name.clone()))
                     .cloned()
                     .unwrap_or(HookJobState::Unknown);
-                match hooks::next_step(s.mark == Mark::HookStarted, &job, &name) {
+                let started = s.mark == Mark::HookStarted;
+                // The hook was taken out of the spec before its Job was made: nothing changed
+                // the credential, so the values the consumers run with go back.
+                let step = if !has_hook && !started {
+                    HookStep::End(
+                        HookEnd::Failed,
+                        Some(
+                            "hooks.beforeRestart was removed before its Job was created; the \
+                             previous values were put back"
+                                .to_string(),
+                        ),
+                    )
+                } else {
+                    hooks::next_step(started, &job, &name)
+                };
+                match step {
                     HookStep::Start => starts.push((*s).clone()),
                     HookStep::Wait => {}
                     HookStep::End(end, why) => {
@@ -1248,6 +1264,33 @@ mod tests {
             now(),
         );
         assert!(out.writes.is_empty());
+    }
+
+    #[test]
+    fn a_hook_removed_before_its_job_was_made_puts_the_values_back() {
+        let out = plan(
+            &spec(2),
+            &with_jobs(
+                observed(
+                    vec![marked("db", "app", Mark::HookDue)],
+                    vec![consumer("web", "db", None, true)],
+                ),
+                &[("app", "db", HookJobState::Missing)],
+            ),
+            now(),
+        );
+        assert!(
+            matches!(
+                out.writes.as_slice(),
+                [Write::EndHook {
+                    end: HookEnd::Failed,
+                    ..
+                }]
+            ),
+            "{:?}",
+            out.writes
+        );
+        assert!(out.findings.restart.is_empty());
     }
 
     #[test]
