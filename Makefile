@@ -42,6 +42,7 @@ chart-readme: ## rewrite the values table in charts/rampart/README.md from value
 unit: ## unit tests, CRD freshness and the local CSI driver's tests (no cluster needed)
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p rampart --test crds_fresh
+	$(CARGO) test -p rampart --test crd_descriptions
 	$(CARGO) test -p rampart --test admission_policy_fresh
 	cd e2e/tools/csi-hostpath && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go test ./...
 
