@@ -82,6 +82,13 @@ pub enum Error {
     #[error("profile has no name or uid")]
     MissingIdentity,
 
+    #[error("profile {profile} waits for {count} rotation hook Job(s) still running before it goes, first {first}")]
+    HooksRunning {
+        profile: String,
+        count: usize,
+        first: String,
+    },
+
     #[error("encoding {what}: {source}")]
     Encode {
         what: String,
@@ -100,6 +107,7 @@ impl Error {
             Error::PartialApply { .. } => "ApplyFailed",
             Error::Read { .. } => "ReadFailed",
             Error::MissingIdentity => "InvalidObject",
+            Error::HooksRunning { .. } => "HooksRunning",
             Error::Encode { .. } => "EncodeFailed",
         }
     }

@@ -677,6 +677,55 @@ fn requeue_after(due: Option<DateTime<Utc>>) -> Duration {
 /// Removes everything the profile made. Garbage collection would too, through the owner
 /// references, but doing it here lets a failure hold the finalizer and be retried and seen.
 /// Snapshots are data: orphaned unless the profile says Delete.
+/// Before a profile goes, every rotation hook it started settles (see
+/// [`controls::rotation::hooks::settle_on_deletion`]): a GitOps tool deleting the profile in
+/// the middle of a rotation must not leave a Secret whose values its service does not accept.
+/// While a hook Job still runs, the deletion waits (an error, retried with backoff; the Job's
+/// `activeDeadlineSeconds` bounds the wait).
+async fn settle_hooks(
+    profile: &HardeningProfile,
+    ctx: &Context,
+    writer: &Writer,
+    (name, uid): (&str, &str),
+) -> Result<(), Error> {
+    let pending = ctx.caches.secrets_with_pending_hooks(uid);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let jobs = crate::observe::hooks::hook_jobs(&ctx.client, name, uid, &pending).await;
+    let (ends, waiting) = controls::rotation::hooks::settle_on_deletion(uid, &pending, &jobs);
+    let regenerate: Vec<String> = profile
+        .spec
+        .secret_rotation
+        .iter()
+        .flat_map(|r| r.regenerate.iter().map(|k| k.key.clone()))
+        .collect();
+    let writes = ends
+        .into_iter()
+        .filter_map(|(s, end)| {
+            Some(controls::Write::EndHook {
+                secret: controls::SecretRef {
+                    namespace: s.namespace,
+                    name: s.name,
+                },
+                rotation_id: s.rotation_id?,
+                end,
+                regenerate: regenerate.clone(),
+            })
+        })
+        .collect();
+    let applied = writer.execute(writes).await;
+    Error::if_any_failed(name, &applied)?;
+    match waiting.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::HooksRunning {
+            profile: name.to_string(),
+            count: waiting.len(),
+            first: first.clone(),
+        }),
+    }
+}
+
 pub(crate) async fn cleanup_profile(
     profile: &HardeningProfile,
     ctx: &Context,
@@ -684,6 +733,7 @@ pub(crate) async fn cleanup_profile(
     let name = profile.name_any();
     let uid = profile.metadata.uid.clone().ok_or(Error::MissingIdentity)?;
     let writer = ctx.writer(profile)?.enforcing();
+    settle_hooks(profile, ctx, &writer, (&name, &uid)).await?;
     let mut writes: Vec<controls::Write> = ctx
         .caches
         .owned_for_deletion(&name, &uid)

@@ -2050,3 +2050,71 @@ async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_ba
     drop(who);
     Ok(())
 }
+
+/// A GitOps tool deletes the profile (foreground) while a hook changes a password: the Job is
+/// not killed halfway (it outlives the profile, so garbage collection leaves it), the profile
+/// waits for it, and once it completes the Secret is settled and the profile goes.
+#[tokio::test]
+async fn a_profile_deleted_in_the_foreground_while_a_hook_runs_waits_for_it() -> Result<()> {
+    use kube::api::DeleteParams;
+    let f = Fixture::new("hookdel").await?;
+    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+        .await?;
+    f.consumer("web", "db", "envFrom", json!({})).await?;
+    let tag = format!("hookdel-{}", unique_id());
+    let _op = OperatorProcess::start(&tag).await?;
+    let name = f
+        .apply_adopted(&format!("hookdel-{}", unique_id()), 2, 60, Some(&tag))
+        .await?;
+    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let (job, uid, pod) = f.one_hook_pod().await?;
+    f.wait_status(&name, "the hook started", |r| {
+        r.phase == rampart::api::RotationPhase::RunningHooks
+    })
+    .await?;
+    let (rotated, _) = f.secret_data("db").await?;
+
+    let profiles = Api::<HardeningProfile>::all(f.client.clone());
+    profiles.delete(&name, &DeleteParams::foreground()).await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        f.hook_jobs().await?,
+        vec![(job.clone(), uid.clone())],
+        "the running hook is neither killed nor remade"
+    );
+    assert!(
+        profiles.get_opt(&name).await?.is_some(),
+        "the profile waits for its hook"
+    );
+
+    f.end_pod(&pod, 0).await?;
+    wait_until("the profile gone", TIMEOUT, || async {
+        let gone = matches!(profiles.get_opt(&name).await, Ok(None));
+        (gone, format!("gone: {gone}"))
+    })
+    .await?;
+    assert_eq!(
+        f.secret_data("db").await?.0,
+        rotated,
+        "the values the hook set in the service stay"
+    );
+    let entries = f.secret_entries("db").await?;
+    assert!(
+        entries.values().any(|(id, adopted)| id == "r1" && !adopted),
+        "the hook's end is recorded: {entries:?}"
+    );
+    let stamp = Api::<Secret>::namespaced(f.client.clone(), &f.ns.name)
+        .get("db")
+        .await?
+        .annotations()
+        .get(ROTATION_ID)
+        .cloned()
+        .unwrap_or_default();
+    assert!(!stamp.contains("hook-"), "no hook left pending: {stamp}");
+    assert_eq!(
+        f.hook_jobs().await?,
+        vec![(job, uid)],
+        "the Job stays for its TTL"
+    );
+    Ok(())
+}

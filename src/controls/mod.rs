@@ -39,6 +39,10 @@ pub enum ManagedKind {
     PersistentVolume,
     /// The bound on the scratch namespace's PVCs.
     ResourceQuota,
+    /// A rotation's `beforeRestart` hook Job, in a tenant namespace. It outlives the profile:
+    /// a profile deleted (even in the foreground) while a hook runs must not have the garbage
+    /// collector kill the Job halfway through changing a password.
+    HookJob,
 }
 
 impl ManagedKind {
@@ -54,6 +58,7 @@ impl ManagedKind {
             ManagedKind::Pod => "Pod",
             ManagedKind::PersistentVolume => "PersistentVolume",
             ManagedKind::ResourceQuota => "ResourceQuota",
+            ManagedKind::HookJob => "Job",
         }
     }
 
@@ -69,7 +74,7 @@ impl ManagedKind {
             | ManagedKind::Pod
             | ManagedKind::PersistentVolume
             | ManagedKind::ResourceQuota => "v1",
-            ManagedKind::Job => "batch/v1",
+            ManagedKind::Job | ManagedKind::HookJob => "batch/v1",
         }
     }
 
@@ -85,6 +90,7 @@ impl ManagedKind {
             ManagedKind::Pod => "pods",
             ManagedKind::PersistentVolume => "persistentvolumes",
             ManagedKind::ResourceQuota => "resourcequotas",
+            ManagedKind::HookJob => "jobs",
         }
     }
 
@@ -92,7 +98,7 @@ impl ManagedKind {
     /// name the profile's uid in a label instead of an owner reference, so garbage collection
     /// never takes them (see [`crate::ownership`]).
     pub fn outlives_profile(self) -> bool {
-        matches!(self, ManagedKind::VolumeSnapshot)
+        matches!(self, ManagedKind::VolumeSnapshot | ManagedKind::HookJob)
     }
 
     /// Whether objects of this kind live outside namespaces (their key's namespace is empty).

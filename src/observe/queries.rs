@@ -75,6 +75,17 @@ impl Caches {
         }
     }
 
+    /// Every Secret whose stamp says this profile's hook has not ended, in any namespace (a
+    /// profile being deleted settles them wherever they are).
+    pub fn secrets_with_pending_hooks(&self, profile_uid: &str) -> Vec<SecretInfo> {
+        self.secrets
+            .state()
+            .iter()
+            .map(|s| secret_info(s, profile_uid))
+            .filter(|s| s.mark.hook_pending())
+            .collect()
+    }
+
     /// What rotation observes in `namespaces`.
     pub fn rotation_observed(
         &self,

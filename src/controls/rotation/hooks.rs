@@ -114,6 +114,40 @@ pub fn next_step(started: bool, job: &HookJobState, name: &str) -> HookStep {
     }
 }
 
+/// What a profile being deleted does with the hooks it has not seen end: a hook whose Job was
+/// never made fails (the values its consumers run with go back: nothing changed the
+/// credential); one whose Job ended is recorded as it ended; one whose Job still runs is waited
+/// for, so the profile goes only once every credential change it started has settled (the Job
+/// itself outlives the profile: nothing kills it halfway). Returns the ends to record and the
+/// names of the Jobs to wait for.
+pub fn settle_on_deletion(
+    profile_uid: &str,
+    secrets: &[SecretInfo],
+    jobs: &BTreeMap<(String, String), HookJobState>,
+) -> (Vec<(SecretInfo, HookEnd)>, Vec<String>) {
+    let mut ends = Vec::new();
+    let mut waiting = Vec::new();
+    for s in secrets.iter().filter(|s| s.mark.hook_pending()) {
+        let Some(id) = s.rotation_id.as_deref() else {
+            continue;
+        };
+        let name = job_name(profile_uid, &s.namespace, &s.name, id);
+        if s.mark == super::stamp::Mark::HookDue {
+            ends.push((s.clone(), HookEnd::Failed));
+            continue;
+        }
+        let job = jobs
+            .get(&(s.namespace.clone(), s.name.clone()))
+            .cloned()
+            .unwrap_or(HookJobState::Unknown);
+        match next_step(true, &job, &name) {
+            HookStep::End(end, _) => ends.push((s.clone(), end)),
+            HookStep::Wait | HookStep::Start => waiting.push(format!("{}/{name}", s.namespace)),
+        }
+    }
+    (ends, waiting)
+}
+
 /// The hook Job for one rotated Secret: the template with the restricted defaults filled and no
 /// token, the Secret added read-only as `volumeName`, the variables that say what rotated, run
 /// once (no retries), stopped by the API server at `timeoutSeconds`.
@@ -165,13 +199,13 @@ pub fn job_object(
     labels.insert(HOOK_LABEL.to_string(), BEFORE_RESTART.to_string());
     DesiredObject {
         key: ObjectKey {
-            kind: ManagedKind::Job,
+            kind: ManagedKind::HookJob,
             namespace: secret.namespace.clone(),
             name: name.clone(),
         },
         control: ControlName::SecretRotation,
         manifest: json!({
-            "apiVersion": ManagedKind::Job.api_version(),
+            "apiVersion": ManagedKind::HookJob.api_version(),
             "kind": "Job",
             "metadata": {
                 "name": name,
@@ -295,6 +329,47 @@ mod tests {
         let c = &pod["containers"][0]["securityContext"];
         assert_eq!(c["allowPrivilegeEscalation"], false);
         assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+    }
+
+    #[test]
+    fn a_deleted_profile_fails_unstarted_hooks_records_ended_ones_and_waits_for_running_ones() {
+        use super::super::stamp::Mark;
+        let at = |name: &str, mark: Mark| SecretInfo {
+            namespace: "shop".into(),
+            name: name.into(),
+            rotation_id: Some("r2".into()),
+            mark,
+            ..Default::default()
+        };
+        let secrets = [
+            at("due", Mark::HookDue),
+            at("running", Mark::HookStarted),
+            at("done", Mark::HookStarted),
+            at("settled", Mark::Rotated),
+        ];
+        let jobs = BTreeMap::from([
+            (
+                ("shop".to_string(), "running".to_string()),
+                HookJobState::Running,
+            ),
+            (
+                ("shop".to_string(), "done".to_string()),
+                HookJobState::Succeeded,
+            ),
+        ]);
+        let (ends, waiting) = settle_on_deletion("uid-1", &secrets, &jobs);
+        let ends: Vec<(&str, HookEnd)> = ends.iter().map(|(s, e)| (s.name.as_str(), *e)).collect();
+        assert_eq!(
+            ends,
+            vec![("due", HookEnd::Failed), ("done", HookEnd::Succeeded)]
+        );
+        assert_eq!(
+            waiting,
+            vec![format!(
+                "shop/{}",
+                job_name("uid-1", "shop", "running", "r2")
+            )]
+        );
     }
 
     #[test]
