@@ -1815,22 +1815,58 @@ impl Fixture {
     }
 }
 
+/// The estate every hook test starts from: Secret `db` (password `orig-db`) read by the
+/// Deployment `web` (and the StatefulSet `ledger`, with `ledger`), a dedicated operator
+/// (acting as `identity` when given), and a profile that adopted `db` at [`EARLIER_ID`].
+struct HookedRun {
+    f: Fixture,
+    tag: String,
+    op: OperatorProcess,
+    name: String,
+}
+
+impl HookedRun {
+    async fn start(prefix: &str, ledger: bool, identity: Option<&std::path::Path>) -> Result<Self> {
+        let f = Fixture::new(prefix).await?;
+        f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
+            .await?;
+        f.consumer("web", "db", "envFrom", json!({})).await?;
+        if ledger {
+            f.statefulset_consumer("ledger", "db").await?;
+        }
+        let tag = format!("{prefix}-{}", unique_id());
+        let op = match identity {
+            Some(kubeconfig) => OperatorProcess::start_as(&tag, &[], kubeconfig).await?,
+            None => OperatorProcess::start(&tag).await?,
+        };
+        let name = f
+            .apply_adopted(&format!("{prefix}-{}", unique_id()), 2, 60, Some(&tag))
+            .await?;
+        Ok(Self { f, tag, op, name })
+    }
+
+    /// Bumps the profile to `r1` with the hook.
+    async fn bump(&self) -> Result<()> {
+        self.f
+            .apply(self.f.hooked_profile(&self.name, "r1", &self.tag))
+            .await?;
+        Ok(())
+    }
+}
+
 /// A hook holds the consumers until its Job completes, and runs once: the operator killed
 /// (SIGKILL) while it runs comes back to the same Job and makes no other; when it completes the
 /// consumers restart, once.
 #[tokio::test]
 async fn a_hook_that_completes_lets_restarts_proceed_and_a_sigkill_runs_it_once() -> Result<()> {
-    let f = Fixture::new("hookok").await?;
-    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
-        .await?;
-    f.consumer("web", "db", "envFrom", json!({})).await?;
-    f.statefulset_consumer("ledger", "db").await?;
-    let tag = format!("hookok-{}", unique_id());
-    let mut op = OperatorProcess::start(&tag).await?;
-    let name = f
-        .apply_adopted(&format!("hookok-{}", unique_id()), 2, 60, Some(&tag))
-        .await?;
-    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let run = HookedRun::start("hookok", true, None).await?;
+    run.bump().await?;
+    let HookedRun {
+        f,
+        tag,
+        mut op,
+        name,
+    } = run;
 
     let (job, uid, pod) = f.one_hook_pod().await?;
     let (data, _) = f.secret_data("db").await?;
@@ -1906,22 +1942,15 @@ async fn a_hook_that_completes_lets_restarts_proceed_and_a_sigkill_runs_it_once(
 /// restarts, and the status and condition name the Secret and the Job.
 #[tokio::test]
 async fn a_failing_hook_puts_the_values_back_and_restarts_nothing() -> Result<()> {
-    let f = Fixture::new("hookbad").await?;
-    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
-        .await?;
-    f.consumer("web", "db", "envFrom", json!({})).await?;
-    let tag = format!("hookbad-{}", unique_id());
-    let _op = OperatorProcess::start(&tag).await?;
-    let name = f
-        .apply_adopted(&format!("hookbad-{}", unique_id()), 2, 60, Some(&tag))
-        .await?;
-    let revision = f.revision("web").await?;
-    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let run = HookedRun::start("hookbad", false, None).await?;
+    let revision = run.f.revision("web").await?;
+    run.bump().await?;
+    let HookedRun { f, name, .. } = &run;
     let (job, _, pod) = f.one_hook_pod().await?;
     f.end_pod(&pod, 1).await?;
 
     let r = f
-        .wait_status(&name, "the hook failure recorded", |r| {
+        .wait_status(name, "the hook failure recorded", |r| {
             !r.hook_failures.is_empty()
         })
         .await?;
@@ -1938,18 +1967,18 @@ async fn a_failing_hook_puts_the_values_back_and_restarts_nothing() -> Result<()
     assert!(f.stamped_with("r1").await?.is_empty(), "nothing restarted");
     assert_eq!(f.revision("web").await?, revision);
     let p = Api::<HardeningProfile>::all(f.client.clone())
-        .get(&name)
+        .get(name)
         .await?;
     let (status, _) = rampart_e2e::condition_of(&p, "SecretsRotated").context("SecretsRotated")?;
     assert_eq!(status, "False");
-    let warnings = f.events(&name, "RotationHookFailed").await?;
+    let warnings = f.events(name, "RotationHookFailed").await?;
     assert!(
         warnings
             .iter()
             .any(|n| n.contains("db") && n.contains(&job)),
         "{warnings:?}"
     );
-    f.delete_profile(&name).await?;
+    f.delete_profile(name).await?;
     Ok(())
 }
 
@@ -1960,18 +1989,11 @@ async fn a_failing_hook_puts_the_values_back_and_restarts_nothing() -> Result<()
 async fn a_hook_job_deleted_while_it_runs_is_reported_lost_never_run_again() -> Result<()> {
     use k8s_openapi::api::batch::v1::Job;
     use kube::api::DeleteParams;
-    let f = Fixture::new("hooklost").await?;
-    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
-        .await?;
-    f.consumer("web", "db", "envFrom", json!({})).await?;
-    let tag = format!("hooklost-{}", unique_id());
-    let _op = OperatorProcess::start(&tag).await?;
-    let name = f
-        .apply_adopted(&format!("hooklost-{}", unique_id()), 2, 60, Some(&tag))
-        .await?;
-    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let run = HookedRun::start("hooklost", false, None).await?;
+    run.bump().await?;
+    let HookedRun { f, name, .. } = &run;
     let (job, _, _) = f.one_hook_pod().await?;
-    f.wait_status(&name, "the hook started", |r| {
+    f.wait_status(name, "the hook started", |r| {
         r.phase == rampart::api::RotationPhase::RunningHooks
     })
     .await?;
@@ -1981,7 +2003,7 @@ async fn a_hook_job_deleted_while_it_runs_is_reported_lost_never_run_again() -> 
         .await?;
 
     let r = f
-        .wait_status(&name, "the lost hook recorded", |r| {
+        .wait_status(name, "the lost hook recorded", |r| {
             !r.hook_failures.is_empty()
         })
         .await?;
@@ -1998,7 +2020,7 @@ async fn a_hook_job_deleted_while_it_runs_is_reported_lost_never_run_again() -> 
         rotated,
         "the new values stay: the service may hold them"
     );
-    f.delete_profile(&name).await?;
+    f.delete_profile(name).await?;
     Ok(())
 }
 
@@ -2008,13 +2030,10 @@ async fn a_hook_job_deleted_while_it_runs_is_reported_lost_never_run_again() -> 
 #[tokio::test]
 async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_back() -> Result<()> {
     use rampart_e2e::identity::{Grants, ServiceAccountIdentity};
-    let f = Fixture::new("hooknorole").await?;
-    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
-        .await?;
-    f.consumer("web", "db", "envFrom", json!({})).await?;
-    let sa_ns = TestNamespace::create(&f.client, "hooknorole-sa", &[]).await?;
+    let admin = client().await?;
+    let sa_ns = TestNamespace::create(&admin, "hooknorole-sa", &[]).await?;
     let who = ServiceAccountIdentity::new(
-        &f.client,
+        &admin,
         &sa_ns.name,
         // Neither role that grants Jobs: the verification role's Jobs would serve a hook too.
         Grants {
@@ -2025,14 +2044,11 @@ async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_ba
         },
     )
     .await?;
-    let tag = format!("hooknorole-{}", unique_id());
-    let _op = OperatorProcess::start_as(&tag, &[], &who.kubeconfig).await?;
-    let name = f
-        .apply_adopted(&format!("hooknorole-{}", unique_id()), 2, 60, Some(&tag))
-        .await?;
-    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let run = HookedRun::start("hooknorole", false, Some(&who.kubeconfig)).await?;
+    run.bump().await?;
+    let HookedRun { f, name, .. } = &run;
     let r = f
-        .wait_status(&name, "the refused hook recorded", |r| {
+        .wait_status(name, "the refused hook recorded", |r| {
             !r.hook_failures.is_empty()
         })
         .await?;
@@ -2046,7 +2062,7 @@ async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_ba
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(f.stamped_with("r1").await?.is_empty(), "nothing restarted");
     assert!(f.hook_jobs().await?.is_empty());
-    f.delete_profile(&name).await?;
+    f.delete_profile(name).await?;
     drop(who);
     Ok(())
 }
@@ -2057,25 +2073,18 @@ async fn a_hook_job_the_api_server_refuses_fails_the_hook_and_puts_the_values_ba
 #[tokio::test]
 async fn a_profile_deleted_in_the_foreground_while_a_hook_runs_waits_for_it() -> Result<()> {
     use kube::api::DeleteParams;
-    let f = Fixture::new("hookdel").await?;
-    f.secret("db", true, &[("username", "app"), ("password", "orig-db")])
-        .await?;
-    f.consumer("web", "db", "envFrom", json!({})).await?;
-    let tag = format!("hookdel-{}", unique_id());
-    let _op = OperatorProcess::start(&tag).await?;
-    let name = f
-        .apply_adopted(&format!("hookdel-{}", unique_id()), 2, 60, Some(&tag))
-        .await?;
-    f.apply(f.hooked_profile(&name, "r1", &tag)).await?;
+    let run = HookedRun::start("hookdel", false, None).await?;
+    run.bump().await?;
+    let HookedRun { f, name, .. } = &run;
     let (job, uid, pod) = f.one_hook_pod().await?;
-    f.wait_status(&name, "the hook started", |r| {
+    f.wait_status(name, "the hook started", |r| {
         r.phase == rampart::api::RotationPhase::RunningHooks
     })
     .await?;
     let (rotated, _) = f.secret_data("db").await?;
 
     let profiles = Api::<HardeningProfile>::all(f.client.clone());
-    profiles.delete(&name, &DeleteParams::foreground()).await?;
+    profiles.delete(name, &DeleteParams::foreground()).await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         f.hook_jobs().await?,
@@ -2083,13 +2092,13 @@ async fn a_profile_deleted_in_the_foreground_while_a_hook_runs_waits_for_it() ->
         "the running hook is neither killed nor remade"
     );
     assert!(
-        profiles.get_opt(&name).await?.is_some(),
+        profiles.get_opt(name).await?.is_some(),
         "the profile waits for its hook"
     );
 
     f.end_pod(&pod, 0).await?;
     wait_until("the profile gone", TIMEOUT, || async {
-        let gone = matches!(profiles.get_opt(&name).await, Ok(None));
+        let gone = matches!(profiles.get_opt(name).await, Ok(None));
         (gone, format!("gone: {gone}"))
     })
     .await?;
